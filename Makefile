@@ -1,0 +1,37 @@
+# fiji-consensus: `make demo` and `make test` each set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+EXTRAS ?= test
+STAMP  := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: setup system-deps demo test test-all bench clean
+
+# Python environment: a venv with the package (editable) and the pinned extras.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: $(STAMP)
+
+# Java + ImageJ 1 (Debian libij-java) + Xvfb, installed from Debian when missing and we are root.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/fiji-consensus demo --out demo-output --overwrite
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP) system-deps
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_staple.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info

@@ -1,0 +1,289 @@
+"""Command line: ``fiji-consensus <command>``.
+
+Each command parses its arguments, builds a validated config, calls one library function and exits with
+0 only on success. ``--json`` prints exactly one machine-readable line on stdout (what Fiji's macro
+``exec()`` returns); progress bars and logs go to stderr. This is the only module that configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("fiji_consensus.cli")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _setup_logging(verbosity: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbosity > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("fiji_consensus")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def _emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(_clean(payload), allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _error_text(exc: BaseException) -> str:
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover
+        ValidationError = ()  # type: ignore[assignment]
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{loc.replace('_', '-')}: {msg}" if loc else msg)
+        return "invalid arguments: " + "; ".join(parts)
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file not found: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "  nan"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
+    if not rows:
+        return ""
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
+              for row in cells]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON result line on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.add_argument("-v", "--verbose", action="count", default=1, help="more log output (-vv for debug)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs (either --images and --experts, or --project)")
+    g.add_argument("--images", type=Path, metavar="DIR", help="folder of images (<id>.png/.tif/...)")
+    g.add_argument(
+        "--experts", type=Path, nargs="+", metavar="DIR", default=[],
+        help="one folder per expert: masks, RoiSet .zip, .roi or overlay TIFFs, paired with images by id",
+    )
+    g.add_argument("--expert-names", nargs="+", metavar="NAME", help="names for the expert folders")
+    g.add_argument("--project", type=Path, metavar="DIR", help="project folder (images/, annotations/<expert>/)")
+    g.add_argument("--ignore", type=Path, metavar="DIR", help="folder of ignore masks (<id>...), optional")
+    g.add_argument("--min-size", type=int, default=0, metavar="PIXELS",
+                   help="drop objects smaller than this for object scores and ROIs (default 0)")
+
+
+def _consensus_parser(sub) -> None:
+    p = sub.add_parser(
+        "consensus",
+        help="consensus of several experts, per-expert scores and agreement",
+        description="Compute the consensus of several experts' annotations (STAPLE, majority vote or "
+        "object-level), score every expert against it and write Fiji-ready outputs "
+        "(masks, probability, RoiSet zips, overlay TIFFs, CSV tables, config.json).",
+    )
+    _add_inputs(p)
+    p.add_argument("--method", choices=["staple", "majority", "objects"], default="staple")
+    p.add_argument("--threshold", type=float, default=0.5, help="STAPLE posterior threshold (default 0.5)")
+    p.add_argument("--prior", type=float, help="STAPLE foreground prior (default: estimated)")
+    p.add_argument("--max-iter", type=int, default=1000, help="STAPLE iteration cap (default 1000)")
+    p.add_argument("--min-votes", type=int, help="majority: experts needed per pixel (default: > half)")
+    p.add_argument("--min-experts", type=int, help="objects: experts needed per object (default: > half)")
+    p.add_argument("--iou-threshold", type=float, default=0.5, help="objects: matching IoU (default 0.5)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlays/<id>.tif")
+    _add_common(p)
+    p.set_defaults(func=_run_consensus)
+
+
+def _inputs_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(images=a.images, experts=a.experts, expert_names=a.expert_names,
+                              project=a.project, ignore=a.ignore, min_size=a.min_size)
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _run_consensus(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import ConsensusConfig
+    from .jobs import run_consensus
+
+    cfg = ConsensusConfig(
+        **_inputs_kwargs(a), method=a.method, threshold=a.threshold, prior=a.prior, max_iter=a.max_iter,
+        min_votes=a.min_votes, min_experts=a.min_experts, iou_threshold=a.iou_threshold, out=a.out,
+        overwrite=a.overwrite, resume=a.resume, write_overlays=not a.no_overlays,
+    )
+    summary = run_consensus(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        rows = [{"expert": e, **s} for e, s in summary["expert_scores"].items()]
+        print(f"consensus ({summary['method']}) of {summary['n_images']} images -> {summary['out']}")
+        print(_table(rows, ["expert", "dice", "roi_f1", "sensitivity"]))
+        print(f"Fleiss' kappa (pixels, mean over images): {_fmt(summary['mean_fleiss_kappa'])}; "
+              f"ICC(2,1) of object counts: {_fmt(summary['icc_object_counts'])}")
+    return summary
+
+
+def _agreement_parser(sub) -> None:
+    p = sub.add_parser(
+        "agreement",
+        help="pairwise agreement of experts, and each expert vs a reference",
+        description="Score the experts against each other (pixel Dice, IoU, ROI-F1, Cohen's kappa; "
+        "Fleiss' kappa over all) and, with --reference, each expert against a reference such as est_GT. "
+        "No consensus is written.",
+    )
+    _add_inputs(p)
+    p.add_argument("--reference", type=Path, metavar="DIR", help="folder of reference masks (e.g. est_GT)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write agreement.csv / experts.csv here")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
+    _add_common(p)
+    p.set_defaults(func=_run_agreement)
+
+
+def _run_agreement(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import AgreementConfig
+    from .jobs import run_agreement
+
+    cfg = AgreementConfig(**_inputs_kwargs(a), reference=a.reference, out=a.out, overwrite=a.overwrite)
+    summary = run_agreement(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        print(f"agreement of {len(summary['experts'])} experts on {summary['n_images']} images")
+        print(_table(summary["pairwise"], ["rater_a", "rater_b", "dice", "iou", "roi_f1", "cohen_kappa"]))
+        if summary["vs_reference"]:
+            print("\nvs reference:")
+            print(_table(summary["vs_reference"], ["expert", "dice", "roi_f1", "sensitivity", "specificity"]))
+        print(f"Fleiss' kappa (pixels, mean over images): {_fmt(summary['mean_fleiss_kappa'])}")
+    return summary
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the pipeline on the bundled real sample (Segebarth et al. 2020, lab-wue1)",
+        description="Consensus (STAPLE) of the 5 experts on the bundled 5 images, per-expert scores, "
+        "agreement, and a check of the consensus against the published est_GT.",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
+    _add_common(p)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from . import datasets, io
+    from .config import ConsensusConfig
+    from .jobs import run_consensus
+
+    sample = datasets.load_sample()
+    cfg = ConsensusConfig(
+        images=sample.images_dir, experts=sample.expert_dirs, method="staple",
+        min_size=datasets.SAMPLE_MIN_SIZE, out=a.out, overwrite=a.overwrite,
+    )
+    summary = run_consensus(cfg, progress=not (a.no_progress or a.quiet))
+    differing = {}
+    for image_id in sample.ids:
+        ours = io.read_mask(Path(a.out) / "masks" / f"{image_id}.tif")
+        differing[image_id] = int(np.count_nonzero(ours != sample.est_gt(image_id)))
+    summary["est_gt_differing_pixels"] = differing
+    summary["command"] = "demo"
+    if not a.json:
+        rows = [{"expert": e, **s} for e, s in summary["expert_scores"].items()]
+        print(f"Bundled sample: {len(sample.ids)} images of lab-wue1, {len(sample.experts)} experts "
+              f"({datasets.SAMPLE_LICENSE}; {datasets.SAMPLE_CITATION})")
+        print(f"STAPLE consensus -> {summary['out']}")
+        print(_table(rows, ["expert", "dice", "roi_f1", "sensitivity"]))
+        total = sum(differing.values())
+        print(f"Consensus vs the published est_GT: {total} differing pixels over {len(differing)} images"
+              + (" (identical)" if total == 0 else ""))
+        print(f"Open {Path(summary['out']) / 'overlays'} in Fiji to see consensus (white) and expert outlines.")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fiji-consensus",
+        description="Multi-expert consensus, agreement and (later) U-Net ensembles for Fiji/ImageJ users.",
+    )
+    parser.add_argument("--version", action="version", version=f"fiji-consensus {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _consensus_parser(sub)
+    _agreement_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 only on success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.verbose, args.quiet or args.json)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        msg = "interrupted; rerun the same command with --resume to continue"
+        if args.json:
+            _emit_json({"ok": False, "command": args.command, "error": msg})
+        print(f"fiji-consensus: {msg}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the CLI turns every failure into a message + exit code
+        if args.debug:
+            logger.exception("failed")
+        msg = _error_text(exc)
+        if args.json:
+            _emit_json({"ok": False, "command": args.command, "error": msg, "error_type": type(exc).__name__})
+        print(f"fiji-consensus {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        _emit_json(result)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""Files: images and expert annotations paired by id, project folders, atomic writes.
+
+Pairing rule (GUIDE.md): the id of an image is its file stem. An annotation belongs to image ``ID`` if its
+stem is ``ID`` or starts with ``ID`` followed by ``_``, ``-`` or ``.`` (so ``0001_cFOS.png`` and
+``0001.zip`` both belong to ``0001``). When several image ids fit one file, the longest id wins. Two
+candidates for one image and expert is an error, and so is an image an expert did not annotate.
+
+An annotation is any of: a mask image (PNG/TIFF/...; binary 0/1 or 0/255, RGB with equal channels, or a
+label image), an ImageJ RoiSet ``.zip``, a single ``.roi``, or a TIFF whose ImageJ overlay holds the ROIs.
+Every reader returns an integer label image of the image's shape (0 = background).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._atomic import atomic_open, atomic_path, check_writable
+from ._validate import as_image_2d
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ANNOTATION_SUFFIXES",
+    "AnnotationError",
+    "ExpertDataset",
+    "list_images",
+    "pair_annotations",
+    "read_image",
+    "read_annotation",
+    "read_mask",
+    "open_dataset",
+    "open_project",
+    "write_tiff",
+    "write_csv",
+    "write_json",
+    "read_json",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif")
+ANNOTATION_SUFFIXES = IMAGE_SUFFIXES + (".zip", ".roi")
+_SEPARATORS = ("_", "-", ".")
+
+
+class AnnotationError(ValueError):
+    """An annotation or image that cannot be used: missing, ambiguous, unreadable or of the wrong shape."""
+
+
+# --------------------------------------------------------------------------------------------- listing
+
+
+def _full_suffix_ok(path: Path, suffixes: Sequence[str]) -> bool:
+    return path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith(".")
+
+
+def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+    """Map image id (file stem) → path for every image file in ``folder`` (not recursive).
+
+    Raises :class:`AnnotationError` when the folder does not exist, holds no image, or two files share
+    one id (``a.png`` and ``a.tif``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AnnotationError(f"image folder {folder} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not _full_suffix_ok(p, IMAGE_SUFFIXES):
+            continue
+        if p.stem in found:
+            raise AnnotationError(
+                f"two images with id {p.stem!r} in {folder}: {found[p.stem].name} and {p.name}"
+            )
+        found[p.stem] = p
+    if not found:
+        raise AnnotationError(
+            f"no images found in {folder} (expected files ending in {', '.join(IMAGE_SUFFIXES)})"
+        )
+    return found
+
+
+def _owner(stem: str, ids_by_length: Sequence[str]) -> str | None:
+    for image_id in ids_by_length:
+        if stem == image_id or (
+            stem.startswith(image_id) and stem[len(image_id)] in _SEPARATORS
+        ):
+            return image_id
+    return None
+
+
+def pair_annotations(
+    image_ids: Iterable[str],
+    folder: str | os.PathLike,
+    *,
+    expert: str | None = None,
+    required: bool = True,
+) -> dict[str, Path]:
+    """Pair the annotation files in ``folder`` with image ids by the GUIDE's id rule.
+
+    Parameters
+    ----------
+    image_ids
+        The ids of the images (file stems).
+    folder
+        One expert's folder (or an ignore folder).
+    expert
+        The expert's name, used in error messages (default: the folder name).
+    required
+        If true, every image must have exactly one annotation; otherwise images may lack one.
+
+    Returns
+    -------
+    dict
+        image id → annotation path.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "0001_cFOS.png").write_bytes(b"")
+    >>> pair_annotations(["0001"], d)["0001"].name
+    '0001_cFOS.png'
+    """
+    folder = Path(folder)
+    expert = expert or folder.name
+    if not folder.is_dir():
+        raise AnnotationError(f"annotation folder of expert {expert!r} does not exist: {folder}")
+    ids = sorted(set(image_ids), key=lambda s: (-len(s), s))
+    candidates: dict[str, list[Path]] = {i: [] for i in ids}
+    n_files = 0
+    for p in sorted(folder.iterdir()):
+        if not _full_suffix_ok(p, ANNOTATION_SUFFIXES):
+            continue
+        n_files += 1
+        owner = _owner(p.stem, ids)
+        if owner is not None:
+            candidates[owner].append(p)
+    if n_files == 0:
+        raise AnnotationError(
+            f"the folder of expert {expert!r} ({folder}) holds no annotation "
+            f"(expected mask images, RoiSet .zip, .roi or overlay TIFFs)"
+        )
+    pairs: dict[str, Path] = {}
+    missing = []
+    for image_id in sorted(candidates):
+        c = candidates[image_id]
+        if len(c) > 1:
+            raise AnnotationError(
+                f"image {image_id!r}: expert {expert!r} has {len(c)} candidate annotations in {folder}: "
+                f"{', '.join(x.name for x in c)}; keep one"
+            )
+        if c:
+            pairs[image_id] = c[0]
+        else:
+            missing.append(image_id)
+    if missing and required:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise AnnotationError(
+            f"expert {expert!r} has no annotation for {len(missing)} image(s): {shown} "
+            f"(looked in {folder} for <id>.<ext> or <id>_*.<ext>)"
+        )
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        import imageio.v3 as iio
+
+        return np.asarray(iio.imread(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # imageio/tifffile raise many types for corrupt files
+        raise AnnotationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _squeeze_gray(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
+    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[..., 0]
+        raise AnnotationError(
+            f"{what} {path} is a colour (RGB) image with unequal channels; expected a grayscale "
+            f"{what} (for multi-channel images choose one channel first)"
+        )
+    if arr.ndim == 3:
+        raise AnnotationError(
+            f"{what} {path} is a 3-D stack of shape {arr.shape}; 3-D stacks are not supported yet "
+            f"(expected one 2-D (Y, X) plane)"
+        )
+    if arr.ndim != 2:
+        raise AnnotationError(f"{what} {path} has shape {arr.shape}; expected a 2-D (Y, X) image")
+    return arr
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a 2-D grayscale image (8/16-bit or float); RGB with equal channels is reduced to one.
+
+    Colour images with unequal channels and 3-D stacks are an :class:`AnnotationError`.
+    """
+    path = Path(path)
+    return as_image_2d(_squeeze_gray(_read_pixels(path), path, "image"), name=str(path))
+
+
+def _tiff_has_overlay(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            meta = tif.imagej_metadata or {}
+    except Exception as exc:
+        raise AnnotationError(f"cannot read TIFF {path}: {type(exc).__name__}: {exc}") from exc
+    return bool(meta.get("Overlays") or meta.get("ROI"))
+
+
+def read_annotation(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one annotation file as an int32 label image (0 = background).
+
+    Mask images keep their values: a binary mask (0/1 or 0/255, also RGB with equal channels) becomes
+    0/1; a label image keeps its labels. ROI files (``.zip``, ``.roi``, a TIFF with an ImageJ overlay)
+    are rasterised exactly as ImageJ fills them, ROI ``i`` becoming label ``i + 1``.
+
+    Parameters
+    ----------
+    path
+        The annotation file.
+    shape
+        ``(Y, X)`` of the image it belongs to: required for ROI files, checked for mask images.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    is_roi = suffix in (".zip", ".roi") or (suffix in (".tif", ".tiff") and _tiff_has_overlay(path))
+    if is_roi:
+        from . import rois
+
+        if shape is None:
+            raise ValueError(f"reading ROIs from {path} needs the image shape (Y, X)")
+        roi_list = rois.read_rois(path)
+        if not roi_list:
+            logger.warning("%s holds no ROI: treated as an empty annotation", path)
+        return rois.rois_to_labels(roi_list, tuple(shape))
+    arr = _squeeze_gray(_read_pixels(path), path, "annotation")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)) or arr.min() < 0:
+            raise AnnotationError(
+                f"annotation {path} holds non-integer or negative values "
+                f"(range {arr.min()}..{arr.max()}); expected a binary mask or a label image"
+            )
+    elif not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
+        raise AnnotationError(f"annotation {path} has unsupported dtype {arr.dtype}")
+    elif np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
+        raise AnnotationError(f"annotation {path} holds negative values; expected labels >= 0")
+    values = np.unique(arr)
+    if values.size <= 2 and set(values.tolist()) <= {0, 255}:
+        labels = (arr > 0).astype(np.int32)
+    else:
+        labels = arr.astype(np.int32)
+    if shape is not None and labels.shape != tuple(shape):
+        raise AnnotationError(
+            f"annotation {path} has shape {labels.shape}, but its image has shape {tuple(shape)}"
+        )
+    return labels
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an annotation as a boolean foreground mask (any label > 0)."""
+    return read_annotation(path, shape) > 0
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class ExpertDataset:
+    """Images and the experts' annotations, paired by id; pixels are read lazily, one image at a time.
+
+    Attributes
+    ----------
+    images
+        image id → image path, sorted by id.
+    experts
+        expert name → (image id → annotation path).
+    ignore
+        image id → ignore-mask path (only images that have one).
+    """
+
+    images: dict[str, Path]
+    experts: dict[str, dict[str, Path]]
+    ignore: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return list(self.experts)
+
+    def load(self, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """Return ``(image, {expert: label image}, ignore mask or None)`` for one image id.
+
+        Every annotation is checked to have the image's shape; the error names image, expert and shapes.
+        """
+        if image_id not in self.images:
+            raise KeyError(f"no image with id {image_id!r}; ids: {', '.join(self.ids[:10])}")
+        image = read_image(self.images[image_id])
+        annotations = {}
+        for name, paths in self.experts.items():
+            path = paths[image_id]
+            try:
+                annotations[name] = read_annotation(path, image.shape)
+            except AnnotationError as exc:
+                raise AnnotationError(f"image {image_id!r}, expert {name!r}: {exc}") from None
+        ignore = None
+        if image_id in self.ignore:
+            try:
+                ignore = read_mask(self.ignore[image_id], image.shape)
+            except AnnotationError as exc:
+                raise AnnotationError(f"image {image_id!r}, ignore mask: {exc}") from None
+        return image, annotations, ignore
+
+
+def open_dataset(
+    images: str | os.PathLike,
+    experts: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+    *,
+    ignore: str | os.PathLike | None = None,
+    expert_names: Sequence[str] | None = None,
+) -> ExpertDataset:
+    """Pair an image folder with one folder per expert (and optionally an ignore folder).
+
+    Parameters
+    ----------
+    images
+        Folder of images.
+    experts
+        Expert folders (names default to the folder names) or a mapping name → folder.
+    ignore
+        Optional folder of ignore masks; images without one are fully scored.
+    expert_names
+        Names for the folders in ``experts`` (when it is a sequence).
+    """
+    image_paths = list_images(images)
+    if isinstance(experts, Mapping):
+        named = {str(k): Path(v) for k, v in experts.items()}
+    else:
+        folders = [Path(e) for e in experts]
+        names = list(expert_names) if expert_names is not None else [f.name for f in folders]
+        if len(names) != len(folders):
+            raise ValueError(f"expert_names has {len(names)} names for {len(folders)} folders")
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"expert names must be unique; got {names}: give names with expert_names "
+                "(CLI: --expert-names)"
+            )
+        named = dict(zip(names, folders))
+    if not named:
+        raise ValueError("no expert folder given; expected at least one")
+    pairs = {
+        name: pair_annotations(image_paths, folder, expert=name) for name, folder in named.items()
+    }
+    ignore_pairs = (
+        pair_annotations(image_paths, ignore, expert="ignore", required=False) if ignore else {}
+    )
+    return ExpertDataset(images=image_paths, experts=pairs, ignore=ignore_pairs)
+
+
+def open_project(root: str | os.PathLike) -> ExpertDataset:
+    """Open a project folder: ``images/``, ``annotations/<expert>/`` and optional ``ignore/``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AnnotationError(f"project folder {root} does not exist")
+    ann = root / "annotations"
+    if not ann.is_dir():
+        raise AnnotationError(
+            f"project folder {root} has no annotations/ folder (expected annotations/<expert>/<id>...)"
+        )
+    expert_dirs = sorted(p for p in ann.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not expert_dirs:
+        raise AnnotationError(f"{ann} holds no expert folder (expected annotations/<expert>/)")
+    ignore = root / "ignore"
+    return open_dataset(
+        root / "images", expert_dirs, ignore=ignore if ignore.is_dir() else None
+    )
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    *,
+    overwrite: bool = False,
+    imagej: bool = True,
+    **kwargs: Any,
+) -> Path:
+    """Write an array as an (ImageJ) TIFF atomically; refuse to replace a file unless ``overwrite``."""
+    import tifffile
+
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(array), imagej=imagej, **kwargs)
+    return path
+
+
+def write_csv(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    columns: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write dict rows as CSV atomically (floats with up to 6 significant digits; NaN as ``nan``)."""
+    path = Path(path)
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v: Any) -> Any:
+        if isinstance(v, (float, np.floating)):
+            return "nan" if not np.isfinite(v) else f"{float(v):.6g}"
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    with atomic_open(path, "w", overwrite=overwrite) as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: fmt(r.get(k, "")) for k in cols})
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> Path:
+    """Write JSON atomically (NaN written as null)."""
+    path = Path(path)
+    text = json.dumps(_nan_to_none(data), indent=2, default=_json_default, allow_nan=False)
+    with atomic_open(path, "w", overwrite=overwrite) as fh:
+        fh.write(text + "\n")
+    return path
+
+
+def _nan_to_none(o: Any) -> Any:
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+__all__ += ["check_writable"]

@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the real Segebarth data and the bundled sample."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(
+    os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020")
+)
+IJ_JAR_CANDIDATES = [os.environ.get("IJ_JAR", ""), "/usr/share/java/ij.jar"]
+
+
+def find_ij_jar() -> str | None:
+    for c in IJ_JAR_CANDIDATES:
+        if c and Path(c).is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared Segebarth data is not at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ij_jar() -> str:
+    jar = find_ij_jar()
+    if jar is None:
+        pytest.fail("ij.jar not found: install Debian's libij-java (make test does) or set IJ_JAR")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.fail("no Java found: install a JDK (Java 17)")
+    return jar
