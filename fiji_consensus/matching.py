@@ -68,10 +68,10 @@ def _ignore_mask(ignore: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _as_labels(labels: Any, *, name: str) -> np.ndarray:
-    """Validate a 2-D label image (non-negative integers or bool) and return it as an int64 array."""
+    """Validate a 2-D label image (non-negative integers or bool) and return it as an integer array."""
     arr = as_image_2d(labels, name=name)
     if arr.dtype == bool:
-        return arr.astype(np.int64)
+        return arr.astype(np.int32)
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(
             f"{name} must be an integer label image (0 = background, 1..n = objects); got dtype "
@@ -79,7 +79,11 @@ def _as_labels(labels: Any, *, name: str) -> np.ndarray:
         )
     if arr.size and arr.min() < 0:
         raise ValueError(f"{name} must hold non-negative label ids; got minimum {arr.min()}")
-    return arr.astype(np.int64, copy=False)
+    if arr.dtype == np.uint64:
+        if arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} holds label ids too large for int64; got {arr.max()}")
+        return arr.astype(np.int64)
+    return arr
 
 
 def label_objects(
@@ -209,7 +213,7 @@ def overlap_pairs(
     ref_areas = np.bincount(ref.ravel(), minlength=n_ref + 1).astype(np.int64)
     cand_areas = np.bincount(cand.ravel(), minlength=n_cand + 1).astype(np.int64)
     both = (ref > 0) & (cand > 0)
-    codes = ref[both] * np.int64(n_cand + 1) + cand[both]
+    codes = ref[both].astype(np.int64) * np.int64(n_cand + 1) + cand[both].astype(np.int64)
     if (n_ref + 1) * (n_cand + 1) <= 4 * codes.size + 1_000_000:
         counts = np.bincount(codes, minlength=0)
         pair_codes = np.flatnonzero(counts)
@@ -223,7 +227,10 @@ def overlap_pairs(
 
 
 def _pair_ious(
-    inter: np.ndarray, ref_ids: np.ndarray, cand_ids: np.ndarray, ref_areas: np.ndarray,
+    inter: np.ndarray,
+    ref_ids: np.ndarray,
+    cand_ids: np.ndarray,
+    ref_areas: np.ndarray,
     cand_areas: np.ndarray,
 ) -> np.ndarray:
     union = ref_areas[ref_ids] + cand_areas[cand_ids] - inter
@@ -328,15 +335,13 @@ class Matching:
         return _ratio(2 * self.tp, self.n_ref + self.n_cand)
 
 
-def _assign(
-    ref_ids: np.ndarray, cand_ids: np.ndarray, ious: np.ndarray
-) -> np.ndarray:
+def _assign(ref_ids: np.ndarray, cand_ids: np.ndarray, ious: np.ndarray) -> np.ndarray:
     """Indices into the pair list of a one-to-one assignment maximising the summed IoU.
 
-    The bipartite overlap graph is split into connected blocks; a block with one pair is assigned
-    directly and larger blocks are solved with :func:`scipy.optimize.linear_sum_assignment` on their
-    dense (small) IoU sub-matrix. Because the objective is a sum over blocks, this is the optimum of
-    the full assignment problem.
+    The bipartite overlap graph is split into connected blocks. A block in which one object overlaps
+    all the others keeps its best pair; any other block is solved with
+    :func:`scipy.optimize.linear_sum_assignment` on its dense (small) IoU sub-matrix. Because the
+    objective is a sum over blocks, this is the optimum of the full assignment problem.
     """
     n_pairs = ref_ids.size
     if n_pairs == 0:
@@ -350,10 +355,17 @@ def _assign(
     )
     n_comp, comp = connected_components(graph, directed=False)
     pair_comp = comp[r_idx]
-    sizes = np.bincount(pair_comp, minlength=n_comp)
-    single = sizes[pair_comp] == 1
-    chosen = [np.flatnonzero(single)]
-    multi = np.flatnonzero(~single)
+    # a block whose pairs all share one reference or one candidate object (a "star", including a
+    # single pair) can keep only one pair: the one with the largest IoU
+    refs_per_block = np.bincount(comp[:nr], minlength=n_comp)
+    cands_per_block = np.bincount(comp[nr:], minlength=n_comp)
+    star = (refs_per_block == 1) | (cands_per_block == 1)
+    in_star = np.flatnonzero(star[pair_comp])
+    by_block = in_star[np.lexsort((-ious[in_star], pair_comp[in_star]))]
+    first = np.ones(by_block.size, dtype=bool)
+    first[1:] = pair_comp[by_block[1:]] != pair_comp[by_block[:-1]]
+    chosen = [by_block[first]]
+    multi = np.flatnonzero(~star[pair_comp])
     if multi.size:
         order = multi[np.argsort(pair_comp[multi], kind="stable")]
         bounds = np.flatnonzero(np.diff(pair_comp[order])) + 1

@@ -1,0 +1,214 @@
+"""The command line end to end on crops of the bundled real sample, in every annotation format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from fiji_consensus import datasets, io, rois
+from fiji_consensus.cli import main
+
+CROP = (slice(300, 556), slice(200, 456))
+IDS = ["0001", "0062"]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return datasets.load_sample()
+
+
+@pytest.fixture
+def mixed_inputs(tmp_path, sample):
+    """Crops of two real images; expert_1 as PNG masks, expert_2 as RoiSet zips, expert_3 as overlay
+    TIFFs, expert_4 as label TIFFs, expert_5 as RGB PNGs (as in the published data)."""
+    images = tmp_path / "images"
+    experts = {e: tmp_path / "annotations" / e for e in sample.experts}
+    for d in [images, *experts.values()]:
+        d.mkdir(parents=True)
+    for image_id in IDS:
+        img = sample.image(image_id)[CROP]
+        iio.imwrite(images / f"{image_id}.png", img)
+        masks = sample.masks(image_id)[:, CROP[0], CROP[1]]
+        for k, e in enumerate(sample.experts):
+            m = masks[k]
+            if e == "expert_1":
+                iio.imwrite(experts[e] / f"{image_id}_cFOS.png", m.astype(np.uint8) * 255)
+            elif e == "expert_2":
+                rois.write_roiset(experts[e] / f"{image_id}.zip", rois.mask_to_rois(m))
+            elif e == "expert_3":
+                rois.write_imagej_tiff(experts[e] / f"{image_id}.tif", img, rois=rois.mask_to_rois(m))
+            elif e == "expert_4":
+                from scipy import ndimage
+
+                lab, _ = ndimage.label(m, structure=np.ones((3, 3)))
+                tifffile.imwrite(experts[e] / f"{image_id}-labels.tif", lab.astype(np.uint16))
+            else:
+                iio.imwrite(experts[e] / f"{image_id}_cFOS.png", np.repeat(m[..., None], 3, 2).astype(np.uint8) * 255)
+    return tmp_path, images, [experts[e] for e in sample.experts]
+
+
+def _hashes(root):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_consensus_all_formats_json(mixed_inputs, sample, capsys):
+    root, images, expert_dirs = mixed_inputs
+    before = _hashes(root)
+    out = root / "result"
+    code, stdout, err = _run(
+        ["consensus", "--images", str(images), "--experts", *map(str, expert_dirs), "--method", "staple",
+         "--min-size", "30", "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["ok"] is True and result["n_images"] == 2 and result["experts"] == sample.experts
+    assert _hashes(root / "images") == {p: h for p, h in before.items() if "images" in p.parts}
+    assert all(before[p] == h for p, h in _hashes(root).items() if p in before)  # inputs untouched
+
+    # every format was read as the same pixels: the consensus equals the one of the plain masks
+    from fiji_consensus import consensus
+
+    for image_id in IDS:
+        masks = sample.masks(image_id)[:, CROP[0], CROP[1]]
+        expected = consensus.staple(masks).probability > 0.5
+        got = tifffile.imread(out / "masks" / f"{image_id}.tif")
+        assert got.dtype == np.uint8 and got.shape == masks.shape[1:]
+        np.testing.assert_array_equal(got > 0, expected)
+        assert set(np.unique(got)) <= {0, 255}
+        prob = tifffile.imread(out / "probability" / f"{image_id}.tif")
+        assert prob.dtype == np.float32 and prob.min() >= 0 and prob.max() <= 1
+        crois = rois.read_rois(out / "rois" / f"{image_id}.zip")
+        from fiji_consensus.matching import label_objects
+
+        labels = label_objects(expected, min_size=30)
+        assert len(crois) == labels.max()
+        np.testing.assert_array_equal(rois.rois_to_mask(crois, expected.shape), labels > 0)
+        overlay = rois.read_overlay(out / "overlays" / f"{image_id}.tif")
+        names = [r.name for r in overlay]
+        assert sum(n.startswith("consensus:") for n in names) == len(crois)
+        for e in sample.experts:
+            assert any(n.startswith(f"{e}:") for n in names), e
+        assert len({r.stroke_color for r in overlay if not r.name.startswith("consensus:")}) == 5
+
+    rows = list(_csv(out / "experts.csv"))
+    assert len(rows) == 2 * 5
+    assert {"image", "expert", "staple_sensitivity", "staple_specificity", "dice", "roi_f1"} <= set(rows[0])
+    for r in rows:
+        assert 0 <= float(r["staple_sensitivity"]) <= 1 and 0.9 <= float(r["staple_specificity"]) <= 1
+        assert 0 <= float(r["dice"]) <= 1
+    pairs = list(_csv(out / "agreement.csv"))
+    assert len(pairs) == 6 * 5 // 2  # 5 experts + consensus
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["method"] == "staple" and cfg["config"]["min_size"] == 30
+
+
+def _csv(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        yield from csv.DictReader(fh)
+
+
+def test_existing_output_not_overwritten_and_resume(mixed_inputs, capsys):
+    root, images, expert_dirs = mixed_inputs
+    out = root / "res"
+    args = ["consensus", "--images", str(images), "--experts", *map(str, expert_dirs[:3]),
+            "--method", "majority", "--out", str(out), "--no-overlays", "--no-progress"]
+    assert _run(args, capsys)[0] == 0
+    full = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a second run refuses to touch the folder
+    code, _, err = _run(args, capsys)
+    assert code == 1 and "exists and is not empty" in err and "--overwrite" in err
+    # simulate a crash after the first image: its last file and the second image's files are missing
+    for p in [out / "per_image" / "0062.json", out / "masks" / "0062.tif", out / "experts.csv"]:
+        p.unlink()
+    mtime = (out / "masks" / "0001.tif").stat().st_mtime_ns
+    assert _run(args + ["--resume"], capsys)[0] == 0
+    assert (out / "masks" / "0001.tif").stat().st_mtime_ns == mtime  # done image skipped
+    again = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert set(again) == set(full)
+    for k in full:
+        if k.name != "config.json":
+            assert again[k] == full[k], k
+    assert not list(out.rglob("*.part"))
+    # resuming with other settings is refused
+    code, _, err = _run(args[:-3] + ["--min-votes", "1", "--no-overlays", "--no-progress", "--resume"], capsys)
+    assert code == 1 and "other settings" in err
+    assert _run(args + ["--overwrite"], capsys)[0] == 0
+
+
+def test_bad_inputs_give_one_line_errors(mixed_inputs, tmp_path, capsys):
+    root, images, expert_dirs = mixed_inputs
+    # one expert only
+    code, out, err = _run(["consensus", "--images", str(images), "--experts", str(expert_dirs[0]),
+                           "--out", str(tmp_path / "o1"), "--json"], capsys)
+    assert code == 1 and "at least 2 experts" in json.loads(out)["error"]
+    assert "Traceback" not in err
+    # empty expert folder
+    empty = tmp_path / "nobody"
+    empty.mkdir()
+    code, out, err = _run(["consensus", "--images", str(images), "--experts", str(expert_dirs[0]), str(empty),
+                           "--out", str(tmp_path / "o2")], capsys)
+    assert code == 1 and "nobody" in err and "holds no annotation" in err
+    # a corrupt RoiSet zip
+    (expert_dirs[1] / "0001.zip").write_bytes(b"PK\x03\x04 this is not a zip")
+    code, out, err = _run(["consensus", "--images", str(images), "--experts", *map(str, expert_dirs[:2]),
+                           "--out", str(tmp_path / "o3"), "--json"], capsys)
+    payload = json.loads(out)
+    assert code == 1 and payload["ok"] is False and "0001.zip" in payload["error"]
+    assert not (tmp_path / "o3" / "experts.csv").exists()
+    # usage errors exit 2
+    with pytest.raises(SystemExit) as e:
+        main(["consensus", "--method", "nonsense", "--out", "x"])
+    assert e.value.code == 2
+
+
+def test_agreement_with_reference(tmp_path, sample, capsys):
+    root = tmp_path / "s"
+    (root / "images").mkdir(parents=True)
+    for d in ("a", "b", "ref"):
+        (root / d).mkdir()
+    image_id = "0001"
+    iio.imwrite(root / "images" / f"{image_id}.png", sample.image(image_id)[CROP])
+    m = sample.masks(image_id)[:, CROP[0], CROP[1]]
+    iio.imwrite(root / "a" / f"{image_id}.png", m[1].astype(np.uint8) * 255)
+    iio.imwrite(root / "b" / f"{image_id}.png", m[2].astype(np.uint8) * 255)
+    iio.imwrite(root / "ref" / f"{image_id}.png", m[1].astype(np.uint8) * 255)
+    code, out, err = _run(["agreement", "--images", str(root / "images"), "--experts", str(root / "a"),
+                           str(root / "b"), "--reference", str(root / "ref"), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    vs = {r["expert"]: r for r in res["vs_reference"]}
+    assert vs["a"]["dice"] == 1.0 and vs["a"]["roi_f1"] == 1.0
+    assert vs["b"]["dice"] < 1.0
+    (pair,) = res["pairwise"]
+    assert pair["rater_a"] == "a" and pair["rater_b"] == "b" and pair["dice"] == pytest.approx(vs["b"]["dice"])
+
+
+def test_demo_reproduces_est_gt(tmp_path):
+    """`fiji-consensus demo` on the bundled sample: the STAPLE consensus equals the published est_GT."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fiji_consensus", "demo", "--out", str(tmp_path / "demo"), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["est_gt_differing_pixels"] == {i: 0 for i in datasets.load_sample().ids}
+    assert set(res["experts"]) == {f"expert_{k}" for k in range(1, 6)}
+    # expert 1 is the least sensitive annotator of lab-wue1 (anchors.md: sensitivity ~0.38)
+    sens = {e: s["sensitivity"] for e, s in res["expert_scores"].items()}
+    assert min(sens, key=sens.get) == "expert_1"
