@@ -309,6 +309,18 @@ _EXPERT_COLS = [
 _PAIR_COLS = ["rater_a", "rater_b", "dice", "iou", "roi_f1", "cohen_kappa"]
 
 
+def _write_matrices(out: Path, pair_summary: list[dict[str, Any]], raters: list[str], *, overwrite: bool) -> None:
+    """Write ``agreement_matrix_<metric>.csv``: a symmetric rater × rater matrix (diagonal 1) per metric."""
+    index = {r: i for i, r in enumerate(raters)}
+    for metric in ("dice", "roi_f1", "cohen_kappa"):
+        mat = np.eye(len(raters))
+        for p in pair_summary:
+            i, j = index[p["rater_a"]], index[p["rater_b"]]
+            mat[i, j] = mat[j, i] = p[metric]
+        rows = [{"rater": a, **{b: mat[i, j] for j, b in enumerate(raters)}} for i, a in enumerate(raters)]
+        fio.write_csv(out / f"agreement_matrix_{metric}.csv", rows, columns=["rater", *raters], overwrite=overwrite)
+
+
 def _icc_counts(per_image: list[dict[str, Any]], experts: list[str]) -> float:
     from . import metrics
 
@@ -336,6 +348,7 @@ def _finish_consensus(
         out / "agreement.csv", pair_summary, columns=_PAIR_COLS[:2] + ["n_images"] + _PAIR_COLS[2:],
         overwrite=overwrite,
     )
+    _write_matrices(out, pair_summary, [*ds.expert_names, "consensus"], overwrite=overwrite)
     summary = {
         "ok": True,
         "command": "consensus",
@@ -398,6 +411,7 @@ def run_agreement(config: AgreementConfig, *, progress: bool = False) -> dict[st
             out / "agreement.csv", pair_summary, columns=_PAIR_COLS[:2] + ["n_images"] + _PAIR_COLS[2:],
             overwrite=config.overwrite,
         )
+        _write_matrices(out, pair_summary, ds.expert_names, overwrite=config.overwrite)
         if expert_rows:
             cols = ["image", "expert"] + score_keys
             fio.write_csv(out / "experts.csv", expert_rows, columns=cols, overwrite=config.overwrite)

@@ -15,8 +15,8 @@ import tifffile
 from fiji_consensus import datasets, io, rois
 from fiji_consensus.cli import main
 
-CROP = (slice(300, 556), slice(200, 456))
-IDS = ["0001", "0062"]
+CROP = (slice(256, 512), slice(256, 512))
+IDS = ["0001", "0015"]
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,11 @@ def test_consensus_all_formats_json(mixed_inputs, sample, capsys):
         assert 0 <= float(r["dice"]) <= 1
     pairs = list(_csv(out / "agreement.csv"))
     assert len(pairs) == 6 * 5 // 2  # 5 experts + consensus
+    matrix = list(_csv(out / "agreement_matrix_dice.csv"))
+    assert [r["rater"] for r in matrix] == [*sample.experts, "consensus"]
+    pair = next(p for p in pairs if p["rater_a"] == "expert_2" and p["rater_b"] == "consensus")
+    assert float(matrix[1]["consensus"]) == float(matrix[5]["expert_2"]) == float(pair["dice"])
+    assert float(matrix[0]["expert_1"]) == 1.0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["method"] == "staple" and cfg["config"]["min_size"] == 30
 
@@ -134,7 +139,7 @@ def test_existing_output_not_overwritten_and_resume(mixed_inputs, capsys):
     code, _, err = _run(args, capsys)
     assert code == 1 and "exists and is not empty" in err and "--overwrite" in err
     # simulate a crash after the first image: its last file and the second image's files are missing
-    for p in [out / "per_image" / "0062.json", out / "masks" / "0062.tif", out / "experts.csv"]:
+    for p in [out / "per_image" / "0015.json", out / "masks" / "0015.tif", out / "experts.csv"]:
         p.unlink()
     mtime = (out / "masks" / "0001.tif").stat().st_mtime_ns
     assert _run(args + ["--resume"], capsys)[0] == 0
@@ -146,7 +151,7 @@ def test_existing_output_not_overwritten_and_resume(mixed_inputs, capsys):
             assert again[k] == full[k], k
     assert not list(out.rglob("*.part"))
     # resuming with other settings is refused
-    code, _, err = _run(args[:-3] + ["--min-votes", "1", "--no-overlays", "--no-progress", "--resume"], capsys)
+    code, _, err = _run(args + ["--min-votes", "1", "--resume"], capsys)
     assert code == 1 and "other settings" in err
     assert _run(args + ["--overwrite"], capsys)[0] == 0
 
