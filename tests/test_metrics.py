@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -229,12 +228,7 @@ def test_roi_f1_speed_1024_400_objects() -> None:
         ref[y - 6 : y + 7, x - 6 : x + 7] |= disk
     cand = np.roll(ref, 1, axis=0) ^ (rng.random(ref.shape) < 0.002)
     assert count_objects(ref, min_size=30) > 300
-    roi_f1(ref, cand, min_size=30)
-    t0 = time.perf_counter()
-    f = roi_f1(ref, cand, min_size=30)
-    elapsed = time.perf_counter() - t0
-    assert f > 0.8
-    assert elapsed < 0.5, f"roi_f1 took {elapsed:.3f} s"  # ~40 ms on a laptop core
+    assert roi_f1(ref, cand, min_size=30) > 0.8  # timings: tests/benchmarks/bench_objects.py
 
 
 # --------------------------------------------------------------------------------------------------

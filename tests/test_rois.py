@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import zipfile
 from pathlib import Path
 
@@ -296,7 +295,8 @@ def test_large_coordinates_use_float_coordinates():
     assert np.array_equal(back, L)
 
 
-def test_speed():
+def test_many_objects_round_trip():
+    """100 objects on 1024^2 (timings: tests/benchmarks/bench_objects.py)."""
     rng = np.random.default_rng(0)
     L = np.zeros((1024, 1024), np.int32)
     yy, xx = np.mgrid[:1024, :1024]
@@ -304,15 +304,13 @@ def test_speed():
         cy, cx = rng.integers(30, 994, 2)
         r = rng.integers(8, 30)
         L[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k + 1
-    R.labels_to_rois(L[:64, :64])  # warm-up
-    t = time.perf_counter()
     rois = R.labels_to_rois(L)
-    t_trace = time.perf_counter() - t
-    rois4 = [ImagejRoi.frombytes(r.tobytes()) for r in rois] * 4
-    t = time.perf_counter()
-    R.rois_to_labels(rois4, L.shape)
-    t_fill = time.perf_counter() - t
-    assert t_trace < 1.0 and t_fill < 1.0, (t_trace, t_fill)
+    assert len(rois) == len(np.unique(L)) - 1
+    back = R.rois_to_labels([ImagejRoi.frombytes(r.tobytes()) for r in rois], L.shape)
+    ids = np.unique(L)[1:]
+    recon = np.zeros_like(L)
+    recon[back > 0] = ids[back[back > 0] - 1]
+    assert np.array_equal(recon, L)
 
 
 # ---------------------------------------------------------------------------------------------------
