@@ -32,6 +32,7 @@ test-all: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_staple.py
+	$(BIN)/python tests/benchmarks/bench_objects.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info
