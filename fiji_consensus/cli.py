@@ -243,6 +243,33 @@ def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _fiji_parser(sub) -> None:
+    p = sub.add_parser("fiji", help="Fiji integration (install the macros and toolset)",
+                       description="Fiji integration.")
+    fsub = p.add_subparsers(dest="fiji_command", metavar="FIJI_COMMAND")
+    q = fsub.add_parser(
+        "install-macros",
+        help="install the macros and the toolset into a Fiji.app (or ImageJ) folder",
+        description="Copy the fiji-consensus macros into FIJI_DIR/plugins/Fiji_Consensus/ and the toolset "
+        "into FIJI_DIR/macros/toolsets/ (then: toolbar >> 'Fiji Consensus'). Changed files are only "
+        "replaced with --overwrite.",
+    )
+    q.add_argument("fiji_dir", type=Path, metavar="FIJI_DIR", help="the Fiji.app (or ImageJ) folder")
+    q.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
+    _add_common(q)
+    q.set_defaults(func=_run_install_macros)
+
+
+def _run_install_macros(a: argparse.Namespace) -> dict[str, Any]:
+    from . import fiji
+
+    files = fiji.install_macros(a.fiji_dir, overwrite=a.overwrite)
+    if not a.json:
+        for f in files:
+            print(f"installed {f}")
+    return {"ok": True, "command": "fiji install-macros", "written": [str(f) for f in files]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiji-consensus",
@@ -253,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _consensus_parser(sub)
     _agreement_parser(sub)
     _demo_parser(sub)
+    _fiji_parser(sub)
     return parser
 
 

@@ -217,3 +217,15 @@ def test_demo_reproduces_est_gt(tmp_path):
     # expert 1 is the least sensitive annotator of lab-wue1 (anchors.md: sensitivity ~0.38)
     sens = {e: s["sensitivity"] for e, s in res["expert_scores"].items()}
     assert min(sens, key=sens.get) == "expert_1"
+
+
+def test_fiji_install_macros(tmp_path, capsys):
+    fiji_dir = tmp_path / "Fiji.app"
+    (fiji_dir / "macros").mkdir(parents=True)
+    code, out, err = _run(["fiji", "install-macros", str(fiji_dir), "--json"], capsys)
+    assert code == 0, err
+    written = json.loads(out)["written"]
+    assert (fiji_dir / "macros" / "toolsets" / "Fiji Consensus.ijm").is_file()
+    assert any(w.endswith("Compute_Consensus.ijm") for w in written)
+    code, out, err = _run(["fiji", "install-macros", str(tmp_path / "not-fiji")], capsys)
+    assert code == 1 and "not-fiji" in err

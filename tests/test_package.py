@@ -48,7 +48,7 @@ def test_config_json_round_trip_and_forbids_unknown_fields():
 
 
 def test_cli_help_for_every_command():
-    for cmd in ([], ["consensus"], ["agreement"], ["demo"]):
+    for cmd in ([], ["consensus"], ["agreement"], ["demo"], ["fiji", "install-macros"]):
         proc = subprocess.run([sys.executable, "-m", "fiji_consensus", *cmd, "--help"],
                               capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: fiji-consensus" in proc.stdout

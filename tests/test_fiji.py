@@ -1,0 +1,515 @@
+"""The Java door (fiji.py) in real ImageJ 1.53t: in-process JPype + ij.jar, headless.
+
+One JVM per process: in-process tests share the session fixture ``ij``; tests that configure a JVM run in a
+subprocess of their own. The pyimagej path cannot start here (no Fiji, no Maven): its argument handling and
+ordering are tested with stand-ins for the *Python* packages scyjava/imagej whose ``init`` starts a real
+JVM with a real ij.jar, so the ImageJ side is never mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import roifile
+import tifffile
+
+from fiji_consensus import datasets, fiji, matching, rois
+
+REPO = Path(__file__).resolve().parents[1]
+CROP = ("0015", slice(128, 320), slice(128, 320))  # 192 x 192, ~25 objects per expert
+
+
+def _run_py(code: str, *, env: dict | None = None, timeout: int = 60, display: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", textwrap.dedent(code)]
+    if display:
+        cmd = ["xvfb-run", "-a", *cmd]
+    e = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    if not display:
+        e.pop("DISPLAY", None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture(scope="session")
+def ij(ij_jar):
+    return fiji.connect(ij_jar=ij_jar, headless=True)
+
+
+@pytest.fixture(scope="module")
+def sample_crop():
+    s = datasets.load_sample()
+    i, ys, xs = CROP
+    return s.experts, s.image(i)[ys, xs], s.masks(i)[:, ys, xs]
+
+
+# ============================================================================================ no JVM
+
+
+def test_import_starts_no_java():
+    r = _run_py("""
+        import sys, fiji_consensus, fiji_consensus.fiji
+        bad = [m for m in ("jpype", "scyjava", "imagej") if m in sys.modules]
+        assert not bad, bad
+        print("OK")
+    """)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+def test_connect_checks_arguments_before_starting_anything(tmp_path):
+    with pytest.raises(ValueError, match="at most one of ij, fiji_dir and ij_jar"):
+        fiji.connect(fiji_dir=tmp_path, ij_jar="/x/ij.jar")
+    with pytest.raises(TypeError, match="headless must be"):
+        fiji.connect(headless="yes")
+    with pytest.raises(TypeError, match="pyimagej gateway"):
+        fiji.connect(object())
+    with pytest.raises(ValueError, match="Fiji.app folder"):
+        fiji.connect(fiji_dir=tmp_path)  # no jars/
+    with pytest.raises(ValueError, match="not a folder"):
+        fiji.connect(fiji_dir=tmp_path / "missing")
+
+
+def test_find_ij_jar(tmp_path, monkeypatch):
+    fiji_app = tmp_path / "Fiji.app"
+    (fiji_app / "jars").mkdir(parents=True)
+    for v in ("1.53t", "1.54f", "1.9.0"):
+        (fiji_app / "jars" / f"ij-{v}.jar").write_bytes(b"")
+    (fiji_app / "jars" / "ij1-patcher-1.2.jar").write_bytes(b"")
+    assert fiji.find_ij_jar(fiji_app).name == "ij-1.54f.jar"
+    monkeypatch.setenv("IJ_JAR", str(fiji_app))
+    assert fiji.find_ij_jar().name == "ij-1.54f.jar"
+    with pytest.raises(FileNotFoundError, match="ij_jar=.*not found"):
+        fiji.find_ij_jar(tmp_path / "nope.jar")
+    with pytest.raises(FileNotFoundError, match="without jars"):
+        fiji.find_ij_jar(tmp_path)  # an explicit folder without a jar is not replaced by another jar
+
+
+def test_install_macros(tmp_path):
+    app = tmp_path / "Fiji.app"
+    (app / "jars").mkdir(parents=True)
+    written = fiji.install_macros(app)
+    names = sorted(p.name for p in written)
+    assert names == sorted([*fiji.MACROS, "Fiji Consensus.ijm"])
+    for name in fiji.MACROS:
+        assert (app / "plugins" / "Fiji_Consensus" / name).read_bytes() == fiji.macro_files()[name].read_bytes()
+    assert (app / "macros" / "toolsets" / "Fiji Consensus.ijm").is_file()
+    assert fiji.install_macros(app) == []  # identical files are left alone
+    target = app / "plugins" / "Fiji_Consensus" / "Compute_Consensus.ijm"
+    target.write_text("// edited by the user\n")
+    with pytest.raises(FileExistsError, match="Compute_Consensus.ijm"):
+        fiji.install_macros(app)
+    assert target.read_text() == "// edited by the user\n"
+    assert fiji.install_macros(app, overwrite=True) == [target]
+    with pytest.raises(ValueError, match="Fiji.app or ImageJ folder"):
+        fiji.install_macros(tmp_path / "empty")
+
+
+# ============================================================================================ JVM configuration (own processes)
+
+
+@pytest.mark.imagej
+def test_pyimagej_path_refuses_a_running_jvm(ij_jar, tmp_path):
+    (tmp_path / "Fiji.app" / "jars").mkdir(parents=True)
+    r = _run_py(f"""
+        import jpype
+        jpype.startJVM(classpath=[{ij_jar!r}])
+        from fiji_consensus import fiji
+        try:
+            fiji.connect(fiji_dir={str(tmp_path / "Fiji.app")!r})
+        except RuntimeError as e:
+            print("REFUSED", e)
+    """)
+    assert "REFUSED a JVM is already running" in r.stdout, r.stderr
+
+
+@pytest.mark.imagej
+def test_pyimagej_path_without_pyimagej_names_the_extra_and_starts_nothing(tmp_path):
+    (tmp_path / "Fiji.app" / "jars").mkdir(parents=True)
+    r = _run_py(f"""
+        import sys
+        sys.modules["scyjava"] = None; sys.modules["imagej"] = None   # not installed
+        from fiji_consensus import fiji
+        try:
+            fiji.connect(fiji_dir={str(tmp_path / "Fiji.app")!r})
+        except ImportError as e:
+            print("IMPORTERROR", e)
+        import jpype
+        print("JVM", jpype.isJVMStarted())
+    """)
+    assert "IMPORTERROR" in r.stdout and "fiji-consensus[fiji]" in r.stdout, r.stdout + r.stderr
+    assert "JVM False" in r.stdout
+
+
+@pytest.mark.imagej
+def test_pyimagej_path_order_and_shared_code(ij_jar, tmp_path):
+    """connect(fiji_dir) sets scyjava up, then calls imagej.init with no ij.* class loaded; afterwards the
+    ImageJ1 code path works unchanged on the JVM that init started (with the Fiji.app's real ij jar)."""
+    app = tmp_path / "Fiji app é" / "Fiji.app"
+    (app / "jars").mkdir(parents=True)
+    shutil.copyfile(ij_jar, app / "jars" / "ij-1.53t.jar")
+    stubs = tmp_path / "stubs"
+    (stubs / "scyjava").mkdir(parents=True)
+    (stubs / "scyjava" / "__init__.py").write_text("")
+    (stubs / "scyjava" / "config.py").write_text(
+        "CALLS = []\ndef set_java_constraints(**kw):\n    CALLS.append(kw)\n"
+    )
+    (stubs / "imagej").mkdir()
+    (stubs / "imagej" / "__init__.py").write_text(textwrap.dedent("""
+        import glob, os, jpype, scyjava.config
+        class _UI:
+            def __init__(self, headless): self.headless = headless
+            def isHeadless(self): return self.headless
+        class Gateway:
+            py = object()
+            def __init__(self, headless): self._ui = _UI(headless)
+            def ui(self): return self._ui
+        def init(ij_dir, mode="headless"):
+            assert not jpype.isJVMStarted(), "the JVM (and so ij.* classes) must not exist before imagej.init"
+            assert scyjava.config.CALLS == [{"fetch": "auto"}], scyjava.config.CALLS
+            assert os.environ.get("JAVA_HOME"), "JAVA_HOME must be set"
+            jars = glob.glob(os.path.join(ij_dir, "jars", "*.jar"))
+            jpype.startJVM("-Djava.awt.headless=true", classpath=jars, convertStrings=False)
+            return Gateway(mode == "headless")
+    """))
+    r = _run_py(f"""
+        import numpy as np
+        from fiji_consensus import fiji
+        c = fiji.connect(fiji_dir={str(app)!r}, headless=True)
+        print("KIND", c.kind, c.headless, c.version)
+        a = np.arange(12, dtype=np.float32).reshape(3, 4)
+        print("ROUNDTRIP", np.array_equal(fiji.from_imageplus(fiji.to_imageplus(a)), a))
+        print("SAME", fiji.connect() is c)
+        try:
+            fiji.connect(ij_jar={ij_jar!r})
+        except RuntimeError as e:
+            print("SWITCH", e)
+    """, env={"PYTHONPATH": f"{stubs}{os.pathsep}{REPO}"})
+    assert "KIND pyimagej True 1.53t" in r.stdout, r.stdout + r.stderr
+    assert "ROUNDTRIP True" in r.stdout and "SAME True" in r.stdout
+    assert "SWITCH already connected" in r.stdout
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_roi_manager_with_a_display(ij_jar, tmp_path):
+    if shutil.which("xvfb-run") is None:
+        pytest.fail("xvfb-run not found: apt-get install xvfb xauth")
+    r = _run_py(f"""
+        import numpy as np
+        from fiji_consensus import fiji, rois
+        c = fiji.connect(ij_jar={ij_jar!r})
+        assert not c.headless
+        lab = np.zeros((40, 40), np.int32); lab[2:9, 3:7] = 1; lab[20:30, 20:35] = 2
+        imp = fiji.to_imageplus(np.zeros((40, 40), np.uint8))
+        n = fiji.push_rois(imp, rois.labels_to_rois(lab), name_prefix="A:", stroke_color="#00ff00")
+        pulled = fiji.pull_rois(source="roi_manager")
+        print("RM", n, len(pulled), [r.name for r in pulled], imp.getOverlay().size())
+        print("EQ", np.array_equal(fiji.rasterize(pulled, (40, 40)), lab), flush=True)
+        import jpype
+        jpype.JClass("java.lang.System").exit(0)  # AWT threads would keep the process alive
+    """, display=True, timeout=60)
+    assert "RM 2 2 ['A:0001', 'A:0002'] 2" in r.stdout, r.stdout + r.stderr
+    assert "EQ True" in r.stdout
+
+
+# ============================================================================================ in-process, headless
+
+
+@pytest.mark.imagej
+def test_connect_is_once_per_process(ij):
+    assert ij.kind == "imagej1" and ij.headless and ij.version.startswith("1.")
+    assert fiji.connect() is ij and fiji.connection() is ij
+    with pytest.raises(RuntimeError, match="headless"):
+        fiji.connect(headless=False)
+
+
+@pytest.mark.imagej
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape,axes", [((37, 53), None), ((3, 37, 53), "CYX"), ((2, 3, 37, 53), "ZCYX"),
+                                        ((4, 37, 53), "TYX"), ((37, 53, 2), "YXC")])
+def test_numpy_imageplus_roundtrip_exact(ij, dtype, shape, axes):
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    a = (rng.integers(0, info.max, shape, endpoint=True) if info else rng.normal(size=shape)).astype(dtype)
+    imp = fiji.to_imageplus(a, axes=axes, title="t")
+    assert imp.getBitDepth() == {np.uint8: 8, np.uint16: 16, np.float32: 32}[dtype]
+    assert (imp.getWidth(), imp.getHeight()) == (53, 37)
+    b = fiji.from_imageplus(imp)
+    expected = np.moveaxis(a, -1, 0) if axes == "YXC" else a
+    assert b.dtype == a.dtype and np.array_equal(b, expected)
+    if axes in ("CYX", "YXC"):
+        assert imp.getNChannels() == expected.shape[0] and imp.isComposite()
+    if axes == "ZCYX":
+        assert (imp.getNChannels(), imp.getNSlices()) == (3, 2)
+        assert fiji.from_imageplus(imp, squeeze=False).shape == (1, 2, 3, 37, 53)
+    if axes == "TYX":
+        assert imp.getNFrames() == 4
+
+
+@pytest.mark.imagej
+def test_conversions_convert_and_validate(ij):
+    m = np.zeros((5, 6), bool)
+    m[1:3, 2:4] = True
+    assert np.array_equal(fiji.from_imageplus(fiji.to_imageplus(m)), m.astype(np.uint8) * 255)
+    d = np.linspace(0, 1, 30).reshape(5, 6)
+    assert fiji.from_imageplus(fiji.to_imageplus(d)).dtype == np.float32
+    with pytest.raises(ValueError, match="dtype must be uint8, uint16 or float32.*got int32"):
+        fiji.to_imageplus(np.zeros((4, 4), np.int32))
+    with pytest.raises(ValueError, match=r"got shape \(4, 4\) with axes 'CYX'"):
+        fiji.to_imageplus(np.zeros((4, 4), np.uint8), axes="CYX")
+    with pytest.raises(ValueError, match="either calibration or pixel_size"):
+        fiji.to_imageplus(np.zeros((4, 4), np.uint8), pixel_size=1, calibration=fiji.Calibration())
+    with pytest.raises(TypeError, match="ij.ImagePlus"):
+        fiji.from_imageplus(np.zeros((4, 4)))
+
+
+@pytest.mark.imagej
+def test_rgb_imageplus(ij):
+    import jpype
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3)).astype(np.uint8)
+    packed = (rgb[..., 0].astype(np.int64) << 16 | rgb[..., 1].astype(np.int64) << 8 | rgb[..., 2]).astype(np.int32)
+    cp = jpype.JClass("ij.process.ColorProcessor")(9, 7, jpype.JArray(jpype.JInt)(packed.ravel()))
+    imp = jpype.JClass("ij.ImagePlus")("rgb", cp)
+    assert np.array_equal(fiji.from_imageplus(imp), rgb)
+
+
+@pytest.mark.imagej
+def test_calibration_kept_and_saved(ij, tmp_path):
+    a = np.arange(2 * 20 * 30, dtype=np.uint16).reshape(2, 20, 30)
+    imp = fiji.to_imageplus(a, pixel_size=(0.5, 0.25), unit="um")
+    cal = fiji.get_calibration(imp)
+    assert (cal.pixel_height, cal.pixel_width) == (0.5, 0.25) and cal.unit in ("um", "\u00b5m", "micron")
+    full = fiji.Calibration(pixel_width=0.1, pixel_height=0.2, pixel_depth=2.0, unit="mm",
+                            frame_interval=3.0, time_unit="min")
+    assert fiji.get_calibration(fiji.to_imageplus(a, calibration=full)) == full
+    p = fiji.save_tiff(imp, tmp_path / "cal.tif")
+    with tifffile.TiffFile(p) as t:
+        page = t.pages[0]
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        assert np.isclose(xres[1] / xres[0], 0.25) and np.isclose(yres[1] / yres[0], 0.5)
+        assert t.imagej_metadata["channels"] == 2
+        assert np.array_equal(t.asarray(), a)
+    with pytest.raises(FileExistsError):
+        fiji.save_tiff(imp, p)
+    with pytest.raises(ValueError, match="pixel_width must be"):
+        fiji.Calibration(pixel_width=0)
+
+
+@pytest.mark.imagej
+def test_xarray_in_and_out(ij):
+    xr = pytest.importorskip("xarray")
+    da = xr.DataArray(np.ones((2, 4, 5), np.float32), dims=("c", "y", "x"),
+                      coords={"y": np.arange(4) * 0.5, "x": np.arange(5) * 0.5}, attrs={"unit": "um"})
+    imp = fiji.to_imageplus(da)
+    assert imp.getNChannels() == 2 and fiji.get_calibration(imp).pixel_width == 0.5
+    back = fiji.from_imageplus(imp, xarray=True)
+    assert back.dims == ("c", "y", "x") and np.allclose(back.coords["x"], da.coords["x"])
+
+
+def _sample_rois(masks, experts):
+    out = {}
+    for k, e in enumerate(experts):
+        out[e] = rois.labels_to_rois(matching.label_objects(masks[k]), name_prefix=f"{e}:",
+                                     stroke_color="#E69F00")
+    return out
+
+
+@pytest.mark.imagej
+def test_roi_bytes_roundtrip(ij):
+    lab = np.zeros((30, 30), np.int32)
+    lab[2:20, 2:20] = 1
+    lab[8:12, 8:12] = 0  # a hole: a composite ROI
+    lab[22:28, 5:9] = 2
+    for r in [*rois.labels_to_rois(lab, name_prefix="A:", stroke_color="#56B4E9"),
+              roifile.ImagejRoi.frompoints(np.array([[1.5, 2.25], [10.0, 3.0], [6.0, 12.5]], np.float32),
+                                           name="sub\u00e9pixel")]:
+        j = fiji.to_java_roi(r)
+        assert str(j.getName()) == r.name
+        back = fiji.from_java_roi(j)
+        assert back.name == r.name and back.roitype == r.roitype
+        assert np.allclose(back.coordinates(), r.coordinates())
+        assert np.array_equal(rois.roi_to_mask(back, (30, 30)), rois.roi_to_mask(r, (30, 30)))
+    with pytest.raises(TypeError, match="roifile.ImagejRoi or an ij.gui.Roi"):
+        fiji.to_java_roi("not a roi")
+
+
+@pytest.mark.imagej
+def test_pulled_rois_equal_the_file_rois(ij, sample_crop, tmp_path):
+    experts, image, masks = sample_crop
+    file_rois = _sample_rois(masks, experts)[experts[0]]
+    zip_path = tmp_path / "RoiSet.zip"
+    rois.write_roiset(zip_path, file_rois)
+    from_file = rois.read_rois(zip_path)
+    imp = fiji.to_imageplus(image)
+    assert fiji.push_rois(imp, from_file) == len(from_file) > 10
+    pulled = fiji.pull_rois(imp)
+    assert [r.name for r in pulled] == [r.name for r in from_file]
+    for a, b in zip(pulled, from_file):
+        assert a.roitype == b.roitype and a.stroke_color == b.stroke_color
+        assert (a.left, a.top, a.right, a.bottom) == (b.left, b.top, b.right, b.bottom)
+        assert np.array_equal(a.coordinates(), b.coordinates())
+    # rasterised by ImageJ itself == by roifile (rois.py) == the expert's mask
+    by_ij = fiji.rasterize(pulled, image.shape)
+    assert np.array_equal(by_ij, rois.rois_to_labels(from_file, image.shape))
+    assert np.array_equal(by_ij > 0, masks[0])
+
+
+@pytest.mark.imagej
+def test_pull_experts_from_an_overlay_tiff(ij, sample_crop, tmp_path):
+    """The CLI's overlay TIFFs (ROIs named 'expert_1:0003') opened by ImageJ give back each expert's mask."""
+    import jpype
+
+    experts, image, masks = sample_crop
+    by_expert = _sample_rois(masks, experts)
+    path = tmp_path / "with overlay.tif"
+    rois.write_imagej_tiff(path, image, rois=[r for e in experts for r in by_expert[e]])
+    imp = jpype.JClass("ij.IJ").openImage(str(path))
+    got = fiji.pull_experts(imp)
+    assert list(got) == experts
+    for k, e in enumerate(experts):
+        assert got[e].dtype == np.int32 and np.array_equal(got[e] > 0, masks[k])
+        assert got[e].max() == len(by_expert[e])
+    # one RoiSet per expert
+    sets = {}
+    for e in experts[:2]:
+        sets[e] = tmp_path / f"{e}.zip"
+        rois.write_roiset(sets[e], by_expert[e])
+    got2 = fiji.pull_experts(fiji.to_imageplus(image), roisets=sets)
+    assert list(got2) == experts[:2] and np.array_equal(got2[experts[1]] > 0, masks[1])
+
+
+@pytest.mark.imagej
+def test_split_by_expert_rules(ij):
+    def roi(name, **kw):
+        r = roifile.ImagejRoi.frompoints(np.array([[0, 0], [4, 0], [4, 4]], np.float32), name=name)
+        for k, v in kw.items():
+            setattr(r, k, v)
+        return r
+
+    by_prefix = fiji.split_by_expert([roi("A:1"), roi("expert_1_0003"), roi("A:2"), roi("consensus:0001")])
+    assert {k: len(v) for k, v in by_prefix.items()} == {"A": 2, "expert_1": 1}
+    p = roi("x")
+    p.properties = {"expert": "Bob"}
+    assert list(fiji.split_by_expert([p])) == ["Bob"]
+    g = roi("0001-0002", group=3)
+    assert list(fiji.split_by_expert([g], group_names={3: "Carol"})) == ["Carol"]
+    assert list(fiji.split_by_expert([g], by="group")) == ["group3"]
+    known = fiji.split_by_expert([roi("expert_1_0003")], experts=["expert_1", "expert_2"])
+    assert {k: len(v) for k, v in known.items()} == {"expert_1": 1, "expert_2": 0}
+    with pytest.raises(ValueError, match="1 of 2 ROIs have no expert"):
+        fiji.split_by_expert([roi("A:1"), roi("0001-0002")])
+    with pytest.raises(ValueError, match="by must be"):
+        fiji.split_by_expert([], by="colour")
+
+
+@pytest.mark.imagej
+def test_pushed_overlay_reads_back_from_the_saved_tiff(ij, sample_crop, tmp_path):
+    from fiji_consensus.jobs import CONSENSUS_COLOR, EXPERT_COLORS
+
+    experts, image, masks = sample_crop
+    imp = fiji.to_imageplus(image, title="crop")
+    cons = masks.sum(0) >= 3
+    n = fiji.push_consensus(imp, cons, {e: masks[k] for k, e in enumerate(experts)})
+    p = fiji.save_tiff(imp, tmp_path / "pushed.tif")
+    with tifffile.TiffFile(p) as t:
+        back = [roifile.ImagejRoi.frombytes(b) for b in t.imagej_metadata["Overlays"]]
+        assert np.array_equal(t.asarray(), image)
+    assert len(back) == n
+    counts = {}
+    for r in back:
+        src = r.name.split(":")[0]
+        counts[src] = counts.get(src, 0) + 1
+        color = CONSENSUS_COLOR if src == "consensus" else EXPERT_COLORS[experts.index(src)]
+        assert r.stroke_color == bytes.fromhex("FF" + color.lstrip("#")), (r.name, r.stroke_color)
+        if src != "consensus":
+            assert r.properties["expert"] == src
+    for k, e in enumerate(experts):
+        assert counts[e] == matching.label_objects(masks[k]).max()
+    c_labels = matching.label_objects(cons)
+    assert counts["consensus"] == c_labels.max()
+    # bounds of each consensus ROI are those of its object
+    c_rois = [r for r in back if r.name.startswith("consensus:")]
+    for r in c_rois:
+        ys, xs = np.nonzero(c_labels == int(r.name.split(":")[1]))
+        assert (r.top, r.left, r.bottom, r.right) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+
+
+@pytest.mark.imagej
+def test_consensus_in_one_call(ij, sample_crop):
+    from fiji_consensus import consensus as cons
+
+    experts, image, masks = sample_crop
+    imp = fiji.to_imageplus(image)
+    fiji.push_consensus(imp, None, {e: masks[k] for k, e in enumerate(experts)})
+    out, res = fiji.consensus(imp, min_size=30, return_result=True)
+    assert out is imp and res["experts"] == experts
+    expected = matching.label_objects(cons.staple(masks).probability > 0.5, min_size=30)
+    assert np.array_equal(res["labels"], expected)
+    names = [r.name for r in fiji.pull_rois(imp)]
+    assert sum(nm.startswith("consensus:") for nm in names) == expected.max() > 0
+    # idempotent: the consensus outlines are not taken for an expert
+    _, res2 = fiji.consensus(imp, min_size=30, return_result=True)
+    assert res2["experts"] == experts and np.array_equal(res2["labels"], res["labels"])
+    _, maj = fiji.consensus(imp, method="majority", return_result=True)
+    assert np.array_equal(maj["consensus"], matching.label_objects(cons.majority_vote(masks)) > 0)
+    _, obj = fiji.consensus(imp, method="objects", min_size=30, return_result=True)
+    assert obj["labels"].max() > 0 and obj["probability"] is None
+    lone = fiji.to_imageplus(image)
+    fiji.push_consensus(lone, None, {"A": masks[0]})
+    with pytest.raises(ValueError, match="at least 2 experts"):
+        fiji.consensus(lone)
+    with pytest.raises(ValueError, match="has no expert ROIs"):
+        fiji.consensus(fiji.to_imageplus(image))
+    with pytest.raises(ValueError, match="method must be"):
+        fiji.consensus(imp, method="vote")
+
+
+@pytest.mark.imagej
+def test_predict_with_a_callable_ensemble(ij, sample_crop):
+    _, image, _ = sample_crop
+    imp = fiji.to_imageplus(image)
+    x = image.astype(np.float32) / 255.0
+
+    def ensemble(img):
+        base = img / 255.0
+        return np.stack([base, np.clip(base * 1.5, 0, 1), np.sqrt(base)])
+
+    out, res = fiji.predict(imp, ensemble, threshold=0.3, min_size=20, return_result=True)
+    members = np.stack([x, np.clip(x * 1.5, 0, 1), np.sqrt(x)])
+    assert np.allclose(res["probability"], members.mean(0), atol=1e-6)
+    assert np.allclose(res["uncertainty"], members.std(0), atol=1e-6)
+    pulled = fiji.pull_rois(imp)
+    assert len(pulled) == res["labels"].max() > 0
+    for r in pulled:
+        k = int(r.name.split(":")[1])
+        assert r.name.startswith("prediction:")
+        assert np.isclose(float(r.properties["uncertainty"]), res["object_uncertainty"][k - 1], atol=1e-4)
+        assert r.stroke_color == bytes.fromhex("FF" + fiji._ramp(res["object_uncertainty"][k - 1] / 0.5)[1:])
+    with pytest.raises(ValueError, match="model must return"):
+        fiji.predict(imp, lambda im: im[:10])
+    with pytest.raises(TypeError, match="model must be"):
+        fiji.predict(imp, 42)
+    pimp = fiji.probability_image(res["probability"], res["uncertainty"])
+    assert pimp.getNChannels() == 2 and pimp.isComposite()
+    assert np.allclose(fiji.from_imageplus(pimp), np.stack([res["probability"], res["uncertainty"]]))
+
+
+@pytest.mark.imagej
+def test_headless_refuses_the_roi_manager(ij, sample_crop):
+    _, image, masks = sample_crop
+    imp = fiji.to_imageplus(image)
+    with pytest.raises(RuntimeError, match="display"):
+        fiji.push_labels(imp, masks[0], roi_manager=True)
+    with pytest.raises(RuntimeError, match="display"):
+        fiji.pull_rois(source="roi_manager")
+    with pytest.raises(RuntimeError, match="headless"):
+        fiji.show(imp)
+    with pytest.raises(ValueError, match="stroke_color must be"):
+        fiji.push_labels(imp, masks[0], stroke_color="blue-ish")
