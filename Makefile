@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 EXTRAS ?= test
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: setup system-deps demo test test-all bench clean
+.PHONY: setup system-deps demo test test-all bench screenshot clean
 
 # Python environment: a venv with the package (editable) and the pinned extras.
 $(STAMP): pyproject.toml constraints.txt
@@ -33,6 +33,12 @@ test-all: $(STAMP) system-deps
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_staple.py
 	$(BIN)/python tests/benchmarks/bench_objects.py
+
+# README picture: a consensus opened in real ImageJ under Xvfb (needs xdotool and imagemagick from Debian).
+screenshot: $(STAMP) system-deps
+	@command -v xdotool >/dev/null && command -v import >/dev/null || \
+	  (test "$$(id -u)" = 0 && apt-get install -y -qq --no-install-recommends xdotool imagemagick >/dev/null)
+	$(BIN)/python scripts/readme_screenshot.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build *.egg-info

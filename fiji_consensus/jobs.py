@@ -274,11 +274,10 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
         c_rois = rois.labels_to_rois(labels, name_prefix="consensus:", stroke_color=CONSENSUS_COLOR)
         rois.write_roiset(out / "rois" / f"{image_id}.zip", c_rois, overwrite=write_over)
         if config.write_overlays:
-            overlay = list(c_rois)
-            for e in experts:
-                overlay += rois.mask_to_rois(
-                    masks[experts.index(e)], name_prefix=f"{e}:", stroke_color=colors[e]
-                )
+            overlay = []
+            for k, e in enumerate(experts):
+                overlay += rois.mask_to_rois(masks[k], name_prefix=f"{e}:", stroke_color=colors[e])
+            overlay += [rois.set_stroke(r, CONSENSUS_COLOR, 2) for r in c_rois]  # drawn last, on top
             rois.write_imagej_tiff(out / "overlays" / f"{image_id}.tif", image, rois=overlay, overwrite=write_over)
         raters = {e: masks[k] for k, e in enumerate(experts)}
         rows, _ = score_raters(raters, reference=cmask, min_size=config.min_size, ignore=ignore)
