@@ -229,6 +229,20 @@ def _tiff_has_overlay(path: Path) -> bool:
     return bool(meta.get("Overlays") or meta.get("ROI"))
 
 
+def _reject_intensity_image(arr: np.ndarray, values: np.ndarray, path: Path) -> None:
+    """A mask or label image has a background; a microscopy image passed by mistake has none.
+
+    An annotation with more than 64 distinct values of which 0 covers under half the pixels is taken for an
+    intensity image (e.g. the raw image given as an expert's mask) and refused.
+    """
+    if values.size > 64 and np.count_nonzero(arr == 0) < arr.size / 2:
+        raise AnnotationError(
+            f"annotation {path} looks like an intensity image ({values.size} distinct values, background 0 "
+            f"on {np.count_nonzero(arr == 0) / arr.size:.0%} of the pixels); expected a binary mask "
+            "(0/1, 0/255) or a label image (0 = background, 1..N = objects)"
+        )
+
+
 def read_annotation(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read one annotation file as an int32 label image (0 = background).
 
@@ -267,6 +281,7 @@ def read_annotation(path: str | os.PathLike, shape: tuple[int, int] | None = Non
     elif np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
         raise AnnotationError(f"annotation {path} holds negative values; expected labels >= 0")
     values = np.unique(arr)
+    _reject_intensity_image(arr, values, path)
     if values.size <= 2 and set(values.tolist()) <= {0, 255}:
         labels = (arr > 0).astype(np.int32)
     else:

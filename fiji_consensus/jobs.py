@@ -118,6 +118,9 @@ def score_raters(
                     "specificity": spec,
                     "dice": metrics.dice(reference, m, ignore=ignore),
                     "roi_f1": obj["f1"],
+                    "average_precision": metrics.average_precision(
+                        reference, m, min_size=min_size, ignore=ignore
+                    )[0],
                     "object_precision": obj["precision"],
                     "object_recall": obj["recall"],
                     "n_objects": obj["n_candidate"],
@@ -303,7 +306,8 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
 
 _EXPERT_COLS = [
     "image", "expert", "staple_sensitivity", "staple_specificity", "sensitivity", "specificity",
-    "dice", "roi_f1", "object_precision", "object_recall", "n_objects", "n_reference_objects",
+    "dice", "roi_f1", "average_precision", "object_precision", "object_recall", "n_objects",
+    "n_reference_objects",
 ]
 _PAIR_COLS = ["rater_a", "rater_b", "dice", "iou", "roi_f1", "cohen_kappa"]
 

@@ -229,3 +229,32 @@ def test_fiji_install_macros(tmp_path, capsys):
     assert any(w.endswith("Compute_Consensus.ijm") for w in written)
     code, out, err = _run(["fiji", "install-macros", str(tmp_path / "not-fiji")], capsys)
     assert code == 1 and "not-fiji" in err
+
+
+def test_project_with_ignore_regions(tmp_path, sample, capsys):
+    """Ignored pixels are left out of the STAPLE estimate and of every score; the consensus is 0 there."""
+    proj = tmp_path / "proj"
+    (proj / "images").mkdir(parents=True)
+    image_id = "0015"
+    iio.imwrite(proj / "images" / f"{image_id}.png", sample.image(image_id)[CROP])
+    masks = sample.masks(image_id)[:, CROP[0], CROP[1]]
+    for k, e in enumerate(sample.experts[:3]):
+        (proj / "annotations" / e).mkdir(parents=True)
+        iio.imwrite(proj / "annotations" / e / f"{image_id}.png", masks[k].astype(np.uint8) * 255)
+    ignore = np.zeros(masks.shape[1:], bool)
+    ignore[:, :128] = True
+    (proj / "ignore").mkdir()
+    iio.imwrite(proj / "ignore" / f"{image_id}.png", ignore.astype(np.uint8) * 255)
+    out = proj / "consensus"
+    code, stdout, err = _run(["consensus", "--project", str(proj), "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    got = tifffile.imread(out / "masks" / f"{image_id}.tif") > 0
+    assert not got[ignore].any() and got[~ignore].any()
+    from fiji_consensus import consensus, metrics
+
+    expected = consensus.staple(masks[:3], ignore=ignore).probability > 0.5
+    np.testing.assert_array_equal(got, expected & ~ignore)
+    rows = {r["expert"]: r for r in _csv(out / "experts.csv")}
+    for k, e in enumerate(sample.experts[:3]):
+        want = metrics.dice(got[:, 128:], masks[k][:, 128:])
+        assert float(rows[e]["dice"]) == pytest.approx(want, abs=1e-6)

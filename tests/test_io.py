@@ -174,3 +174,19 @@ def test_writers_refuse_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         io.write_tiff(t, np.zeros((3, 3), np.uint8))
     np.testing.assert_array_equal(tifffile.imread(t), np.ones((3, 3), np.uint8))
+
+
+def test_intensity_image_given_as_annotation_is_refused(tmp_path):
+    from fiji_consensus import datasets
+
+    sample = datasets.load_sample()
+    raw = sample.image("0001")[:128, :128]
+    p = _png(tmp_path / "0001_mask.png", raw)
+    with pytest.raises(io.AnnotationError, match="looks like an intensity image"):
+        io.read_annotation(p, raw.shape)
+    # a dense label image with many objects is fine
+    labels = np.zeros((64, 64), np.uint16)
+    labels[:32] = np.arange(1, 64 * 32 + 1).reshape(32, 64)
+    lp = tmp_path / "labels.tif"
+    tifffile.imwrite(lp, labels)
+    np.testing.assert_array_equal(io.read_annotation(lp, (64, 64)), labels.astype(np.int32))
