@@ -69,6 +69,10 @@ class UNet(nn.Module):
     convs_per_block : int
         3x3 convolutions per level.
 
+    Group normalisation pools statistics over the whole tile, so its outputs depend on the tile size and
+    tiled prediction is only approximately seamless; batch normalisation (eval mode) keeps every output
+    pixel a function of its receptive field alone.
+
     ``forward`` returns probabilities in [0, 1] (sigmoid inside the network, as deepImageJ needs);
     ``forward_logits`` returns the logits, for numerically stable training.
 
@@ -77,8 +81,8 @@ class UNet(nn.Module):
     >>> net = UNet(depth=2, base_channels=8)
     >>> net(torch.zeros(1, 1, 32, 48)).shape
     torch.Size([1, 1, 32, 48])
-    >>> net.halo
-    20
+    >>> net.receptive_field_radius, net.halo
+    (23, 24)
     """
 
     def __init__(
@@ -187,7 +191,7 @@ def receptive_field_radius(depth: int, *, convs_per_block: int = 2) -> int:
     the union) and returns the largest distance from an output pixel to the edge of its interval.
 
     >>> receptive_field_radius(3)
-    46
+    51
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1; got {depth}")
@@ -218,7 +222,7 @@ def halo_for(depth: int, *, convs_per_block: int = 2) -> int:
     """Receptive-field radius rounded up to a multiple of ``2**depth``: the halo for tiled prediction.
 
     >>> halo_for(3)
-    48
+    56
     """
     m = 2**depth
     r = receptive_field_radius(depth, convs_per_block=convs_per_block)

@@ -1,0 +1,926 @@
+"""Training a U-Net ensemble on consensus labels (CPU first, GPU when there is one).
+
+:func:`train_ensemble` splits the images into folds (k-fold, grouped k-fold or bootstrap), trains one member
+per split with its own seed, validates each member on its held-out images (pixel Dice and the Segebarth
+ROI-F1), keeps the best checkpoint of each member, optionally applies the paper's selection rule, and writes
+an ensemble folder (see :mod:`fiji_consensus.nn.ensemble`). Checkpoints are written atomically every
+``checkpoint_every`` iterations; calling it again on the same folder resumes and, on a CPU with an iteration
+budget, reaches bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .._validate import as_binary, as_image_2d
+from .data import (
+    AugmentConfig,
+    PatchSampler,
+    TrainingImage,
+    border_weights,
+    describe,
+    pad_to_multiple,
+    percentile_normalize,
+)
+
+__all__ = [
+    "TrainConfig",
+    "AugmentOptions",
+    "train_ensemble",
+    "make_splits",
+    "masked_bce_dice_loss",
+    "member_seeds",
+]
+
+log = logging.getLogger(__name__)
+
+
+class AugmentOptions(BaseModel):
+    """Random augmentation of training patches (numpy, seeded per member)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(True, description="Random mirror flips.")
+    rotate90: bool = Field(True, description="Random rotations by multiples of 90 degrees.")
+    affine_p: float = Field(0.5, ge=0, le=1, description="Probability of a small random rotation + scaling.")
+    rotation_deg: float = Field(45.0, ge=0, le=180, description="Largest rotation angle of the affine, degrees.")
+    scale: float = Field(0.15, ge=0, lt=1, description="Largest relative scaling of the affine (1 +- scale).")
+    gamma: float = Field(0.3, ge=0, description="Gamma drawn log-uniformly in [1/(1+gamma), 1+gamma].")
+    contrast: float = Field(0.2, ge=0, lt=1, description="Contrast factor drawn in 1 +- contrast.")
+    brightness: float = Field(0.1, ge=0, description="Brightness offset drawn in +- brightness (normalised units).")
+    noise: float = Field(0.0, ge=0, description="Largest standard deviation of additive Gaussian noise.")
+
+
+class TrainConfig(BaseModel):
+    """Settings of one ensemble training run (stored in ``ensemble.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ensemble and splits
+    members: int = Field(5, ge=1, description="Number of ensemble members (one per split).")
+    split: Literal["auto", "kfold", "group_kfold", "bootstrap"] = Field(
+        "auto",
+        description="How to split images into training/validation per member: k-fold, grouped k-fold (needs "
+        "groups: image id -> group), bootstrap (validate on out-of-bag images); auto = group_kfold when "
+        "groups are given, else kfold.",
+    )
+    folds: int | None = Field(
+        None, ge=2, description="Number of folds for (grouped) k-fold; default = members. members <= folds."
+    )
+    seed: int = Field(0, ge=0, description="Master seed: splits and one derived seed per member.")
+    # architecture
+    depth: int = Field(3, ge=1, le=6, description="U-Net pooling steps (levels = depth + 1); tiles are multiples of 2**depth.")
+    base_channels: int = Field(16, ge=1, description="Feature channels at full resolution, doubled per level.")
+    norm: Literal["batch", "group"] = Field("batch", description="Normalisation layer after each convolution.")
+    norm_groups: int = Field(8, ge=1, description="Groups for group normalisation.")
+    upsample: Literal["transpose", "nearest"] = Field(
+        "transpose", description="Upsampling: 2x2 transposed convolution, or nearest neighbour + 1x1 convolution."
+    )
+    # optimisation
+    patch_size: int = Field(256, ge=8, description="Training patch height and width (a multiple of 2**depth).")
+    batch_size: int = Field(8, ge=1, description="Patches per iteration.")
+    iterations: int | None = Field(
+        2000, ge=1, description="Iterations per member; None to train by max_minutes alone."
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-time budget for the whole ensemble (split equally among members, validation "
+        "included); training stops at whichever of iterations/max_minutes comes first. Runs limited by "
+        "time are not bit-reproducible.",
+    )
+    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of the budget with linear warm-up.")
+    min_lr_fraction: float = Field(0.02, ge=0, le=1, description="Final learning rate of the cosine decay, relative.")
+    # loss
+    bce_weight: float = Field(1.0, ge=0, description="Weight of binary cross-entropy (soft targets) in the loss.")
+    dice_weight: float = Field(1.0, ge=0, description="Weight of the soft Dice loss.")
+    border_weight: float = Field(
+        0.0, ge=0, description="w0 of U-Net border weighting of background gaps between objects (0 = off)."
+    )
+    border_sigma: float = Field(5.0, gt=0, description="sigma (pixels) of the border weighting.")
+    # sampling, augmentation, normalisation
+    foreground_sampling: float = Field(
+        10.0, ge=0, description="Extra weight of foreground pixels when drawing patch centres."
+    )
+    boundary_sampling: float = Field(
+        10.0, ge=0, description="Extra weight of pixels near object boundaries when drawing patch centres."
+    )
+    augment: AugmentOptions = Field(default_factory=AugmentOptions, description="Augmentation settings.")
+    low_percentile: float = Field(1.0, ge=0, lt=100, description="Lower percentile of per-image normalisation.")
+    high_percentile: float = Field(99.8, gt=0, le=100, description="Upper percentile of per-image normalisation.")
+    # validation and selection
+    validate_every: int = Field(100, ge=1, description="Validate (held-out images) every this many iterations.")
+    checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for validation scores.")
+    min_size: int = Field(0, ge=0, description="MIN_PIXEL of the ROI-F1: objects smaller than this are dropped.")
+    selection_metric: Literal["roi_f1", "dice"] = Field(
+        "roi_f1", description="Validation score that picks each member's best checkpoint."
+    )
+    paper_selection: bool = Field(
+        False,
+        description="Keep a member only if on every validation image its ROI-F1 >= the lowest expert's "
+        "(Segebarth et al. 2020); needs expert masks.",
+    )
+    # resources
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default).")
+    keep_checkpoints: bool = Field(False, description="Keep the resume checkpoints after training finished.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        m = 2**self.depth
+        if self.patch_size % m:
+            raise ValueError(f"patch_size must be a multiple of 2**depth = {m}; got {self.patch_size}")
+        if self.iterations is None and self.max_minutes is None:
+            raise ValueError("give iterations or max_minutes (or both); got neither")
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError(
+                f"low_percentile must be below high_percentile; got {self.low_percentile} and {self.high_percentile}"
+            )
+        if self.bce_weight == 0 and self.dice_weight == 0:
+            raise ValueError("bce_weight and dice_weight cannot both be 0")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- loss
+
+
+def masked_bce_dice_loss(
+    logits,
+    target,
+    valid,
+    weight=None,
+    *,
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    smooth: float = 1.0,
+):
+    """Binary cross-entropy (soft targets) + soft Dice, both restricted to valid pixels.
+
+    Parameters
+    ----------
+    logits, target, valid : torch.Tensor, shape (B, 1, Y, X)
+        Network logits; targets in [0, 1]; 1 where the pixel counts, 0 where it is ignored.
+    weight : torch.Tensor, optional
+        Per-pixel BCE weights (e.g. border weights); multiplied by ``valid``.
+
+    Ignored pixels get exactly zero gradient. Dice is computed over the whole batch (stable for sparse
+    foreground).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    w = valid if weight is None else weight * valid
+    loss = logits.new_zeros(())
+    if bce_weight:
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        loss = loss + bce_weight * (bce * w).sum() / torch.clamp(w.sum(), min=1.0)
+    if dice_weight:
+        p = torch.sigmoid(logits) * valid
+        t = target * valid
+        dice = (2.0 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+        loss = loss + dice_weight * (1.0 - dice)
+    return loss
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+def member_seeds(seed: int, members: int) -> list[int]:
+    """One independent 32-bit seed per member, derived from the master seed."""
+    return [int(s.generate_state(1, np.uint32)[0]) for s in np.random.SeedSequence(seed).spawn(members)]
+
+
+def make_splits(
+    image_ids: Sequence[str],
+    *,
+    members: int,
+    split: str = "auto",
+    folds: int | None = None,
+    groups: dict[str, str] | None = None,
+    seed: int = 0,
+) -> list[tuple[list[str], list[str]]]:
+    """Training and validation image ids of every member.
+
+    k-fold: the shuffled ids are cut into ``folds`` parts; member ``k`` validates on part ``k``. Grouped
+    k-fold: whole groups go to one fold (largest groups first, each to the fold with the fewest images).
+    Bootstrap: each member trains on ``n`` ids drawn with replacement (duplicates kept) and validates on
+    the ids never drawn.
+
+    >>> make_splits(["a", "b", "c", "d"], members=2, split="kfold", seed=0)
+    [(['b', 'd'], ['a', 'c']), (['a', 'c'], ['b', 'd'])]
+    """
+    ids = list(image_ids)
+    n = len(ids)
+    if split == "auto":
+        split = "group_kfold" if groups else "kfold"
+    if split in ("kfold", "group_kfold"):
+        k = folds or members
+        if k < 2:
+            raise ValueError(
+                f"{split} needs at least 2 folds; got {k} (members={members}, folds={folds}); "
+                "use split='bootstrap' for a single member"
+            )
+        if members > k:
+            raise ValueError(
+                f"members ({members}) cannot exceed folds ({k}) with {split}: each member validates on "
+                "its own fold; use more folds or split='bootstrap'"
+            )
+        rng = np.random.default_rng(seed)
+        if split == "kfold":
+            if n < k:
+                raise ValueError(f"k-fold with {k} folds needs at least {k} images; got {n}")
+            order = rng.permutation(n)
+            parts = [sorted(ids[i] for i in part) for part in np.array_split(order, k)]
+        else:
+            if not groups:
+                raise ValueError("split='group_kfold' needs groups (image id -> group); got none")
+            missing = [i for i in ids if i not in groups]
+            if missing:
+                raise ValueError(
+                    f"groups has no entry for {len(missing)} image id(s): {missing[:5]}"
+                    f"{' ...' if len(missing) > 5 else ''}"
+                )
+            by_group: dict[str, list[str]] = {}
+            for i in ids:
+                by_group.setdefault(str(groups[i]), []).append(i)
+            if len(by_group) < k:
+                raise ValueError(
+                    f"grouped k-fold with {k} folds needs at least {k} groups; got {len(by_group)} "
+                    f"group(s) {sorted(by_group)} over {n} images"
+                )
+            names = sorted(by_group)
+            names = [names[i] for i in rng.permutation(len(names))]
+            names.sort(key=lambda g: -len(by_group[g]))  # stable: shuffled order among equal sizes
+            parts_l: list[list[str]] = [[] for _ in range(k)]
+            for g in names:
+                j = min(range(k), key=lambda f: (len(parts_l[f]), f))
+                parts_l[j].extend(by_group[g])
+            parts = [sorted(p) for p in parts_l]
+        splits = []
+        for m in range(members):
+            val = parts[m]
+            train = [i for i in ids if i not in set(val)]
+            splits.append((train, list(val)))
+        return splits
+    if split == "bootstrap":
+        if n < 2:
+            raise ValueError(f"bootstrap needs at least 2 images; got {n}")
+        splits = []
+        for ms in member_seeds(seed, members):
+            rng = np.random.default_rng(ms)
+            for _ in range(1000):
+                draw = rng.integers(n, size=n)
+                oob = sorted(set(range(n)) - set(draw.tolist()))
+                if oob:
+                    break
+            else:  # pragma: no cover - astronomically unlikely for n >= 2
+                raise RuntimeError("could not draw a bootstrap sample with out-of-bag images")
+            splits.append(([ids[i] for i in sorted(draw.tolist())], [ids[i] for i in oob]))
+        return splits
+    raise ValueError(f"split must be 'auto', 'kfold', 'group_kfold' or 'bootstrap'; got {split!r}")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def _check_inputs(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    image_ids: Sequence[str],
+    ignore: Sequence[np.ndarray | None] | None,
+    expert_masks: dict[str, Sequence[np.ndarray]] | None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray | None], dict[str, list[np.ndarray]]]:
+    n = len(images)
+    if n == 0:
+        raise ValueError("images is empty: give at least one training image")
+    if len(targets) != n or len(image_ids) != n:
+        raise ValueError(
+            f"images, targets and image_ids must have the same length; got {n}, {len(targets)} and {len(image_ids)}"
+        )
+    if len(set(image_ids)) != n:
+        dup = sorted({i for i in image_ids if list(image_ids).count(i) > 1})
+        raise ValueError(f"image_ids must be unique; got duplicates {dup[:5]}")
+    if ignore is not None and len(ignore) != n:
+        raise ValueError(f"ignore must hold one entry (array or None) per image ({n}); got {len(ignore)}")
+    imgs, tgts, igns = [], [], []
+    for k, (img, tgt, iid) in enumerate(zip(images, targets, image_ids)):
+        img = as_image_2d(img, name=f"images[{k}] (id {iid!r})")
+        if not (np.issubdtype(img.dtype, np.number) or img.dtype == bool):
+            raise TypeError(f"images[{k}] (id {iid!r}) must be numeric; got {describe(img)}")
+        t = np.asarray(tgt)
+        if t.shape != img.shape:
+            raise ValueError(
+                f"targets[{k}] (id {iid!r}) has shape {t.shape} but its image has shape {img.shape}: "
+                "image and label sizes must match"
+            )
+        if t.dtype == bool:
+            t = t.astype(np.float32)
+        elif not np.issubdtype(t.dtype, np.number):
+            raise TypeError(f"targets[{k}] (id {iid!r}) must be float in [0, 1] or bool; got {describe(t)}")
+        t = t.astype(np.float32)
+        if not np.all(np.isfinite(t)):
+            raise ValueError(f"targets[{k}] (id {iid!r}) contains NaN or infinite values")
+        tmin, tmax = float(t.min()), float(t.max())
+        if tmin < 0 or tmax > 1:
+            raise ValueError(
+                f"targets[{k}] (id {iid!r}) must lie in [0, 1]; got values in [{tmin}, {tmax}]"
+                + (" (a 0/255 mask? divide it by 255)" if tmax == 255 else "")
+            )
+        ig = None
+        if ignore is not None and ignore[k] is not None:
+            ig = as_binary(ignore[k], name=f"ignore[{k}] (id {iid!r})")
+            if ig.shape != img.shape:
+                raise ValueError(
+                    f"ignore[{k}] (id {iid!r}) has shape {ig.shape} but its image has shape {img.shape}"
+                )
+            if ig.all():
+                raise ValueError(f"ignore[{k}] (id {iid!r}) covers the whole image: nothing left to train on")
+        imgs.append(img)
+        tgts.append(t)
+        igns.append(ig)
+    fg = [float((t * (1.0 if ig is None else ~ig)).max()) > 0 for t, ig in zip(tgts, igns)]
+    if not any(fg):
+        raise ValueError(
+            f"all {n} targets are empty (no foreground outside the ignore masks): nothing to learn; "
+            "check that the labels were read correctly (0/255 masks, the right folder)"
+        )
+    empty = [iid for iid, f in zip(image_ids, fg) if not f]
+    if empty:
+        log.info("%d image(s) have empty targets (used as negatives): %s", len(empty), empty[:10])
+    experts: dict[str, list[np.ndarray]] = {}
+    for name, masks in (expert_masks or {}).items():
+        if len(masks) != n:
+            raise ValueError(f"expert_masks[{name!r}] must hold one mask per image ({n}); got {len(masks)}")
+        lst = []
+        for k, m in enumerate(masks):
+            arr = np.asarray(m)
+            if arr.shape != imgs[k].shape:
+                raise ValueError(
+                    f"expert_masks[{name!r}][{k}] (id {image_ids[k]!r}) has shape {arr.shape}; its image has "
+                    f"shape {imgs[k].shape}"
+                )
+            lst.append(arr > (0.5 if arr.dtype != bool else 0))
+        experts[str(name)] = lst
+    return imgs, tgts, igns, experts
+
+
+def _fingerprint(config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits) -> str:
+    cfg = config.model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints"})
+    h = hashlib.sha256(json.dumps({"config": cfg, "ids": list(image_ids), "splits": splits}, sort_keys=True).encode())
+    for arrs in (images, targets, ignore):
+        for a in arrs:
+            if a is None:
+                h.update(b"none")
+            else:
+                h.update(str((a.shape, a.dtype.str)).encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("fiji-consensus", "torch", "numpy", "scipy", "scikit-image", "pydantic"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:  # pragma: no cover
+            pass
+    return out
+
+
+def _resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------- members
+
+
+def _lr_at(frac: float, c: TrainConfig) -> float:
+    frac = min(max(frac, 0.0), 1.0)
+    if c.warmup_fraction > 0 and frac < c.warmup_fraction:
+        return c.learning_rate * (frac / c.warmup_fraction + 1e-3)
+    t = (frac - c.warmup_fraction) / max(1e-12, 1.0 - c.warmup_fraction)
+    lo = c.min_lr_fraction
+    return c.learning_rate * (lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def predict_full(net, image: np.ndarray, *, depth: int, device) -> np.ndarray:
+    """Probability map of one normalised 2-D image in one piece (mirror-padded to a multiple of 2**depth)."""
+    import torch
+
+    xp, (y, x) = pad_to_multiple(image, 2**depth)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        t = torch.from_numpy(np.ascontiguousarray(xp, np.float32))[None, None].to(device)
+        p = net(t)[0, 0, :y, :x].float().cpu().numpy()
+    net.train(was_training)
+    return p
+
+
+class _ValImage:
+    def __init__(self, iid: str, image: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None):
+        self.id, self.image, self.reference, self.ignore = iid, image, reference, ignore
+
+
+def _validate(net, val: list[_ValImage], c: TrainConfig, depth: int, device) -> dict[str, dict[str, float]]:
+    from ..metrics import dice, roi_f1
+
+    out = {}
+    for v in val:
+        pred = predict_full(net, v.image, depth=depth, device=device) > c.threshold
+        out[v.id] = {
+            "dice": float(dice(v.reference, pred, ignore=v.ignore)),
+            "roi_f1": float(roi_f1(v.reference, pred, min_size=c.min_size, ignore=v.ignore)),
+        }
+    return out
+
+
+def _mean(scores: dict[str, dict[str, float]], key: str) -> float:
+    vals = [s[key] for s in scores.values() if s[key] is not None and math.isfinite(s[key])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _score(scores: dict[str, dict[str, float]], metric: str) -> list[float]:
+    """Selection key: the metric's mean over images, then the other metric's as a tie-break (NaN = -inf)."""
+    other = "dice" if metric == "roi_f1" else "roi_f1"
+    key = [_mean(scores, metric), _mean(scores, other)]
+    return [v if math.isfinite(v) else -math.inf for v in key]
+
+
+_LOG_FIELDS = ["iteration", "loss", "lr", "val_dice", "val_roi_f1", "seconds", "patches_per_second"]
+
+
+def _write_log(rows: list[dict[str, Any]], path: Path) -> None:
+    from .ensemble import write_text_atomic
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_LOG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in _LOG_FIELDS})
+    write_text_atomic(buf.getvalue(), path)
+
+
+def _train_member(
+    k: int,
+    *,
+    seed: int,
+    train: list[TrainingImage],
+    val: list[_ValImage],
+    c: TrainConfig,
+    arch: dict[str, Any],
+    device,
+    out: Path,
+    fingerprint: str,
+    resume: bool,
+    budget_s: float | None,
+    progress: bool,
+    callback: Callable[..., Any] | None,
+) -> dict[str, Any]:
+    import torch
+
+    from .ensemble import load_state_dict, torch_save_atomic
+    from .unet import UNet
+
+    ck_path = out / "checkpoints" / f"member_{k}.pt"
+    log_path = out / "logs" / f"member_{k}.csv"
+    torch.manual_seed(seed)
+    net = UNet.from_config(arch).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+    aug = AugmentConfig(**c.augment.model_dump())
+    sampler = PatchSampler(train, patch_size=c.patch_size, seed=seed, augment=aug)
+    state: dict[str, Any] = dict(
+        iteration=0, elapsed=0.0, train_seconds=0.0, loss_sum=0.0, loss_n=0, best_score=None,
+        best_iteration=0, best_scores={}, rows=[], last_val_iteration=-1, val_seconds=0.0,
+    )
+    best_state: dict[str, Any] | None = None
+
+    if resume and ck_path.is_file():
+        ck = load_state_dict(ck_path, map_location="cpu")
+        if ck.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{ck_path} belongs to a run with other data or settings; use another output folder or "
+                "resume=False to start over"
+            )
+        meta = json.loads(ck["meta"])
+        if meta.get("finished"):
+            log.info("member %d already trained; skipping", k)
+            return meta["result"]
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sampler.set_state(ck["sampler"])
+        torch.set_rng_state(ck["torch_rng"])
+        state.update(meta["state"])
+        best_state = ck.get("best_model")
+        log.info("member %d resumes at iteration %d", k, state["iteration"])
+
+    def save_checkpoint(finished: bool = False, result: dict | None = None) -> None:
+        meta = {"state": state, "finished": finished, "result": result}
+        obj: dict[str, Any] = {"fingerprint": fingerprint, "meta": json.dumps(meta)}
+        if not finished:
+            obj.update(
+                model=net.state_dict(), optimizer=opt.state_dict(), sampler=sampler.get_state(),
+                torch_rng=torch.get_rng_state(),
+            )
+            if best_state is not None:
+                obj["best_model"] = best_state
+        torch_save_atomic(obj, ck_path)
+
+    def validate_now() -> None:
+        nonlocal best_state
+        tv = time.perf_counter()
+        scores = _validate(net, val, c, c.depth, device)
+        state["val_seconds"] = time.perf_counter() - tv
+        score = _score(scores, c.selection_metric)
+        it = state["iteration"]
+        # ties go to the later (longer-trained) checkpoint
+        if state["best_score"] is None or score >= state["best_score"]:
+            state.update(best_score=score, best_iteration=it, best_scores=scores)
+            best_state = copy.deepcopy({n: t.detach().cpu() for n, t in net.state_dict().items()})
+        ts = state["train_seconds"]
+        state["rows"].append(
+            dict(
+                iteration=it,
+                loss=state["loss_sum"] / state["loss_n"] if state["loss_n"] else float("nan"),
+                lr=opt.param_groups[0]["lr"],
+                val_dice=_mean(scores, "dice"),
+                val_roi_f1=_mean(scores, "roi_f1"),
+                seconds=round(state["elapsed"], 3),
+                patches_per_second=it * c.batch_size / ts if ts > 0 else float("nan"),
+            )
+        )
+        state["loss_sum"], state["loss_n"], state["last_val_iteration"] = 0.0, 0, it
+        _write_log(state["rows"], log_path)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=c.iterations, initial=state["iteration"], desc=f"member {k + 1}", unit="it", leave=True)
+    net.train()
+    t_last = time.perf_counter()
+    try:
+        if budget_s is not None and state["last_val_iteration"] < 0 and val:
+            # with a time budget, estimate what the final validation will cost (one image predicted,
+            # scaled by the pixel count) so that the member stops in time for it
+            tv = time.perf_counter()
+            predict_full(net, val[0].image, depth=c.depth, device=device)
+            per_pixel = (time.perf_counter() - tv) / val[0].image.size
+            state["val_seconds"] = 1.1 * per_pixel * sum(v.image.size for v in val)
+            now = time.perf_counter()
+            state["elapsed"] += now - t_last
+            t_last = now
+        while True:
+            it = state["iteration"]
+            if c.iterations is not None and it >= c.iterations:
+                break
+            if budget_s is not None and it > 0 and state["elapsed"] + state["val_seconds"] >= budget_s:
+                break
+            frac = 0.0
+            if c.iterations is not None:
+                frac = it / c.iterations
+            if budget_s is not None:
+                frac = max(frac, state["elapsed"] / budget_s)
+            lr = _lr_at(frac, c)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            t0 = time.perf_counter()
+            b = sampler.sample(c.batch_size)
+            x, y, v, w = (torch.from_numpy(b[n]).to(device) for n in ("image", "target", "valid", "weight"))
+            logits = net.forward_logits(x)
+            loss = masked_bce_dice_loss(
+                logits, y, v, w if c.border_weight > 0 else None, bce_weight=c.bce_weight, dice_weight=c.dice_weight
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = float(loss.detach())
+            now = time.perf_counter()
+            state["train_seconds"] += now - t0
+            state["iteration"] = it = it + 1
+            state["loss_sum"] += lv
+            state["loss_n"] += 1
+            if it % c.validate_every == 0:
+                validate_now()
+            now = time.perf_counter()
+            state["elapsed"] += now - t_last
+            t_last = now
+            if it % c.checkpoint_every == 0:
+                save_checkpoint()
+            if bar is not None:
+                post = {"loss": f"{lv:.4f}"}
+                if state["best_score"] is not None:
+                    post[c.selection_metric] = f"{state['rows'][-1]['val_' + c.selection_metric]:.3f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+            if callback is not None:
+                callback(member=k, iteration=it, loss=lv)
+        if state["last_val_iteration"] != state["iteration"]:
+            validate_now()
+            state["elapsed"] += time.perf_counter() - t_last
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is None:  # pragma: no cover - validate_now always sets it
+        best_state = net.state_dict()
+    torch_save_atomic({n: t.detach().cpu().contiguous() for n, t in best_state.items()}, out / f"member_{k}.pt")
+    result = dict(
+        index=k,
+        seed=seed,
+        iterations=state["iteration"],
+        best_iteration=state["best_iteration"],
+        seconds=state["elapsed"],
+        train_seconds=state["train_seconds"],
+        patches_per_second=state["iteration"] * c.batch_size / state["train_seconds"] if state["train_seconds"] else None,
+        val_dice=_mean(state["best_scores"], "dice"),
+        val_roi_f1=_mean(state["best_scores"], "roi_f1"),
+        val_per_image=state["best_scores"],
+        log=str(log_path.relative_to(out)),
+    )
+    save_checkpoint(finished=True, result=result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- ensemble
+
+
+def train_ensemble(
+    images: list[np.ndarray],
+    targets: list[np.ndarray],
+    out_dir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    image_ids: list[str],
+    ignore: list[np.ndarray | None] | None = None,
+    groups: dict[str, str] | None = None,
+    expert_masks: dict[str, list[np.ndarray]] | None = None,
+    provenance: dict | None = None,
+    progress: bool = False,
+    resume: bool = True,
+    callback: Callable[..., Any] | None = None,
+) -> dict:
+    """Train a U-Net ensemble on (consensus) targets and write it to ``out_dir``.
+
+    Parameters
+    ----------
+    images : list of (Y, X) arrays
+        Training images, any numeric dtype; normalised per image by percentiles.
+    targets : list of (Y, X) float arrays in [0, 1]
+        Hard consensus masks or soft labels (expert fraction, STAPLE posterior).
+    out_dir : path-like
+        The ensemble folder (created). See :mod:`fiji_consensus.nn.ensemble` for the layout.
+    config : TrainConfig
+        All training settings.
+    image_ids : list of str
+        One unique id per image (used for splits, groups and provenance).
+    ignore : list of (Y, X) bool arrays or None, optional
+        Pixels left out of sampling, loss and validation scores.
+    groups : dict, optional
+        Image id -> group, for grouped k-fold.
+    expert_masks : dict, optional
+        Expert name -> list of (Y, X) masks aligned with ``images``; needed for ``paper_selection`` and
+        recorded as expert scores of every validation image.
+    provenance : dict, optional
+        Extra provenance stored in ``ensemble.json`` (experts, consensus method, source folders, ...).
+    progress : bool
+        Show a tqdm bar per member (loss and validation score).
+    resume : bool
+        Continue from the checkpoints in ``out_dir`` (or return at once if the same ensemble is complete
+        there); ``False`` starts over and replaces this function's files in ``out_dir``.
+    callback : callable, optional
+        Called as ``callback(member=k, iteration=i, loss=x)`` after every iteration (and after that
+        iteration's checkpoint); an exception raised there interrupts training (resumable).
+
+    Returns
+    -------
+    dict
+        Summary: ``path``, ``ensemble_json``, ``members`` (per member: seed, split, iterations, best
+        iteration, validation scores, selected), ``selected``, ``halo``, ``seconds``,
+        ``patches_per_second``.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(members=2, iterations=50, patch_size=64, batch_size=4, depth=2)  # doctest: +SKIP
+    >>> summary = train_ensemble(imgs, masks, "models/demo", cfg, image_ids=ids)          # doctest: +SKIP
+    """
+    import torch
+
+    from .ensemble import ENSEMBLE_JSON, save_ensemble
+    from .unet import UNet
+
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    image_ids = [str(i) for i in image_ids]
+    imgs, tgts, igns, experts = _check_inputs(images, targets, image_ids, ignore, expert_masks)
+    if config.paper_selection and not experts:
+        raise ValueError("paper_selection=True needs expert_masks (the lowest expert's ROI-F1 per image)")
+    splits = make_splits(
+        image_ids, members=config.members, split=config.split, folds=config.folds, groups=groups, seed=config.seed
+    )
+    split_kind = config.split if config.split != "auto" else ("group_kfold" if groups else "kfold")
+    seeds = member_seeds(config.seed, config.members)
+    fp = _fingerprint(config, image_ids, imgs, tgts, igns, splits)
+    out = Path(out_dir)
+    ej = out / ENSEMBLE_JSON
+    if ej.is_file():
+        try:
+            old = json.loads(ej.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            old = {}
+        same = old.get("provenance", {}).get("fingerprint") == fp
+        if resume and same:
+            log.info("%s already holds this ensemble; nothing to do", out)
+            return _summary(old, out)
+        if resume:
+            raise FileExistsError(
+                f"{out} already holds an ensemble trained with other data or settings; choose another "
+                "folder or pass resume=False to replace it"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for pattern in ("checkpoints/member_*.pt", "logs/member_*.csv", "member_*.pt", ENSEMBLE_JSON):
+            for f in out.glob(pattern):
+                f.unlink()
+
+    arch = dict(
+        in_channels=1, out_channels=1, depth=config.depth, base_channels=config.base_channels, norm=config.norm,
+        groups=config.norm_groups, upsample=config.upsample, convs_per_block=2,
+    )
+    probe = UNet.from_config(arch)
+    n_params = int(sum(p.numel() for p in probe.parameters()))
+    device = _resolve_device(config.device)
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    t_start = time.perf_counter()
+    try:
+        # per-image preparation (deterministic)
+        norm_values: dict[str, list[float]] = {}
+        prepared: dict[str, TrainingImage] = {}
+        val_images: dict[str, _ValImage] = {}
+        for iid, img, t, ig in zip(image_ids, imgs, tgts, igns):
+            x, (lo, hi) = percentile_normalize(img, low=config.low_percentile, high=config.high_percentile)
+            norm_values[iid] = [lo, hi]
+            valid = np.ones(img.shape, np.float32) if ig is None else (~ig).astype(np.float32)
+            tv = t * valid
+            weight = (
+                border_weights(tv, w0=config.border_weight, sigma=config.border_sigma)
+                if config.border_weight > 0
+                else None
+            )
+            prepared[iid] = TrainingImage.prepare(
+                iid, x, tv, valid, weight=weight,
+                foreground=config.foreground_sampling, boundary=config.boundary_sampling,
+            )
+            val_images[iid] = _ValImage(iid, x, t > config.threshold, ig)
+        expert_f1: dict[str, dict[str, float]] = {}
+        if experts:
+            from ..metrics import roi_f1
+
+            for j, iid in enumerate(image_ids):
+                expert_f1[iid] = {
+                    name: float(roi_f1(val_images[iid].reference, masks[j], min_size=config.min_size, ignore=igns[j]))
+                    for name, masks in experts.items()
+                }
+        results = []
+        for k, ((train_ids, val_ids), seed) in enumerate(zip(splits, seeds)):
+            if not any(float(prepared[i].target.max()) > 0 for i in train_ids):
+                raise ValueError(f"member {k}: its training images {sorted(set(train_ids))[:8]} hold no foreground")
+            budget = None
+            if config.max_minutes is not None:
+                budget = config.max_minutes * 60.0 / config.members
+            log.info("member %d/%d: %d training, %d validation images, seed %d", k + 1, config.members,
+                     len(train_ids), len(val_ids), seed)
+            res = _train_member(
+                k, seed=seed, train=[prepared[i] for i in train_ids], val=[val_images[i] for i in val_ids],
+                c=config, arch=arch, device=device, out=out, fingerprint=fp, resume=resume, budget_s=budget,
+                progress=progress, callback=callback,
+            )
+            res["train_ids"], res["val_ids"] = list(train_ids), list(val_ids)
+            results.append(res)
+        # selection (paper rule)
+        selection: dict[str, Any] = {"rule": "paper" if config.paper_selection else "none"}
+        for res in results:
+            res["selected"] = True
+            if experts:
+                res["lowest_expert_roi_f1"] = {i: min(expert_f1[i].values()) for i in res["val_ids"]}
+            if config.paper_selection:
+                ok = True
+                for i in res["val_ids"]:
+                    mine = res["val_per_image"][i]["roi_f1"]
+                    low = res["lowest_expert_roi_f1"][i]
+                    if math.isfinite(mine) and math.isfinite(low) and mine < low:
+                        ok = False
+                    elif not math.isfinite(mine) and math.isfinite(low):
+                        ok = False
+                res["selected"] = ok
+        if config.paper_selection and not any(r["selected"] for r in results):
+            log.warning("no member passed the paper's selection rule; keeping all %d members", len(results))
+            for r in results:
+                r["selected"] = True
+            selection["fallback"] = "no member passed; all kept"
+        selection["selected"] = [r["index"] for r in results if r["selected"]]
+        seconds = time.perf_counter() - t_start
+        tr = sum(r["train_seconds"] for r in results)
+        pps = sum(r["iterations"] for r in results) * config.batch_size / tr if tr > 0 else None
+        meta = {
+            "architecture": {
+                "name": "UNet",
+                "config": arch,
+                "parameters": n_params,
+                "receptive_field_radius": probe.receptive_field_radius,
+                "halo": probe.halo,
+                "tile_multiple": 2**config.depth,
+                "input": "one channel (batch, 1, y, x), float32, per-image percentile-normalised",
+                "output": "foreground probability (sigmoid inside the network), (batch, 1, y, x)",
+            },
+            "normalization": {
+                "method": "scale_range",
+                "mode": "per_sample",
+                "min_percentile": config.low_percentile,
+                "max_percentile": config.high_percentile,
+                "eps": 1e-6,
+                "formula": "(x - percentile(x, min)) / (percentile(x, max) - percentile(x, min) + eps)",
+                "training_values": norm_values,
+            },
+            "threshold": config.threshold,
+            "members": results,
+            "selection": selection,
+            "training": config.model_dump(mode="json"),
+            "provenance": {
+                **(provenance or {}),
+                "image_ids": image_ids,
+                "split": split_kind,
+                "groups": {i: str(groups[i]) for i in image_ids} if groups else None,
+                "splits": [{"train": r["train_ids"], "validation": r["val_ids"]} for r in results],
+                "seeds": seeds,
+                "experts": sorted(experts) if experts else (provenance or {}).get("experts"),
+                "expert_roi_f1": expert_f1 or None,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "seconds": seconds,
+                "patches_per_second": pps,
+                "packages": _package_versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "fingerprint": fp,
+            },
+        }
+        path = save_ensemble(out, {}, meta)
+        if not config.keep_checkpoints:
+            for f in (out / "checkpoints").glob("member_*.pt"):
+                f.unlink()
+            try:
+                (out / "checkpoints").rmdir()
+            except OSError:
+                pass
+        final = json.loads(path.read_text(encoding="utf-8"))
+        return _summary(final, out)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _summary(meta: dict[str, Any], out: Path) -> dict[str, Any]:
+    return {
+        "path": str(out),
+        "ensemble_json": str(out / "ensemble.json"),
+        "halo": meta["architecture"]["halo"],
+        "members": [
+            {
+                k: m.get(k)
+                for k in (
+                    "index", "seed", "file", "selected", "iterations", "best_iteration", "val_dice", "val_roi_f1",
+                    "train_ids", "val_ids", "seconds", "patches_per_second", "log",
+                )
+            }
+            for m in meta["members"]
+        ],
+        "selected": meta["selection"]["selected"],
+        "seconds": meta["provenance"].get("seconds"),
+        "patches_per_second": meta["provenance"].get("patches_per_second"),
+    }
