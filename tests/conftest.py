@@ -25,7 +25,10 @@ def find_ij_jar() -> str | None:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the shared Segebarth data is not at {SHARED_DATA}")
+        pytest.fail(
+            f"the shared Segebarth data is not at {SHARED_DATA}: put the repository beside shared/ "
+            "or set FIJI_CONSENSUS_SHARED_DATA to the segebarth2020 folder"
+        )
     return SHARED_DATA
 
 
