@@ -198,6 +198,76 @@ def _run_agreement(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net ensemble on the experts' consensus (needs the train extra: torch)",
+        description="Train K U-Nets on consensus targets (k-fold, grouped k-fold or bootstrap splits), keep each "
+        "member's best checkpoint on its held-out images, and write the ensemble folder (ensemble.json + "
+        "member weights + logs). An interrupted run resumes when started again with the same settings. "
+        "Without --iterations the budget is --max-minutes (default 60) for the whole ensemble.",
+    )
+    g = p.add_argument_group("inputs (--images with --labels and/or --experts, or --project)")
+    g.add_argument("--images", type=Path, metavar="DIR", help="folder of training images")
+    g.add_argument("--labels", type=Path, metavar="DIR", help="folder of target masks (e.g. consensus masks/)")
+    g.add_argument("--experts", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="experts' folders: consensus targets are computed from them")
+    g.add_argument("--expert-names", nargs="+", metavar="NAME", help="names for the expert folders")
+    g.add_argument("--project", type=Path, metavar="DIR", help="project folder (images/, annotations/<expert>/)")
+    g.add_argument("--ignore", type=Path, metavar="DIR", help="folder of ignore masks")
+    g.add_argument("--targets", choices=["staple", "staple-soft", "fraction", "majority"], default="staple",
+                   help="targets from the experts (default staple: posterior > 0.5)")
+    g.add_argument("--groups", type=Path, metavar="CSV", help="image id -> group CSV for grouped k-fold")
+    t = p.add_argument_group("ensemble and budget")
+    t.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
+    t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap"], default="auto",
+                   help="auto: grouped k-fold with --groups, else k-fold")
+    t.add_argument("--folds", type=int, help="folds (default: --members)")
+    t.add_argument("--iterations", type=int, help="iterations per member")
+    t.add_argument("--max-minutes", type=float, help="wall-time budget for the whole ensemble (default 60)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--paper-selection", action="store_true",
+                   help="keep a member only if its ROI-F1 >= the lowest expert's on every validation image")
+    n = p.add_argument_group("network and optimisation")
+    n.add_argument("--depth", type=int, default=3, help="U-Net pooling steps (default 3)")
+    n.add_argument("--base-channels", type=int, default=16, help="features at full resolution (default 16)")
+    n.add_argument("--patch-size", type=int, default=256)
+    n.add_argument("--batch-size", type=int, default=4)
+    n.add_argument("--learning-rate", type=float, default=2e-3)
+    n.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
+    n.add_argument("--min-size", type=int, default=0, help="MIN_PIXEL of the validation ROI-F1")
+    n.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    n.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing ensemble folder")
+    _add_common(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import TrainConfig, TrainJobConfig
+    from .jobs import run_train
+
+    max_minutes = a.max_minutes if (a.max_minutes is not None or a.iterations is not None) else 60.0
+    train = TrainConfig(
+        members=a.members, split=a.split, folds=a.folds, seed=a.seed, iterations=a.iterations,
+        max_minutes=max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
+        batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
+        min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
+    )
+    kw = dict(images=a.images, labels=a.labels, experts=a.experts, expert_names=a.expert_names,
+              project=a.project, ignore=a.ignore, groups=a.groups)
+    cfg = TrainJobConfig(**{k: v for k, v in kw.items() if v is not None}, targets=a.targets, out=a.out,
+                         overwrite=a.overwrite, train=train)
+    summary = run_train(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        print(f"ensemble of {len(summary.get('members', []))} members -> {summary['out']}")
+        rows = [{"member": m.get("index", i), **{k: m.get(k) for k in ("val_dice", "val_roi_f1", "selected")}}
+                for i, m in enumerate(summary.get("members", []))]
+        print(_table(rows, ["member", "val_dice", "val_roi_f1", "selected"]))
+    return summary
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -279,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _consensus_parser(sub)
     _agreement_parser(sub)
+    _train_parser(sub)
     _demo_parser(sub)
     _fiji_parser(sub)
     return parser

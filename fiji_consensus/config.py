@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig"]
+__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig"]
 
 
 class JobConfig(BaseModel):
@@ -133,3 +133,177 @@ class AgreementConfig(_ExpertInputs):
         None, description="Optional output folder for agreement.csv and experts.csv."
     )
     overwrite: bool = Field(False, description="Replace existing files in the output folder.")
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+class AugmentOptions(BaseModel):
+    """Random augmentation of training patches (numpy, seeded per member)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(True, description="Random mirror flips.")
+    rotate90: bool = Field(True, description="Random rotations by multiples of 90 degrees.")
+    affine_p: float = Field(0.5, ge=0, le=1, description="Probability of a small random rotation + scaling.")
+    rotation_deg: float = Field(45.0, ge=0, le=180, description="Largest rotation angle of the affine, degrees.")
+    scale: float = Field(0.15, ge=0, lt=1, description="Largest relative scaling of the affine (1 +- scale).")
+    gamma: float = Field(0.3, ge=0, description="Gamma drawn log-uniformly in [1/(1+gamma), 1+gamma].")
+    contrast: float = Field(0.2, ge=0, lt=1, description="Contrast factor drawn in 1 +- contrast.")
+    brightness: float = Field(0.1, ge=0, description="Brightness offset drawn in +- brightness (normalised units).")
+    noise: float = Field(0.0, ge=0, description="Largest standard deviation of additive Gaussian noise.")
+
+
+class TrainConfig(BaseModel):
+    """Settings of one ensemble training run (stored in ``ensemble.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ensemble and splits
+    members: int = Field(5, ge=1, description="Number of ensemble members (one per split).")
+    split: Literal["auto", "kfold", "group_kfold", "bootstrap"] = Field(
+        "auto",
+        description="How to split images into training/validation per member: k-fold, grouped k-fold (needs "
+        "groups: image id -> group), bootstrap (validate on out-of-bag images); auto = group_kfold when "
+        "groups are given, else kfold.",
+    )
+    folds: int | None = Field(
+        None, ge=2, description="Number of folds for (grouped) k-fold; default = members. members <= folds."
+    )
+    seed: int = Field(0, ge=0, description="Master seed: splits and one derived seed per member.")
+    # architecture
+    depth: int = Field(3, ge=1, le=6, description="U-Net pooling steps (levels = depth + 1); tiles are multiples of 2**depth.")
+    base_channels: int = Field(16, ge=1, description="Feature channels at full resolution, doubled per level.")
+    norm: Literal["batch", "group"] = Field("batch", description="Normalisation layer after each convolution.")
+    norm_groups: int = Field(8, ge=1, description="Groups for group normalisation.")
+    upsample: Literal["transpose", "nearest"] = Field(
+        "transpose", description="Upsampling: 2x2 transposed convolution, or nearest neighbour + 1x1 convolution."
+    )
+    # optimisation
+    patch_size: int = Field(256, ge=8, description="Training patch height and width (a multiple of 2**depth).")
+    batch_size: int = Field(8, ge=1, description="Patches per iteration.")
+    iterations: int | None = Field(
+        2000, ge=1, description="Iterations per member; None to train by max_minutes alone."
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-time budget for the whole ensemble (split equally among members, validation "
+        "included); training stops at whichever of iterations/max_minutes comes first. Runs limited by "
+        "time are not bit-reproducible.",
+    )
+    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of the budget with linear warm-up.")
+    min_lr_fraction: float = Field(0.02, ge=0, le=1, description="Final learning rate of the cosine decay, relative.")
+    # loss
+    bce_weight: float = Field(1.0, ge=0, description="Weight of binary cross-entropy (soft targets) in the loss.")
+    dice_weight: float = Field(1.0, ge=0, description="Weight of the soft Dice loss.")
+    border_weight: float = Field(
+        0.0, ge=0, description="w0 of U-Net border weighting of background gaps between objects (0 = off)."
+    )
+    border_sigma: float = Field(5.0, gt=0, description="sigma (pixels) of the border weighting.")
+    # sampling, augmentation, normalisation
+    foreground_sampling: float = Field(
+        10.0, ge=0, description="Extra weight of foreground pixels when drawing patch centres."
+    )
+    boundary_sampling: float = Field(
+        10.0, ge=0, description="Extra weight of pixels near object boundaries when drawing patch centres."
+    )
+    augment: AugmentOptions = Field(default_factory=AugmentOptions, description="Augmentation settings.")
+    low_percentile: float = Field(1.0, ge=0, lt=100, description="Lower percentile of per-image normalisation.")
+    high_percentile: float = Field(99.8, gt=0, le=100, description="Upper percentile of per-image normalisation.")
+    # validation and selection
+    validate_every: int = Field(100, ge=1, description="Validate (held-out images) every this many iterations.")
+    checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for validation scores.")
+    min_size: int = Field(0, ge=0, description="MIN_PIXEL of the ROI-F1: objects smaller than this are dropped.")
+    selection_metric: Literal["roi_f1", "dice"] = Field(
+        "roi_f1", description="Validation score that picks each member's best checkpoint."
+    )
+    paper_selection: bool = Field(
+        False,
+        description="Keep a member only if on every validation image its ROI-F1 >= the lowest expert's "
+        "(Segebarth et al. 2020); needs expert masks.",
+    )
+    # resources
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default).")
+    keep_checkpoints: bool = Field(False, description="Keep the resume checkpoints after training finished.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        m = 2**self.depth
+        if self.patch_size % m:
+            raise ValueError(f"patch_size must be a multiple of 2**depth = {m}; got {self.patch_size}")
+        if self.iterations is None and self.max_minutes is None:
+            raise ValueError("give iterations or max_minutes (or both); got neither")
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError(
+                f"low_percentile must be below high_percentile; got {self.low_percentile} and {self.high_percentile}"
+            )
+        if self.bce_weight == 0 and self.dice_weight == 0:
+            raise ValueError("bce_weight and dice_weight cannot both be 0")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- loss
+
+
+class TrainJobConfig(JobConfig):
+    """Train a U-Net ensemble on consensus targets: where the data is, what the targets are, the settings."""
+
+    images: Path | None = Field(None, description="Folder of training images (<id>.png/.tif/...).")
+    labels: Path | None = Field(
+        None,
+        description="Folder of target masks paired with the images by id (e.g. a consensus run's masks/ or "
+        "est_GT). Without it the targets are computed from the experts' annotations.",
+    )
+    experts: list[Path] = Field(
+        default_factory=list,
+        description="Experts' annotation folders: the consensus targets are computed from them (unless "
+        "labels is given), and they score the members (paper_selection).",
+    )
+    expert_names: list[str] | None = Field(None, description="Names for the expert folders.")
+    project: Path | None = Field(
+        None, description="A project folder (images/, annotations/<expert>/, optional ignore/)."
+    )
+    ignore: Path | None = Field(
+        None, description="Folder of ignore masks: never sampled as targets, excluded from loss and scores."
+    )
+    targets: Literal["staple", "staple-soft", "fraction", "majority"] = Field(
+        "staple",
+        description="Targets computed from the experts: staple = STAPLE posterior > 0.5 (the published "
+        "consensus), staple-soft = the STAPLE posterior itself, fraction = fraction of experts per pixel "
+        "(soft), majority = strict majority vote.",
+    )
+    groups: Path | None = Field(
+        None,
+        description="CSV mapping image id -> group (first two columns, header optional) for grouped k-fold, "
+        "e.g. groups_wue1.csv.",
+    )
+    out: Path = Field(..., description="The ensemble folder (models/<name>).")
+    overwrite: bool = Field(
+        False,
+        description="Start over in an existing ensemble folder instead of resuming or refusing.",
+    )
+    train: TrainConfig = Field(..., description="Network, sampling, optimisation and ensemble settings.")
+
+    @model_validator(mode="after")
+    def _inputs(self):
+        if self.project is not None and (self.images is not None or self.experts or self.labels):
+            raise ValueError("give either a project folder or images with labels/experts folders, not both")
+        if self.project is None:
+            if self.images is None:
+                raise ValueError("give a project folder, or an images folder with labels and/or experts")
+            if self.labels is None and len(self.experts) < 2:
+                raise ValueError(
+                    "targets need a labels folder or at least 2 expert folders for a consensus; "
+                    f"got {len(self.experts)} expert folder(s) and no labels"
+                )
+        if self.expert_names is not None and len(self.expert_names) != len(self.experts):
+            raise ValueError(
+                f"expert_names must name every expert folder: got {len(self.expert_names)} names "
+                f"for {len(self.experts)} folders"
+            )
+        return self

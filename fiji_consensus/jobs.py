@@ -9,6 +9,7 @@ an interrupted run is continued with ``resume=True`` (images whose ``per_image/<
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import numpy as np
 
 from . import __version__
 from . import io as fio
-from .config import AgreementConfig, ConsensusConfig
+from .config import AgreementConfig, ConsensusConfig, TrainJobConfig
 
-__all__ = ["run_consensus", "run_agreement", "consensus_of", "score_raters", "EXPERT_COLORS"]
+__all__ = [
+    "run_consensus", "run_agreement", "run_train", "read_groups", "consensus_of", "score_raters", "EXPERT_COLORS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -421,3 +424,119 @@ def run_agreement(config: AgreementConfig, *, progress: bool = False) -> dict[st
         summary["out"] = str(out.resolve())
         fio.write_json(out / "summary.json", summary, overwrite=config.overwrite)
     return summary
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def read_groups(path: str | os.PathLike) -> dict[str, str]:
+    """Read a CSV mapping image id -> group (first two columns; a header row is allowed).
+
+    Ids are kept as written (``0001`` stays ``0001``).
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    groups: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for i, row in enumerate(csv.reader(fh)):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise ValueError(f"{path}, line {i + 1}: expected 'image id, group'; got {row}")
+            image_id, group = row[0].strip(), row[1].strip()
+            if i == 0 and image_id.lower() in ("file_id", "image", "image_id", "id"):
+                continue
+            if image_id in groups and groups[image_id] != group:
+                raise ValueError(f"{path}: image {image_id!r} is in two groups ({groups[image_id]}, {group})")
+            groups[image_id] = group
+    if not groups:
+        raise ValueError(f"{path} holds no 'image id, group' rows")
+    return groups
+
+
+def _train_targets(masks: np.ndarray, kind: str, ignore: np.ndarray | None) -> np.ndarray:
+    from . import consensus
+
+    if kind == "fraction":
+        return consensus.expert_fraction(masks, ignore=ignore).astype(np.float32)
+    if kind == "majority":
+        return consensus.majority_vote(masks, ignore=ignore).astype(np.float32)
+    res = consensus.staple(masks, ignore=ignore)
+    if kind == "staple-soft":
+        return res.probability.astype(np.float32)
+    return (res.probability > 0.5).astype(np.float32)
+
+
+def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Train a U-Net ensemble (``fiji_consensus.nn``, needs the ``train`` extra) as ``config`` says.
+
+    The targets are the masks of ``config.labels`` or, without them, the experts' consensus of kind
+    ``config.targets``; experts' masks, when given, are passed on for the paper's member selection and the
+    per-image expert scores. An interrupted run resumes in ``config.out`` (same settings); ``overwrite``
+    starts over. Returns the training summary.
+    """
+    from ._validate import require
+
+    require("torch", extra="train")
+    from .nn.train import train_ensemble
+
+    if config.project is not None:
+        ds = fio.open_project(config.project)
+        if config.ignore is not None:
+            ds.ignore = fio.pair_annotations(ds.images, config.ignore, expert="ignore", required=False)
+        label_paths: dict[str, Path] = {}
+    else:
+        if config.experts:
+            ds = fio.open_dataset(
+                config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names
+            )
+        else:
+            images = fio.list_images(config.images)
+            ignore = (
+                fio.pair_annotations(images, config.ignore, expert="ignore", required=False)
+                if config.ignore else {}
+            )
+            ds = fio.ExpertDataset(images=images, experts={}, ignore=ignore)
+        label_paths = (
+            fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
+        )
+    if not label_paths and len(ds.experts) < 2:
+        raise ValueError(
+            f"computing consensus targets needs at least 2 experts; got {len(ds.experts)}"
+        )
+    groups = read_groups(config.groups) if config.groups else None
+    images, targets, ignores = [], [], []
+    experts = ds.expert_names
+    expert_masks: dict[str, list[np.ndarray]] = {e: [] for e in experts}
+    for image_id in _progress(ds.ids, total=len(ds.ids), enabled=progress, desc="reading"):
+        image, ann, ign = ds.load(image_id)
+        if label_paths:
+            target = fio.read_mask(label_paths[image_id], image.shape).astype(np.float32)
+        else:
+            target = _train_targets(np.stack([ann[e] > 0 for e in experts]), config.targets, ign)
+        images.append(image)
+        targets.append(target)
+        ignores.append(ign)
+        for e in experts:
+            expert_masks[e].append(ann[e] > 0)
+    provenance = {
+        "tool": "fiji-consensus",
+        "version": __version__,
+        "job": config.model_dump(mode="json", exclude={"train"}),
+        "targets": f"labels folder {config.labels}" if label_paths else f"{config.targets} of {len(experts)} experts",
+        "experts": experts,
+    }
+    summary = train_ensemble(
+        images, targets, config.out, config.train,
+        image_ids=ds.ids,
+        ignore=ignores if any(i is not None for i in ignores) else None,
+        groups=groups,
+        expert_masks=expert_masks if experts else None,
+        provenance=provenance,
+        progress=progress,
+        resume=not config.overwrite,
+    )
+    return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}

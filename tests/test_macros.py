@@ -196,11 +196,6 @@ def test_train_and_predict_report_a_missing_command_cleanly(project, home, ij_ja
     commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
     if {"train", "predict"} <= commands:
         pytest.fail("the CLI has train/predict now: replace this test by an end-to-end one")
-    if "train" not in commands:
-        err = error_line(run_macro("Train_Ensemble.ijm", {"python": sys.executable, "project": str(project),
-                                                          "name": "m1"}, ij_jar=ij_jar, home=home))
-        assert "has no 'train' command yet" in err
-        assert not (project / "models" / "m1").exists()
     if "predict" not in commands:
         image = project / "images" / "0015.tif"
         err = error_line(run_macro("Predict_Ensemble.ijm", {"python": sys.executable, "project": str(project),
@@ -210,6 +205,24 @@ def test_train_and_predict_report_a_missing_command_cleanly(project, home, ij_ja
     err = error_line(run_macro("Train_Ensemble.ijm", {"python": sys.executable, "project": str(project),
                                                       "name": "../escape"}, ij_jar=ij_jar, home=home))
     assert "is not valid" in err
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_train_ensemble_macro_end_to_end(project, home, ij_jar):
+    pytest.importorskip("torch")
+    args = {"python": sys.executable, "project": str(project), "name": "tiny", "members": "2",
+            "iterations": "2", "patch": "64"}
+    line = done_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home, timeout=300))
+    model = project / "models" / "tiny"
+    assert str(model) in line
+    meta = json.loads((model / "ensemble.json").read_text())
+    assert len(meta["members"]) == 2 and meta["provenance"]["experts"] == [f"expert_{k}" for k in (1, 2, 3)]
+    err = error_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home))
+    assert "exists; choose another name" in err
+    err = error_line(run_macro("Train_Ensemble.ijm", {**args, "name": "t2", "members": "zero"},
+                               ij_jar=ij_jar, home=home))
+    assert "whole number" in err
 
 
 @pytest.mark.imagej

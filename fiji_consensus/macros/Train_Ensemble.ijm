@@ -1,18 +1,39 @@
 // Train_Ensemble.ijm - fiji-consensus
 // Runs `fiji-consensus train --project <project> --out <project>/models/<name> --json` (needs the train
 // extra: pip install 'fiji-consensus[train]'); training can take long: ImageJ waits for it.
-// Non-interactive: argument lines python=, project=, name=.
+// Asks for the model name, the number of members and the time budget (minutes for the whole ensemble).
+// Non-interactive: argument lines python=, project=, name=, members=, minutes=; for quick runs also
+// iterations= (per member, replaces minutes) and patch= (training patch size, a multiple of 8).
 
 fcInit();
 py = fcPython();
 project = fcProject(false);
 name = fcArg("name", fcPref("model_name", "ensemble"));
+members = fcArg("members", fcPref("train_members", "5"));
+minutes = fcArg("minutes", fcPref("train_minutes", "60"));
+iterations = fcArg("iterations", "");
+patch = fcArg("patch", "256");
 if (!FC_BATCH) {
-	name = getString("Name of the new model (letters, digits, _ . -):", name);
+	Dialog.create("Train Ensemble");
+	Dialog.addString("Model name (letters, digits, _ . -):", name, 20);
+	Dialog.addNumber("Ensemble members:", parseInt(members));
+	Dialog.addNumber("Time budget for the whole ensemble (minutes):", parseFloat(minutes));
+	Dialog.show();
+	name = Dialog.getString();
+	members = "" + Dialog.getNumber();
+	minutes = "" + Dialog.getNumber();
 	fcSetPref("model_name", name);
+	fcSetPref("train_members", members);
+	fcSetPref("train_minutes", minutes);
 }
 if (!fcValidName(name))
 	fcFail("the model name '" + name + "' is not valid: use letters, digits, _ . -");
+nMembers = parseInt(members);
+if (isNaN(nMembers) || nMembers < 1)
+	fcFail("the number of members must be a whole number >= 1; got '" + members + "'");
+budget = parseFloat(minutes);
+if (isNaN(budget) || budget <= 0)
+	fcFail("the time budget must be a number of minutes > 0; got '" + minutes + "'");
 out = project + "/models/" + name;
 existing = newArray(0);
 if (File.isDirectory(out))
@@ -21,7 +42,10 @@ if (existing.length > 0)
 	fcFail("the model " + out + " exists; choose another name");
 showStatus("fiji-consensus: training an ensemble (this can take long)...");
 print("Training " + out + " ...");
-res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--json");
+if (iterations != "")
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--iterations", iterations, "--patch-size", patch, "--json");
+else
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--max-minutes", minutes, "--patch-size", patch, "--json");
 json = fcResult(res, "train");
 outDir = fcJsonGet(json, "out");
 print("Trained ensemble: " + outDir);

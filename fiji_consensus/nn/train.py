@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._validate import as_binary, as_image_2d
+from ..config import AugmentOptions, TrainConfig
 from .data import (
     AugmentConfig,
     PatchSampler,
@@ -48,118 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class AugmentOptions(BaseModel):
-    """Random augmentation of training patches (numpy, seeded per member)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flip: bool = Field(True, description="Random mirror flips.")
-    rotate90: bool = Field(True, description="Random rotations by multiples of 90 degrees.")
-    affine_p: float = Field(0.5, ge=0, le=1, description="Probability of a small random rotation + scaling.")
-    rotation_deg: float = Field(45.0, ge=0, le=180, description="Largest rotation angle of the affine, degrees.")
-    scale: float = Field(0.15, ge=0, lt=1, description="Largest relative scaling of the affine (1 +- scale).")
-    gamma: float = Field(0.3, ge=0, description="Gamma drawn log-uniformly in [1/(1+gamma), 1+gamma].")
-    contrast: float = Field(0.2, ge=0, lt=1, description="Contrast factor drawn in 1 +- contrast.")
-    brightness: float = Field(0.1, ge=0, description="Brightness offset drawn in +- brightness (normalised units).")
-    noise: float = Field(0.0, ge=0, description="Largest standard deviation of additive Gaussian noise.")
-
-
-class TrainConfig(BaseModel):
-    """Settings of one ensemble training run (stored in ``ensemble.json``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # ensemble and splits
-    members: int = Field(5, ge=1, description="Number of ensemble members (one per split).")
-    split: Literal["auto", "kfold", "group_kfold", "bootstrap"] = Field(
-        "auto",
-        description="How to split images into training/validation per member: k-fold, grouped k-fold (needs "
-        "groups: image id -> group), bootstrap (validate on out-of-bag images); auto = group_kfold when "
-        "groups are given, else kfold.",
-    )
-    folds: int | None = Field(
-        None, ge=2, description="Number of folds for (grouped) k-fold; default = members. members <= folds."
-    )
-    seed: int = Field(0, ge=0, description="Master seed: splits and one derived seed per member.")
-    # architecture
-    depth: int = Field(3, ge=1, le=6, description="U-Net pooling steps (levels = depth + 1); tiles are multiples of 2**depth.")
-    base_channels: int = Field(16, ge=1, description="Feature channels at full resolution, doubled per level.")
-    norm: Literal["batch", "group"] = Field("batch", description="Normalisation layer after each convolution.")
-    norm_groups: int = Field(8, ge=1, description="Groups for group normalisation.")
-    upsample: Literal["transpose", "nearest"] = Field(
-        "transpose", description="Upsampling: 2x2 transposed convolution, or nearest neighbour + 1x1 convolution."
-    )
-    # optimisation
-    patch_size: int = Field(256, ge=8, description="Training patch height and width (a multiple of 2**depth).")
-    batch_size: int = Field(8, ge=1, description="Patches per iteration.")
-    iterations: int | None = Field(
-        2000, ge=1, description="Iterations per member; None to train by max_minutes alone."
-    )
-    max_minutes: float | None = Field(
-        None,
-        gt=0,
-        description="Wall-time budget for the whole ensemble (split equally among members, validation "
-        "included); training stops at whichever of iterations/max_minutes comes first. Runs limited by "
-        "time are not bit-reproducible.",
-    )
-    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of the budget with linear warm-up.")
-    min_lr_fraction: float = Field(0.02, ge=0, le=1, description="Final learning rate of the cosine decay, relative.")
-    # loss
-    bce_weight: float = Field(1.0, ge=0, description="Weight of binary cross-entropy (soft targets) in the loss.")
-    dice_weight: float = Field(1.0, ge=0, description="Weight of the soft Dice loss.")
-    border_weight: float = Field(
-        0.0, ge=0, description="w0 of U-Net border weighting of background gaps between objects (0 = off)."
-    )
-    border_sigma: float = Field(5.0, gt=0, description="sigma (pixels) of the border weighting.")
-    # sampling, augmentation, normalisation
-    foreground_sampling: float = Field(
-        10.0, ge=0, description="Extra weight of foreground pixels when drawing patch centres."
-    )
-    boundary_sampling: float = Field(
-        10.0, ge=0, description="Extra weight of pixels near object boundaries when drawing patch centres."
-    )
-    augment: AugmentOptions = Field(default_factory=AugmentOptions, description="Augmentation settings.")
-    low_percentile: float = Field(1.0, ge=0, lt=100, description="Lower percentile of per-image normalisation.")
-    high_percentile: float = Field(99.8, gt=0, le=100, description="Upper percentile of per-image normalisation.")
-    # validation and selection
-    validate_every: int = Field(100, ge=1, description="Validate (held-out images) every this many iterations.")
-    checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for validation scores.")
-    min_size: int = Field(0, ge=0, description="MIN_PIXEL of the ROI-F1: objects smaller than this are dropped.")
-    selection_metric: Literal["roi_f1", "dice"] = Field(
-        "roi_f1", description="Validation score that picks each member's best checkpoint."
-    )
-    paper_selection: bool = Field(
-        False,
-        description="Keep a member only if on every validation image its ROI-F1 >= the lowest expert's "
-        "(Segebarth et al. 2020); needs expert masks.",
-    )
-    # resources
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (None = torch's default).")
-    keep_checkpoints: bool = Field(False, description="Keep the resume checkpoints after training finished.")
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        m = 2**self.depth
-        if self.patch_size % m:
-            raise ValueError(f"patch_size must be a multiple of 2**depth = {m}; got {self.patch_size}")
-        if self.iterations is None and self.max_minutes is None:
-            raise ValueError("give iterations or max_minutes (or both); got neither")
-        if self.low_percentile >= self.high_percentile:
-            raise ValueError(
-                f"low_percentile must be below high_percentile; got {self.low_percentile} and {self.high_percentile}"
-            )
-        if self.bce_weight == 0 and self.dice_weight == 0:
-            raise ValueError("bce_weight and dice_weight cannot both be 0")
-        return self
-
-
-# --------------------------------------------------------------------------------------------- loss
 
 
 def masked_bce_dice_loss(
