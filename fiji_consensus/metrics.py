@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fiji_consensus._validate import as_binary, as_mask_stack, check_same_shape
-from fiji_consensus.matching import _assign_objects, _ignore_mask, _label_objects
+from fiji_consensus.matching import _assign_objects, _check_threshold, _ignore_mask, _label_objects
 
 __all__ = [
     "dice",
@@ -384,16 +384,6 @@ def _labels_pair(
     cand = _labels(candidate, name="candidate", min_size=min_size, ignore=ignore)
     check_same_shape(ref, cand, names=("reference", "candidate"))
     return ref, cand
-
-
-def _check_threshold(value: Any, name: str) -> float:
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1]; got {value!r}") from None
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
-    return t
 
 
 def roi_f1(

@@ -26,13 +26,6 @@ SAMPLE = Path(__file__).resolve().parents[2] / "fiji_consensus" / "data" / "sege
 NO_AUG = AugmentConfig(flip=False, rotate90=False, affine_p=0.0, gamma=0.0, contrast=0.0, brightness=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

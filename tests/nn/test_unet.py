@@ -13,13 +13,6 @@ from torch import nn  # noqa: E402
 from fiji_consensus.nn.unet import UNet, check_tile_shape, halo_for, receptive_field_radius  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("norm", ["batch", "group"])
