@@ -268,6 +268,54 @@ def _run_train(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict with an ensemble: probability, uncertainty, objects, Fiji overlays",
+        description="Run an ensemble (models/NAME) on images with test-time augmentation and tiling; write "
+        "per image probability and uncertainty (float32, absolute scale), labels, a RoiSet with one ROI per "
+        "object coloured by its uncertainty, an ImageJ hyperstack (image, probability, uncertainty) with the "
+        "ROIs as overlay, and object tables. Images already done are skipped; an unreadable image is "
+        "reported at the end and makes the exit code non-zero.",
+    )
+    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
+    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips",
+                   help="test-time augmentation views (default flips: 4 views)")
+    p.add_argument("--tile", type=int, default=1152, help="tile size in pixels (default 1152)")
+    p.add_argument("--overlap", type=float, help="tile overlap fraction (default: 0 for batch-norm nets)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
+    p.add_argument("--min-size", type=int, help="smallest object in pixels (default: the model's)")
+    p.add_argument("--split", choices=["none", "distance", "probability"], default="none",
+                   help="watershed split of touching objects")
+    p.add_argument("--uncertainty", choices=["entropy", "expected_entropy", "mutual_information", "std",
+                                             "deepflash2"], default="entropy",
+                   help="uncertainty measure written to uncertainty/ (default: predictive entropy, bits)")
+    p.add_argument("--channel", type=int, help="channel of multi-channel images (0-based)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--overwrite", action="store_true", help="predict every image again, replacing files")
+    _add_common(p)
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import PredictConfig
+    from .predict import run_predict
+
+    cfg = PredictConfig(
+        model=a.model, inputs=a.inputs, out=a.out, tta=a.tta, tile=a.tile, overlap=a.overlap,
+        batch_size=a.batch_size, threshold=a.threshold, min_size=a.min_size, split=a.split,
+        uncertainty=a.uncertainty, channel=a.channel, device=a.device, threads=a.threads, overwrite=a.overwrite,
+    )
+    summary = run_predict(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        print(f"predicted {summary.get('n_predicted', 0)} of {summary.get('n_images', '?')} image(s) -> {summary.get('out')}")
+    return summary
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -350,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _consensus_parser(sub)
     _agreement_parser(sub)
     _train_parser(sub)
+    _predict_parser(sub)
     _demo_parser(sub)
     _fiji_parser(sub)
     return parser
@@ -381,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     if args.json:
         _emit_json(result)
+    if isinstance(result, dict) and result.get("ok") is False:
+        print(f"fiji-consensus {args.command}: error: {result.get('error', 'failed')}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig"]
+__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig"]
 
 
 class JobConfig(BaseModel):
@@ -307,3 +307,74 @@ class TrainJobConfig(JobConfig):
                 f"for {len(self.experts)} folders"
             )
         return self
+
+
+# ------------------------------------------------------------------------------------------ prediction
+
+
+class PredictConfig(JobConfig):
+    """Prediction of images with a trained ensemble, written as Fiji-ready files."""
+
+    model: Path = Field(..., description="Ensemble folder (models/<name>/ with ensemble.json).")
+    inputs: list[Path] = Field(
+        ...,
+        min_length=1,
+        description="Image files and/or folders of images (<id>.tif/.png/...); the id of an image is its "
+        "file stem and must be unique over all inputs.",
+    )
+    out: Path = Field(..., description="Output folder (per-kind subfolders, see fiji_consensus.predict).")
+    tta: Literal["none", "flips", "dihedral"] = Field(
+        "flips",
+        description="Test-time augmentation: none (1 view), flips (4 views: identity, vertical, "
+        "horizontal, both; as deepflash2), dihedral (all 8 rotations/reflections).",
+    )
+    tile: int = Field(
+        1152,
+        ge=32,
+        description="Largest tile (pixels, including the halo) fed to the network; rounded down to a "
+        "multiple of 2**depth; smaller tiles are used when they cover the image as well. Bounds memory; "
+        "the default runs a 1024x1024 image as one tile.",
+    )
+    overlap: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Fraction of a tile's core shared with each neighbour (blended); default: 0 for "
+        "batch-normalised networks (exact with the halo cropped), 0.125 otherwise.",
+    )
+    batch_size: int = Field(1, ge=1, description="Tiles per network call.")
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Foreground is probability > threshold; default: the ensemble's."
+    )
+    min_size: int | None = Field(
+        None, ge=0, description="Smallest object kept (pixels); default: the min_size the ensemble was "
+        "trained with (else 0)."
+    )
+    split: Literal["none", "distance", "probability"] = Field(
+        "none",
+        description="Watershed split of touching objects: none, distance (distance transform) or "
+        "probability (smoothed probability).",
+    )
+    uncertainty: Literal["entropy", "expected_entropy", "mutual_information", "std", "deepflash2"] = Field(
+        "entropy",
+        description="Uncertainty map written and used for ROI colours and QA scores: entropy (predictive "
+        "entropy, total, bits), expected_entropy (aleatoric), mutual_information (epistemic), std "
+        "(member standard deviation), deepflash2 (U = 4p(1-p)).",
+    )
+    channel: int | None = Field(
+        None, ge=0, description="0-based channel of multi-channel images (required when they have > 1)."
+    )
+    device: str = Field("cpu", description="Torch device for the network (cpu, cuda, cuda:1, mps).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's).")
+    overwrite: bool = Field(False, description="Predict every image again and replace existing files.")
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        base = v.split(":")[0]
+        if base not in ("cpu", "cuda", "mps", "xpu"):
+            raise ValueError(f"device must be cpu, cuda[:N], mps or xpu; got {v!r}")
+        return v
+
+
+# --------------------------------------------------------------------------------------------- reading

@@ -190,18 +190,7 @@ def test_a_python_without_fiji_consensus_is_reported(project, home, ij_jar, tmp_
 
 @pytest.mark.imagej
 @pytest.mark.xvfb
-def test_train_and_predict_report_a_missing_command_cleanly(project, home, ij_jar):
-    from fiji_consensus import cli
-
-    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
-    if {"train", "predict"} <= commands:
-        pytest.fail("the CLI has train/predict now: replace this test by an end-to-end one")
-    if "predict" not in commands:
-        image = project / "images" / "0015.tif"
-        err = error_line(run_macro("Predict_Ensemble.ijm", {"python": sys.executable, "project": str(project),
-                                                            "model": "m1", "image": str(image)},
-                                   ij_jar=ij_jar, home=home))
-        assert "has no 'predict' command yet" in err
+def test_train_rejects_a_bad_model_name(project, home, ij_jar):
     err = error_line(run_macro("Train_Ensemble.ijm", {"python": sys.executable, "project": str(project),
                                                       "name": "../escape"}, ij_jar=ij_jar, home=home))
     assert "is not valid" in err
@@ -223,6 +212,20 @@ def test_train_ensemble_macro_end_to_end(project, home, ij_jar):
     err = error_line(run_macro("Train_Ensemble.ijm", {**args, "name": "t2", "members": "zero"},
                                ij_jar=ij_jar, home=home))
     assert "whole number" in err
+
+    # predict one image of the project with the new model; the overlay is opened in ImageJ
+    image = project / "images" / "0015.tif"
+    line = done_line(run_macro("Predict_Ensemble.ijm", {"python": sys.executable, "project": str(project),
+                                                         "model": "tiny", "image": str(image)},
+                               ij_jar=ij_jar, home=home, timeout=300))
+    pred = project / "predictions" / "tiny"
+    n_rois = len(rois.read_overlay(pred / "overlays" / "0015.tif"))
+    assert "image=0015" in line and f"overlay={n_rois}" in line
+    assert tifffile.imread(pred / "probability" / "0015.tif").shape == (SIZE, SIZE)
+    err = error_line(run_macro("Predict_Ensemble.ijm", {"python": sys.executable, "project": str(project),
+                                                        "model": "missing", "image": str(image)},
+                               ij_jar=ij_jar, home=home))
+    assert "missing" in err
 
 
 @pytest.mark.imagej

@@ -83,3 +83,34 @@ def test_train_from_labels_folder_and_bad_input(project, tmp_path, capsys):
     code, stdout, err = _run(["train", "--images", str(project / "images"), "--labels", str(labels),
                               "--out", str(tmp_path / "m3"), *TINY[:1], "5", *TINY[2:]], capsys)
     assert code == 1 and "fold" in json.loads(stdout)["error"].lower()
+
+
+def test_predict_command_outputs_resume_and_failures(project, tmp_path, capsys):
+    import tifffile
+
+    model = tmp_path / "models" / "m"
+    code, stdout, err = _run(["train", "--project", str(project), "--out", str(model), *TINY], capsys)
+    assert code == 0, err
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in sorted((project / "images").iterdir())[:2]:
+        (inputs / p.name).write_bytes(p.read_bytes())
+    (inputs / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    args = ["predict", str(inputs), "--model", str(model), "--out", str(out), "--tta", "flips", "--no-progress",
+            "--json", "--threads", "1"]
+    code, stdout, err = _run(args, capsys)
+    res = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 1 and res["ok"] is False and res["n_failed"] == 1 and "broken" in res["error"]
+    assert res["n_predicted"] == 2
+    for image_id in ("0001", "0015"):
+        prob = tifffile.imread(out / "probability" / f"{image_id}.tif")
+        unc = tifffile.imread(out / "uncertainty" / f"{image_id}.tif")
+        assert prob.shape == unc.shape == (128, 128) and prob.dtype == np.float32
+        assert 0 <= prob.min() and prob.max() <= 1 and 0 <= unc.min() and unc.max() <= 1
+        assert (out / "overlays" / f"{image_id}.tif").is_file() and (out / "rois" / f"{image_id}.zip").is_file()
+    # a second run skips what is done and still reports the broken file
+    (inputs / "broken.png").unlink()
+    code, stdout, err = _run(args, capsys)
+    res = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and res["ok"] and res["n_skipped"] == 2 and res["n_predicted"] == 0

@@ -1,0 +1,486 @@
+"""The prediction job: an ensemble folder + images → Fiji-ready probability, uncertainty and objects.
+
+:func:`run_predict` reads every image (8-/16-bit or float TIFF/PNG; a chosen channel of a multi-channel
+image), predicts it with :func:`fiji_consensus.nn.predict.predict` (tiles, test-time augmentation,
+uncertainty, objects) and writes, per image id (the file stem), into ``config.out``::
+
+    probability/<id>.tif     float32 mean foreground probability (absolute, 0..1), input calibration
+    uncertainty/<id>.tif     float32 uncertainty map (``config.uncertainty``; absolute scale, never
+                             rescaled per image: entropies and U in 0..1 bits, std in 0..0.5)
+    labels/<id>.tif          objects as a label image (uint16; float32 beyond 65535 objects)
+    rois/<id>.zip            RoiSet: one ROI per object, named "<object id>_u<mean uncertainty>" (e.g.
+                             "0007_u0.132"), outline coloured by its mean uncertainty (UNCERTAINTY_COLORS:
+                             cyan = certain → yellow → red = maximally uncertain, absolute scale)
+    overlays/<id>.tif        ImageJ hyperstack, 3 channels (image, probability, uncertainty; float32),
+                             the input's calibration, the ROIs as overlay
+    objects/<id>.csv         one row per object (:data:`fiji_consensus.instances.OBJECT_COLUMNS` + roi_name)
+    per_image/<id>.json      per-image record, written last: an image is *done* when it exists
+
+and for the whole run ``objects.csv`` (all objects, with an ``image`` column), ``images.csv`` (one row per
+image with its QA score, in review order: most uncertain first), ``summary.json`` and ``config.json``
+(the settings, package versions and the model's checksums).
+
+Resume and overwrite: images whose ``per_image/<id>.json`` exists are skipped, so rerunning the same
+command continues an interrupted run (or adds new images). The settings that change results must match
+those in ``config.json``; otherwise, and in a non-empty folder without ``config.json``, nothing is written
+unless ``overwrite=True`` (which also predicts every image again). Files of an image that is not done
+(left by an interrupted run of the same settings) are replaced. Every file is written atomically.
+
+Failures: an image that cannot be used (unreadable, a 3-D stack, multi-channel without a channel choice,
+NaN values) is skipped with a logged error and listed in the summary's ``failed``; the summary then has
+``ok = False`` and an ``error`` message, and the CLI exits non-zero. Other errors (a broken model, a full
+disk) stop the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from . import io as fio
+from .config import PredictConfig
+from .instances import OBJECT_COLUMNS
+from .uncertainty import MEASURE_RANGE, MEASURES, review_order
+
+__all__ = ["PredictConfig", "run_predict", "read_input", "uncertainty_color", "UNCERTAINTY_COLORS", "ImageInputError"]
+
+logger = logging.getLogger(__name__)
+
+_PER_IMAGE = "per_image"
+
+#: Anchors of the uncertainty colour map (0 → 1 of the measure's absolute range), linearly interpolated.
+UNCERTAINTY_COLORS = ((0.0, (0, 255, 255)), (0.5, (255, 255, 0)), (1.0, (255, 0, 0)))
+
+#: Settings that do not change results (left out when resuming is checked).
+_NOT_COMPARED = {"inputs", "out", "overwrite", "batch_size", "device", "threads"}
+
+
+class ImageInputError(ValueError):
+    """An input image that cannot be predicted (unreadable, 3-D, ambiguous channels, NaN values)."""
+
+
+def _tiff_calibration(tif: Any) -> tuple[tuple[float, float] | None, str | None]:
+    page = tif.pages[0]
+    ij = tif.imagej_metadata or {}
+    unit = ij.get("unit")
+    xr_, yr_ = page.tags.get("XResolution"), page.tags.get("YResolution")
+    spacing = None
+    if xr_ is not None:
+        num, den = xr_.value
+        ynum, yden = yr_.value if yr_ is not None else xr_.value
+        if num and den and ynum and yden:
+            dx, dy = den / num, yden / ynum
+            if unit is None:
+                ru = page.tags.get("ResolutionUnit")
+                ru = int(ru.value) if ru is not None else 2
+                unit = {2: "inch", 3: "cm"}.get(ru)
+            if unit is not None or (dx, dy) != (1.0, 1.0):
+                spacing = (float(dy), float(dx))
+    if isinstance(unit, bytes):
+        unit = unit.decode("latin-1")
+    if unit in ("micron", "microns", "\\u00B5m", "µm"):
+        unit = "micron"
+    return spacing, (str(unit) if unit is not None else None)
+
+
+def read_input(path: str | Path, *, channel: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one image for prediction: a 2-D array and ``{"spacing": (dy, dx) or None, "unit", "axes",
+    "dtype", "shape"}``.
+
+    TIFF axes come from tifffile (ImageJ hyperstacks, OME, plain); singleton axes are dropped. A channel
+    axis (``C``, or ``S`` = RGB samples) needs ``channel`` (0-based) unless it holds one channel, or RGB
+    with equal channels (grayscale saved as RGB); an alpha channel is ignored. Z, T or other page axes
+    with more than one plane raise :class:`ImageInputError` ("3-D stacks are not supported yet"), as do
+    unreadable files and non-finite values. The calibration is the TIFF resolution with ImageJ's unit
+    (PNG: none).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageInputError(f"{path} does not exist or is not a file")
+    spacing: tuple[float, float] | None = None
+    unit: str | None = None
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes = str(series.axes)
+                arr = np.asarray(series.asarray())
+                spacing, unit = _tiff_calibration(tif)
+        else:
+            import imageio.v3 as iio
+
+            arr = np.asarray(iio.imread(path))
+            axes = {2: "YX", 3: "YXS"}.get(arr.ndim, "Q" * arr.ndim)
+    except Exception as exc:  # tifffile/imageio raise many types for corrupt files
+        raise ImageInputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    info: dict[str, Any] = {"axes": axes, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if len(axes) != arr.ndim:
+        axes = "Q" * (arr.ndim - 2) + "YX"
+    keep = [i for i, (a, n) in enumerate(zip(axes, arr.shape)) if n > 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if not set(axes) <= set("YXCS") or axes.count("Y") != 1 or axes.count("X") != 1:
+        raise ImageInputError(
+            f"{path} has axes {info['axes']!r} and shape {tuple(info['shape'])}: 3-D stacks and time series "
+            "are not supported yet (expected a 2-D image, optionally with channels)"
+        )
+    if "C" in axes and "S" in axes:
+        raise ImageInputError(f"{path} has both channels and RGB samples (axes {info['axes']!r}); not supported")
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ImageInputError(f"{path} has unsupported pixel type {arr.dtype}")
+    cax = next((i for i, a in enumerate(axes) if a in "CS"), None)
+    if cax is not None:
+        arr = np.moveaxis(arr, cax, 0)
+        n = arr.shape[0]
+        if channel is not None:
+            if not 0 <= int(channel) < n:
+                raise ImageInputError(f"{path} has {n} channels (0..{n - 1}); channel {channel} does not exist")
+            arr = arr[int(channel)]
+        else:
+            planes = arr
+            if axes[cax] == "S" and n in (2, 4):  # gray+alpha, RGBA: drop alpha
+                planes = arr[:-1]
+            if len(planes) == 1 or all(np.array_equal(planes[0], p) for p in planes[1:]):
+                arr = planes[0]
+            else:
+                raise ImageInputError(
+                    f"{path} has {n} channels (axes {info['axes']!r}); choose one with channel= (0-based; "
+                    "CLI: --channel)"
+                )
+    elif channel not in (None, 0):
+        raise ImageInputError(f"{path} has a single channel; channel {channel} does not exist")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ImageInputError(f"{path} contains NaN or infinite values")
+    info.update(spacing=spacing, unit=unit)
+    return arr, info
+
+
+# --------------------------------------------------------------------------------------------- colours
+
+
+def uncertainty_color(value: float, measure: str = "entropy") -> str:
+    """``"#RRGGBB"`` of an uncertainty value on the measure's absolute scale (:data:`UNCERTAINTY_COLORS`).
+
+    >>> uncertainty_color(0.0), uncertainty_color(0.5), uncertainty_color(1.0)
+    ('#00ffff', '#ffff00', '#ff0000')
+    """
+    t = float(value) / MEASURE_RANGE[measure] if math.isfinite(float(value)) else 0.0
+    t = min(max(t, 0.0), 1.0)
+    for (t0, c0), (t1, c1) in zip(UNCERTAINTY_COLORS, UNCERTAINTY_COLORS[1:]):
+        if t <= t1:
+            f = (t - t0) / (t1 - t0)
+            rgb = [int(round(a + f * (b - a))) for a, b in zip(c0, c1)]
+            return "#" + "".join(f"{v:02x}" for v in rgb)
+    return "#" + "".join(f"{v:02x}" for v in UNCERTAINTY_COLORS[-1][1])
+
+
+def _uncertainty_lut() -> np.ndarray:
+    """The colour map as an ImageJ LUT, ``(3, 256)`` uint8 (for the uncertainty channel)."""
+    hexes = [uncertainty_color(i / 255 * MEASURE_RANGE["entropy"]) for i in range(256)]
+    return np.array([[int(h[k : k + 2], 16) for h in hexes] for k in (1, 3, 5)], dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- job
+
+
+def _collect_inputs(inputs: list[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            items = fio.list_images(p)
+        elif p.is_file():
+            items = {p.stem: p}
+        else:
+            raise FileNotFoundError(f"input {p} does not exist")
+        for image_id, path in items.items():
+            if image_id in found and found[image_id].resolve() != path.resolve():
+                raise ValueError(
+                    f"two input images have the id {image_id!r}: {found[image_id]} and {path}; ids (file "
+                    "stems) must be unique because outputs are named by id"
+                )
+            found[image_id] = path
+    return found
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in _NOT_COMPARED}
+
+
+def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output path {out} exists and is not a folder")
+    cfg_file = out / "config.json"
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        if not cfg_file.is_file():
+            raise FileExistsError(
+                f"output folder {out} is not empty and holds no config.json of a prediction run; choose "
+                "another folder or pass overwrite=True (CLI: --overwrite)"
+            )
+        previous = fio.read_json(cfg_file)
+        same = _comparable(previous.get("config", {})) == _comparable(record["config"])
+        same = same and previous.get("model_sha256") == record["model_sha256"]
+        if not same:
+            raise ValueError(
+                f"{out} holds predictions made with other settings or another model (see {cfg_file}); use "
+                "the same settings to continue, another folder, or overwrite=True (CLI: --overwrite)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _tiff_kwargs(info: dict[str, Any]) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if info.get("spacing") is not None:
+        dy, dx = info["spacing"]
+        kw["resolution"] = (1.0 / dx, 1.0 / dy)
+    if info.get("unit"):
+        kw["metadata"] = {"unit": info["unit"]}
+    return kw
+
+
+def _labels_dtype(labels: np.ndarray) -> np.ndarray:
+    return labels.astype(np.uint16) if labels.max(initial=0) < 65536 else labels.astype(np.float32)
+
+
+def _predict_one(
+    ens: Any, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool
+) -> dict[str, Any]:
+    from . import rois as R
+    from .nn.predict import predict
+
+    t0 = time.perf_counter()
+    image, info = read_input(path, channel=config.channel)
+    res = predict(
+        ens,
+        image,
+        tta=config.tta,
+        tile=config.tile,
+        overlap=config.overlap,
+        batch_size=config.batch_size,
+        threshold=config.threshold,
+        min_size=config.min_size,
+        split=config.split,
+        measure=config.uncertainty,
+        progress=progress,
+    )
+    t_pred = time.perf_counter() - t0
+    over = True  # this image is not done: files left by an interrupted run of the same settings are replaced
+    kw = _tiff_kwargs(info)
+    fio.write_tiff(out / "probability" / f"{image_id}.tif", res.probability.astype(np.float32), overwrite=over, **kw)
+    fio.write_tiff(out / "uncertainty" / f"{image_id}.tif", res.uncertainty.astype(np.float32), overwrite=over, **kw)
+    fio.write_tiff(out / "labels" / f"{image_id}.tif", _labels_dtype(res.labels), overwrite=over, **kw)
+    names = {r["id"]: f"{r['id']:04d}_u{r['mean_uncertainty']:.3f}" for r in res.objects}
+    rois = R.labels_to_rois(res.labels, names=names)
+    rois = [R.set_stroke(roi, uncertainty_color(r["mean_uncertainty"], config.uncertainty))
+            for roi, r in zip(rois, res.objects)]
+    R.write_roiset(out / "rois" / f"{image_id}.zip", rois, overwrite=over)
+    hyper = np.stack([image.astype(np.float32), res.probability, res.uncertainty]).astype(np.float32)
+    lut = _uncertainty_lut()
+    R.write_imagej_tiff(
+        out / "overlays" / f"{image_id}.tif",
+        hyper,
+        rois=rois,
+        overwrite=over,
+        channel_names=["image", "probability", f"uncertainty ({config.uncertainty})"],
+        spacing=info.get("spacing"),
+        unit=info.get("unit"),
+        luts=["gray", "green", lut],
+    )
+    rows = [{**r, "roi_name": names[r["id"]]} for r in res.objects]
+    fio.write_csv(out / "objects" / f"{image_id}.csv", rows, columns=[*OBJECT_COLUMNS, "roi_name"], overwrite=over)
+    fg = res.probability > res.threshold
+    record = {
+        "image": image_id,
+        "path": str(path),
+        "input": {k: info[k] for k in ("axes", "shape", "dtype", "spacing", "unit")},
+        "channel": config.channel,
+        "shape": list(res.probability.shape),
+        "n_objects": len(res.objects),
+        "foreground_fraction": float(fg.mean()),
+        "qa_score": res.qa_score,
+        "measure": res.measure,
+        "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
+        "qa_scores": {k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan"))
+                      for k, v in res.maps.items()},
+        "threshold": res.threshold,
+        "views": list(res.views),
+        "n_members": res.n_members,
+        "seconds_predict": t_pred,
+        "seconds": time.perf_counter() - t0,
+    }
+    fio.write_json(out / _PER_IMAGE / f"{image_id}.json", record, overwrite=True)
+    return record
+
+
+def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Predict every input image with the ensemble and write Fiji-ready outputs (see the module docstring).
+
+    Parameters
+    ----------
+    config : PredictConfig
+        What to predict and how.
+    progress : bool
+        Progress bars over images and tiles (tqdm, on stderr).
+
+    Returns
+    -------
+    dict
+        The summary (also written to ``summary.json``): ``ok`` (False when some image failed), ``error``
+        (when not ok), ``n_images``, ``n_predicted``, ``n_skipped`` (done earlier), ``n_failed``,
+        ``failed`` (``image``, ``path``, ``error``), ``n_objects``, ``review`` (up to 20 image ids, most
+        uncertain first), ``mean_qa_score``, ``seconds``, ``seconds_per_image``, ``out``.
+
+    Examples
+    --------
+    >>> cfg = PredictConfig(model="models/wue1", inputs=["images"], out="predictions/wue1")  # doctest: +SKIP
+    >>> run_predict(cfg)["ok"]                                                             # doctest: +SKIP
+    True
+    """
+    from ._validate import require
+
+    require("torch", extra="train")
+    import torch
+
+    from .nn.ensemble import ENSEMBLE_JSON, load_ensemble
+
+    t0 = time.perf_counter()
+    images = _collect_inputs(list(config.inputs))
+    model_json = Path(config.model) / ENSEMBLE_JSON if Path(config.model).is_dir() else Path(config.model)
+    if not model_json.is_file():
+        raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
+    out = Path(config.out)
+    import platform
+
+    record = {
+        "tool": "fiji-consensus",
+        "command": "predict",
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "model_sha256": _sha256(model_json),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }
+    _prepare_out(out, record, overwrite=config.overwrite)
+    if config.threads is not None:
+        torch.set_num_threads(int(config.threads))
+    ens = load_ensemble(model_json.parent, device=config.device)
+    fio.write_json(out / "config.json", record, overwrite=True)
+
+    done: dict[str, dict[str, Any]] = {}
+    failed: list[dict[str, Any]] = []
+    n_pred = n_skip = 0
+    ids = list(images)
+    it: Any = ids
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(ids, desc="predict", unit="image")
+    for image_id in it:
+        marker = out / _PER_IMAGE / f"{image_id}.json"
+        if marker.is_file() and not config.overwrite:
+            try:
+                done[image_id] = fio.read_json(marker)
+                n_skip += 1
+                continue
+            except ValueError:  # a damaged marker: predict again
+                logger.warning("%s is damaged; predicting %s again", marker, image_id)
+        try:
+            done[image_id] = _predict_one(ens, image_id, images[image_id], config, out, progress=progress)
+            n_pred += 1
+        except ImageInputError as exc:
+            logger.error("image %s skipped: %s", image_id, exc)
+            failed.append({"image": image_id, "path": str(images[image_id]), "error": str(exc)})
+    return _finish(out, config, images, done, failed, n_pred, n_skip, time.perf_counter() - t0)
+
+
+_IMAGE_COLS = [
+    "rank", "image", "qa_score", "n_objects", "foreground_fraction", "mean_uncertainty",
+    "qa_entropy", "qa_expected_entropy", "qa_mutual_information", "qa_std", "qa_deepflash2",
+    "height", "width", "seconds", "path",
+]
+
+
+def _finish(
+    out: Path,
+    config: PredictConfig,
+    images: dict[str, Path],
+    done: dict[str, dict[str, Any]],
+    failed: list[dict[str, Any]],
+    n_pred: int,
+    n_skip: int,
+    seconds: float,
+) -> dict[str, Any]:
+    order = review_order({i: r.get("qa_score") for i, r in done.items()})
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        r = done[i]
+        q = r.get("qa_scores", {})
+        rows.append({
+            "rank": rank, "image": i, "qa_score": _nan(r.get("qa_score")), "n_objects": r["n_objects"],
+            "foreground_fraction": r["foreground_fraction"], "mean_uncertainty": r["mean_uncertainty"],
+            **{f"qa_{k}": _nan(q.get(k)) for k in MEASURES},
+            "height": r["shape"][0], "width": r["shape"][1], "seconds": r.get("seconds"), "path": r["path"],
+        })
+    fio.write_csv(out / "images.csv", rows, columns=_IMAGE_COLS, overwrite=True)
+    all_objects = []
+    for i in sorted(done):
+        f = out / "objects" / f"{i}.csv"
+        if f.is_file():
+            with open(f, encoding="utf-8", newline="") as fh:
+                all_objects += [{"image": i, **r} for r in csv.DictReader(fh)]
+    fio.write_csv(out / "objects.csv", all_objects, columns=["image", *OBJECT_COLUMNS, "roi_name"], overwrite=True)
+    qa = [r["qa_score"] for r in rows if r["qa_score"] is not None and math.isfinite(r["qa_score"])]
+    summary: dict[str, Any] = {
+        "ok": not failed,
+        "command": "predict",
+        "out": str(out.resolve()),
+        "model": str(Path(config.model).resolve()),
+        "measure": config.uncertainty,
+        "tta": config.tta,
+        "n_images": len(images),
+        "n_predicted": n_pred,
+        "n_skipped": n_skip,
+        "n_failed": len(failed),
+        "failed": failed,
+        "n_objects": int(sum(r["n_objects"] for r in done.values())),
+        "mean_qa_score": float(np.mean(qa)) if qa else float("nan"),
+        "review": order[:20],
+        "seconds": seconds,
+        "seconds_per_image": seconds / n_pred if n_pred else float("nan"),
+    }
+    if failed:
+        shown = "; ".join(f"{f['image']}: {f['error']}" for f in failed[:5])
+        summary["error"] = f"{len(failed)} of {len(images)} image(s) could not be predicted: {shown}" + (
+            " ..." if len(failed) > 5 else ""
+        )
+    fio.write_json(out / "summary.json", summary, overwrite=True)
+    logger.info(
+        "predicted %d, skipped %d (done earlier), failed %d of %d images -> %s",
+        n_pred, n_skip, len(failed), len(images), out,
+    )
+    return summary
+
+
+def _nan(v: Any) -> float:
+    return float("nan") if v is None else float(v)
