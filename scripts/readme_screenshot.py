@@ -24,8 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE_ID, CROP = "0001", (slice(256, 512), slice(448, 704))
 
 
-def main() -> int:
-    out_png = REPO / "docs" / "consensus_in_imagej.png"
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "consensus_in_imagej.png")
+    out_png = ap.parse_args(argv).out
     jar = os.environ.get("IJ_JAR", "/usr/share/java/ij.jar")
     for tool in ("Xvfb", "xdotool", "import", "java"):
         if shutil.which(tool) is None:
