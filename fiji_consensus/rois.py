@@ -756,19 +756,7 @@ def rois_to_mask(rois: Iterable[ImagejRoi], shape: tuple[int, int]) -> np.ndarra
     >>> rois_to_mask([], (2, 3)).shape
     (2, 3)
     """
-    shp = _check_shape(shape)
-    out = np.zeros(shp, dtype=bool)
-    for i, roi in enumerate(rois):
-        r = _roi_raster(roi, i)
-        win = _paste_window(r, shp)
-        if win is None:
-            continue
-        img, loc = win
-        if r.mask is None:
-            out[img] = True
-        else:
-            out[img] |= r.mask[loc]
-    return out
+    return rois_to_labels(rois, shape) > 0
 
 
 def roi_bounds(roi: ImagejRoi) -> tuple[int, int, int, int]:
