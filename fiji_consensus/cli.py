@@ -365,6 +365,7 @@ def _fiji_parser(sub) -> None:
     p = sub.add_parser("fiji", help="Fiji integration (install the macros and toolset)",
                        description="Fiji integration.")
     fsub = p.add_subparsers(dest="fiji_command", metavar="FIJI_COMMAND")
+    p.set_defaults(func=None, help_parser=p)
     q = fsub.add_parser(
         "install-macros",
         help="install the macros and the toolset into a Fiji.app (or ImageJ) folder",
@@ -409,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
+        getattr(args, "help_parser", parser).print_help(sys.stderr)
         return EXIT_USAGE
     _setup_logging(args.verbose, args.quiet or args.json)
     try:
