@@ -15,6 +15,7 @@ __all__ = [
     "as_binary",
     "as_mask_stack",
     "as_image_2d",
+    "as_label_image",
     "check_same_shape",
     "require",
 ]
@@ -107,3 +108,19 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str] = (
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same shape; got {a.shape} and {b.shape}"
         )
+
+
+def as_label_image(labels: Any, *, name: str = "labels") -> np.ndarray:
+    """Return a 2-D non-negative integer label image (bool becomes int32 0/1) or raise a clear error."""
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        rgb = arr.ndim == 3 and arr.shape[-1] in (3, 4)
+        extra = " (an RGB image? convert it to labels first)" if rgb else ""
+        raise ValueError(f"{name} must be a 2-D (Y, X) label image{extra}; got an array of shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer label image (integers >= 0); got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0; got minimum {arr.min()}")
+    return arr

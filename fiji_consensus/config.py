@@ -20,6 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig"]
 
 
+def _check_expert_names(names: list[str] | None, folders: list[Path]) -> None:
+    if names is not None and len(names) != len(folders):
+        raise ValueError(
+            f"expert_names must name every expert folder: got {len(names)} names for {len(folders)} folders"
+        )
+
+
 class JobConfig(BaseModel):
     """Base of all job models: unknown fields are an error, values are validated on assignment."""
 
@@ -64,11 +71,7 @@ class _ExpertInputs(JobConfig):
             )
         if self.project is not None and (self.images is not None or self.experts):
             raise ValueError("give either a project folder or images/experts folders, not both")
-        if self.expert_names is not None and len(self.expert_names) != len(self.experts):
-            raise ValueError(
-                f"expert_names must name every expert folder: got {len(self.expert_names)} names "
-                f"for {len(self.experts)} folders"
-            )
+        _check_expert_names(self.expert_names, self.experts)
         return self
 
 
@@ -301,11 +304,7 @@ class TrainJobConfig(JobConfig):
                     "targets need a labels folder or at least 2 expert folders for a consensus; "
                     f"got {len(self.experts)} expert folder(s) and no labels"
                 )
-        if self.expert_names is not None and len(self.expert_names) != len(self.experts):
-            raise ValueError(
-                f"expert_names must name every expert folder: got {len(self.expert_names)} names "
-                f"for {len(self.experts)} folders"
-            )
+        _check_expert_names(self.expert_names, self.experts)
         return self
 
 

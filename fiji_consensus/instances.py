@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ._validate import as_label_image
+
 __all__ = ["label_instances", "object_table", "OBJECT_COLUMNS", "SPLITS"]
 
 #: Watershed split modes of :func:`label_instances`.
@@ -195,15 +197,7 @@ def object_table(
     ...  for r in rows]
     [(1, 2, 0.5, 0.3, 0.4), (2, 2, 1.5, 0.1, 0.1)]
     """
-    L = np.asarray(labels)
-    if L.ndim != 2:
-        raise ValueError(f"labels must be a 2-D (Y, X) label image; got shape {L.shape}")
-    if L.dtype == bool:
-        L = L.astype(np.int32)
-    if not np.issubdtype(L.dtype, np.integer):
-        raise ValueError(f"labels must be integers; got dtype {L.dtype}")
-    if L.size and L.min() < 0:
-        raise ValueError(f"labels must be >= 0; got minimum {L.min()}")
+    L = as_label_image(labels)
     maps: dict[str, np.ndarray | None] = {}
     for name, m in (("image", image), ("probability", probability), ("uncertainty", uncertainty)):
         if m is None:

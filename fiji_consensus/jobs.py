@@ -198,15 +198,19 @@ def _config_record(config: Any) -> dict[str, Any]:
     }
 
 
-def _resolve_dataset(config: ConsensusConfig | AgreementConfig) -> fio.ExpertDataset:
+def _resolve_dataset(config: ConsensusConfig | AgreementConfig | TrainJobConfig) -> fio.ExpertDataset:
+    """The images and experts a job config names: a project folder, image + expert folders, or images only."""
     if config.project is not None:
         ds = fio.open_project(config.project)
-        if config.ignore is not None:
-            ds.ignore = fio.pair_annotations(ds.images, config.ignore, expert="ignore", required=False)
-        return ds
-    return fio.open_dataset(
-        config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names
-    )
+    elif config.experts:
+        return fio.open_dataset(
+            config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names
+        )
+    else:
+        ds = fio.ExpertDataset(images=fio.list_images(config.images), experts={})
+    if config.ignore is not None:
+        ds.ignore = fio.pair_annotations(ds.images, config.ignore, expert="ignore", required=False)
+    return ds
 
 
 def _mean_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str], by: Sequence[str]) -> list[dict]:
@@ -483,26 +487,8 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
     require("torch", extra="train")
     from .nn.train import train_ensemble
 
-    if config.project is not None:
-        ds = fio.open_project(config.project)
-        if config.ignore is not None:
-            ds.ignore = fio.pair_annotations(ds.images, config.ignore, expert="ignore", required=False)
-        label_paths: dict[str, Path] = {}
-    else:
-        if config.experts:
-            ds = fio.open_dataset(
-                config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names
-            )
-        else:
-            images = fio.list_images(config.images)
-            ignore = (
-                fio.pair_annotations(images, config.ignore, expert="ignore", required=False)
-                if config.ignore else {}
-            )
-            ds = fio.ExpertDataset(images=images, experts={}, ignore=ignore)
-        label_paths = (
-            fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
-        )
+    ds = _resolve_dataset(config)
+    label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
     if not label_paths and len(ds.experts) < 2:
         raise ValueError(
             f"computing consensus targets needs at least 2 experts; got {len(ds.experts)}"

@@ -48,7 +48,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fiji_consensus._atomic import atomic_path
-from fiji_consensus._validate import as_binary
+from fiji_consensus._validate import as_binary, as_label_image
 
 __all__ = [
     "RoiError",
@@ -1016,17 +1016,7 @@ def labels_to_rois(
     >>> bool((rois_to_labels(rois, L.shape) > 0).sum() == 8)
     True
     """
-    arr = np.asarray(labels)
-    if arr.ndim != 2:
-        rgb = arr.ndim == 3 and arr.shape[-1] in (3, 4)
-        extra = " (an RGB image? convert it to labels first)" if rgb else ""
-        raise ValueError(f"labels must be a 2-D (Y, X) label image{extra}; got an array of shape {arr.shape}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.int32)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels must be an integer label image; got dtype {arr.dtype}")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"labels must be >= 0; got minimum {arr.min()}")
+    arr = as_label_image(labels)
     if position is not None and int(position) < 0:
         raise ValueError(f"position must be >= 0 (1-based, 0 = all); got {position}")
     values, outlines = _trace_labels(arr) if arr.size else (np.array([], dtype=np.int64), [])
