@@ -155,6 +155,23 @@ class AugmentOptions(BaseModel):
     contrast: float = Field(0.2, ge=0, lt=1, description="Contrast factor drawn in 1 +- contrast.")
     brightness: float = Field(0.1, ge=0, description="Brightness offset drawn in +- brightness (normalised units).")
     noise: float = Field(0.0, ge=0, description="Largest standard deviation of additive Gaussian noise.")
+    blur: float = Field(
+        0.0, ge=0, description="Largest sigma (pixels) of a Gaussian blur applied to a third of the patches (0 = off)."
+    )
+    zoom: tuple[float, float] | None = Field(
+        None,
+        description="Range (min, max) of the apparent object size relative to the training images, drawn "
+        "log-uniformly for every patch (e.g. (0.5, 1.3) teaches objects half to 1.3 times as large: use it "
+        "when the model must work on other microscopes or magnifications); None = only the affine's scale.",
+    )
+
+    @model_validator(mode="after")
+    def _check_zoom(self) -> AugmentOptions:
+        if self.zoom is not None:
+            lo, hi = self.zoom
+            if not (0 < lo <= hi):
+                raise ValueError(f"zoom must be (min, max) with 0 < min <= max; got {self.zoom}")
+        return self
 
 
 class TrainConfig(BaseModel):

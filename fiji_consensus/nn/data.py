@@ -144,7 +144,9 @@ class AugmentConfig:
     ``flip``/``rotate90``: random flips and multiples of 90 degrees; ``affine_p``: probability of a random
     rotation by up to ``rotation_deg`` and scaling by ``1 +- scale``; ``gamma``: gamma drawn log-uniformly in
     ``[1/(1+gamma), 1+gamma]``; ``contrast``/``brightness``: ``x * c + b`` with ``c`` in ``1 +- contrast`` and
-    ``b`` in ``+- brightness``; ``noise``: Gaussian noise with a standard deviation up to this value.
+    ``b`` in ``+- brightness``; ``noise``: Gaussian noise with a standard deviation up to this value;
+    ``blur``: Gaussian blur (sigma up to this value) on a third of the patches; ``zoom``: apparent object size
+    drawn log-uniformly in ``[min, max]`` for every patch (replaces the affine's ``scale``).
     """
 
     flip: bool = True
@@ -156,6 +158,8 @@ class AugmentConfig:
     contrast: float = 0.2
     brightness: float = 0.1
     noise: float = 0.0
+    blur: float = 0.0
+    zoom: tuple[float, float] | None = None
 
 
 @dataclass
@@ -271,8 +275,12 @@ class PatchSampler:
             m = m @ np.linalg.matrix_power(r, k)
         if a.affine_p > 0 and rng.random() < a.affine_p:
             th = math.radians(rng.uniform(-a.rotation_deg, a.rotation_deg))
-            s = rng.uniform(1.0 - a.scale, 1.0 + a.scale)
+            s = 1.0 if a.zoom is not None else rng.uniform(1.0 - a.scale, 1.0 + a.scale)
             m = m @ (s * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]]))
+        if a.zoom is not None:
+            lo, hi = a.zoom
+            # sampling step in the source image = 1 / apparent size, drawn log-uniformly
+            m = m * math.exp(-rng.uniform(math.log(lo), math.log(hi))) if hi > lo else m / lo
         coords = m @ self._grid
         coords[0] += cy
         coords[1] += cx
@@ -304,6 +312,8 @@ class PatchSampler:
             c = rng.uniform(1.0 - a.contrast, 1.0 + a.contrast)
             bshift = rng.uniform(-a.brightness, a.brightness)
             image = image * c + bshift
+        if a.blur > 0 and rng.random() < 1.0 / 3.0:
+            image = ndi.gaussian_filter(image, rng.uniform(0.0, a.blur), mode="mirror")
         if a.noise > 0:
             image = image + rng.normal(0.0, rng.uniform(0.0, a.noise), image.shape)
         return {

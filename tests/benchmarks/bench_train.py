@@ -17,7 +17,8 @@ Usage::
 Design for a 2-core CPU (defaults): a 4-level U-Net (depth 3 poolings, 16 base channels, batch norm,
 0.48 M parameters, receptive-field radius 51 px, halo 56), 256 px patches, batch 4, AdamW with warm-up
 and cosine decay over the time budget, BCE + soft Dice, foreground/boundary-weighted patch sampling,
-flips/rot90/affine/gamma/contrast augmentation, validation (full held-out images) every 200 iterations and
+flips/rot90/affine/gamma/contrast augmentation plus
+zoom (apparent object size 0.5-1.3x: the other labs image smaller cells), noise and blur (cross-lab robustness), validation (full held-out images) every 200 iterations and
 the best checkpoint kept per member. Each member gets minutes/members of wall time, checked before every
 iteration, keeping back the estimated cost of its final validation (about 2 s per 1024^2 image).
 The ensemble folder is kept in ``--out`` for the prediction and packaging issues (not in git; this script is
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--validate-every", type=int, default=200)
     ap.add_argument("--border-weight", type=float, default=0.0)
+    ap.add_argument("--zoom", type=float, nargs=2, default=(0.5, 1.3), metavar=("MIN", "MAX"),
+                    help="apparent object size range of the augmentation (other labs image cells smaller)")
+    ap.add_argument("--noise", type=float, default=0.08, help="largest Gaussian noise sigma (normalised units)")
+    ap.add_argument("--blur", type=float, default=1.0, help="largest Gaussian blur sigma (pixels)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--targets", choices=["staple", "staple-soft", "est_gt"], default="staple")
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         validate_every=args.validate_every, checkpoint_every=50, min_size=MIN_PIXEL["lab-wue1"],
         border_weight=args.border_weight, paper_selection=args.paper_selection, device="cpu",
         threads=args.threads,
+        augment={"zoom": tuple(args.zoom), "noise": args.noise, "blur": args.blur},
     )
     print("config:", cfg.model_dump_json())
     t_train = time.perf_counter()

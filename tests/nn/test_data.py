@@ -201,3 +201,52 @@ def test_loss_soft_targets_and_perfect_prediction():
     lg = torch.zeros_like(t, requires_grad=True)
     masked_bce_dice_loss(lg, soft, v, dice_weight=0).backward()
     assert torch.all(lg.grad > 0)  # sigmoid(0) = 0.5 > 0.3: gradient pushes the logits down
+
+
+def test_zoom_shrinks_objects_as_asked(crop):
+    """zoom=(0.5, 0.5) shows every object at half its size: the foreground fraction of a patch drops ~4x."""
+    _, tgt = crop
+    big = np.tile(tgt, (4, 4))  # room to zoom out without leaving the image
+    im = TrainingImage.prepare("a", big.copy(), big.copy(), np.ones_like(big), foreground=0.0, boundary=0.0)
+    plain = AugmentConfig(flip=False, rotate90=False, affine_p=0.0, gamma=0.0, contrast=0.0, brightness=0.0)
+    half = AugmentConfig(flip=False, rotate90=False, affine_p=0.0, gamma=0.0, contrast=0.0, brightness=0.0,
+                         zoom=(0.5, 0.5))
+    a = PatchSampler([im], patch_size=64, seed=3, augment=plain).sample(64)
+    b = PatchSampler([im], patch_size=64, seed=3, augment=half).sample(64)
+    # same fraction of foreground overall (a zoomed-out patch sees 4x the area) ...
+    assert abs(b["target"].mean() - a["target"].mean()) < 0.3 * a["target"].mean()
+    # ... but objects are smaller: the number of foreground pixels per connected object drops to about a quarter
+    from scipy import ndimage as ndi
+
+    def mean_area(t):
+        areas = []
+        for p in t[:, 0] > 0.5:
+            lab, n = ndi.label(p)
+            areas += list(np.bincount(lab.ravel())[1:])
+        return np.mean(areas)
+
+    ratio = mean_area(b["target"]) / mean_area(a["target"])
+    assert 0.15 < ratio < 0.4, ratio
+    v = b["valid"] > 0  # outside the image the image is mirrored and the target is 0 (excluded from the loss)
+    np.testing.assert_allclose(b["image"][v], b["target"][v], atol=1e-6)  # image and target stay aligned
+
+
+def test_blur_and_noise_change_only_the_image(crop):
+    img, tgt = crop
+    im = _prepared(img, tgt)
+    geo = AugmentConfig(affine_p=0.0, gamma=0.0, contrast=0.0, brightness=0.0)
+    aug = AugmentConfig(affine_p=0.0, gamma=0.0, contrast=0.0, brightness=0.0, blur=2.0, noise=0.1)
+    a = PatchSampler([im], patch_size=32, seed=5, augment=geo).sample(1)  # later patches: other random draws
+    b = PatchSampler([im], patch_size=32, seed=5, augment=aug).sample(1)
+    np.testing.assert_array_equal(a["target"], b["target"])
+    assert not np.array_equal(a["image"], b["image"])
+
+
+def test_zoom_option_is_validated():
+    from pydantic import ValidationError
+
+    from fiji_consensus.config import AugmentOptions
+
+    assert AugmentOptions(zoom=(0.5, 1.3)).zoom == (0.5, 1.3)
+    with pytest.raises(ValidationError, match="zoom"):
+        AugmentOptions(zoom=(1.3, 0.5))
