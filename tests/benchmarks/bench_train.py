@@ -44,10 +44,68 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = Path(os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020"))
 MIN_PIXEL = {"lab-wue1": 30, "lab-mue": 30, "lab-inns1": 16}
 DEEPFLASH2_REFERENCE = (
-    "deepflash2 defaults on a 2-core CPU (from shared/notes/anchors.md, measured there, not by this script: "
-    "segmentation_models_pytorch/torchvision are not installed): ConvNeXt-tiny encoder, 512 px, batch 4: "
-    "about 37 s per training step; ResNet-18 encoder, 256 px: about 1.3 s per step"
+    "deepflash2 step cost not measured here (its venv is missing); shared/notes/anchors.md reports for a 2-core "
+    "CPU: ConvNeXt-tiny encoder, 512 px, batch 4: about 37 s per step; ResNet-18 encoder, 256 px: about 1.3 s"
 )
+
+
+_DF2_STEP = r"""
+import json, sys, time
+import torch
+from deepflash2.models import create_smp_model
+from deepflash2.losses import get_loss
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
+torch.manual_seed(0)
+out = {"deepflash2": __import__("deepflash2").__version__, "torch": torch.__version__, "runs": []}
+for enc, tile in a["nets"]:
+    model = create_smp_model("Unet", encoder_name=enc, encoder_weights=None, in_channels=1, classes=2)
+    loss_fn = get_loss("CrossEntropyDiceLoss", classes=[1])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(a["batch"], 1, tile, tile)
+    y = (torch.rand(a["batch"], tile, tile) > 0.9).long()
+    times = []
+    for i in range(a["steps"] + 1):                                      # first step = warm-up
+        t = time.perf_counter()
+        opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    out["runs"].append({"encoder": enc, "tile": tile, "batch": a["batch"], "seconds_per_step": min(times),
+                        "seconds_all": times, "parameters": sum(p.numel() for p in model.parameters())})
+print("RESULT " + json.dumps(out))
+"""
+
+DF2_NETS = [("tu-convnextv2_tiny.fcmae_ft_in22k_in1k", 512), ("resnet18", 256)]
+
+
+def bench_df2_step(venv: Path, threads: int, steps: int) -> dict | None:
+    """deepflash2's training step (its default network and a ResNet-18 one) in its own venv, untrained."""
+    import subprocess
+
+    py = venv / "bin" / "python"
+    if not py.is_file():
+        print(f"deepflash2 venv not found at {venv}: create it with tests/benchmarks/bench_predict.py "
+              "(--df2 auto); deepflash2 step cost not measured", file=sys.stderr)
+        return None
+    arg = json.dumps({"threads": threads, "steps": steps, "batch": 4, "nets": DF2_NETS})
+    r = subprocess.run([str(py), "-c", _DF2_STEP, arg], capture_output=True, text=True)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if r.returncode or line is None:
+        print(f"deepflash2 step measurement failed: {r.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
+def print_df2(df2: dict | None, ours_s_per_iter: float | None) -> None:
+    if df2 is None:
+        print(DEEPFLASH2_REFERENCE)
+        return
+    for r in df2["runs"]:
+        ratio = f"; ours {ours_s_per_iter:.2f} s/iter = {r['seconds_per_step'] / ours_s_per_iter:.0f}x cheaper" \
+            if ours_s_per_iter else ""
+        print(f"deepflash2 {df2['deepflash2']} training step, measured here: Unet/{r['encoder']} "
+              f"({r['parameters'] / 1e6:.1f} M parameters), {r['tile']} px, batch {r['batch']}: "
+              f"{r['seconds_per_step']:.2f} s per step (min of {len(r['seconds_all'])}){ratio}")
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -138,8 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper-selection", action="store_true", help="apply the paper's member selection rule")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming in --out")
     ap.add_argument("--progress", action="store_true", help="tqdm bars")
+    ap.add_argument("--df2-venv", type=Path, default=Path("/tmp/df2venv"),
+                    help="deepflash2's venv (made by bench_predict.py) for measuring its training step")
+    ap.add_argument("--df2-steps", type=int, default=3, help="timed deepflash2 steps per network (0 = skip)")
+    ap.add_argument("--df2-only", action="store_true", help="only measure deepflash2's training step")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.df2_only:
+        print_df2(bench_df2_step(args.df2_venv, args.threads, max(args.df2_steps, 1)), None)
+        return 0
 
     import torch
 
@@ -189,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     pps = summary["patches_per_second"] or nan
     print(f"throughput: {pps:.2f} patches/s of {cfg.patch_size}^2 ({cfg.batch_size / pps:.2f} s per iteration of "
           f"batch {cfg.batch_size}, training steps only, {torch.get_num_threads()} threads)")
-    print(DEEPFLASH2_REFERENCE)
 
     ens = load_ensemble(args.out)
     results = {"summary": summary, "labs": {}}
@@ -215,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ensemble >= median expert (ROI-F1): {goal_expert}; ensemble > average member: {goal_members}")
         ok &= goal_expert and goal_members
     out_json = args.out / "bench_results.json"
+    write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", out_json)
+    df2 = bench_df2_step(args.df2_venv, args.threads, args.df2_steps) if args.df2_steps else None
+    print()
+    print_df2(df2, cfg.batch_size / pps if pps == pps else None)
+    results["deepflash2_step"] = df2
     write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", out_json)
     print(f"\ngoals met on both held-out labs: {ok}; results in {out_json}")
     return 0
