@@ -15,6 +15,17 @@ from typing import IO
 
 __all__ = ["atomic_path", "atomic_open", "check_writable"]
 
+_UMASK = os.umask(0)  # read the process umask once (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
+def _final_mode(target: Path) -> int:
+    """Permissions of the result: those of the file it replaces, else what ``open()`` would give (0o666 - umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
 
 def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Return ``path`` as a Path; raise :class:`FileExistsError` if it exists and ``overwrite`` is false."""
@@ -44,6 +55,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         yield tmp
         if not overwrite and target.exists():
             raise FileExistsError(f"{target} appeared while it was being written; not replacing it")
+        if tmp.exists():  # mkstemp makes 0600 files; results must be readable like any other file
+            os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
     finally:
         if tmp.exists():

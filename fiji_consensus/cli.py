@@ -240,8 +240,32 @@ def _train_parser(sub) -> None:
     n.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing ensemble folder")
+    _add_dask(p, task="member")
     _add_common(p)
     p.set_defaults(func=_run_train)
+
+
+def _add_dask(p: argparse.ArgumentParser, *, task: str) -> None:
+    g = p.add_argument_group(
+        f"Dask (the distributed extra): one task per {task} on a cluster; the machines share the files"
+    )
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler (tcp://host:8786) or its scheduler file (.json)")
+    x.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
+                   help=f"with --workers: {task}s at a time per worker process (default 1)")
+    g.add_argument("--retries", type=int, default=2, metavar="N",
+                   help=f"retries of a failed {task} before it is reported (default 2)")
+
+
+def _dask_options(a: argparse.Namespace) -> Any:
+    if a.scheduler is None and a.workers is None:
+        return None
+    from .config import DaskOptions
+
+    return DaskOptions(scheduler=a.scheduler, workers=a.workers, threads_per_worker=a.threads_per_worker,
+                       retries=a.retries)
 
 
 def _run_train(a: argparse.Namespace) -> dict[str, Any]:
@@ -258,7 +282,7 @@ def _run_train(a: argparse.Namespace) -> dict[str, Any]:
     kw = dict(images=a.images, labels=a.labels, experts=a.experts, expert_names=a.expert_names,
               project=a.project, ignore=a.ignore, groups=a.groups)
     cfg = TrainJobConfig(**{k: v for k, v in kw.items() if v is not None}, targets=a.targets, out=a.out,
-                         overwrite=a.overwrite, train=train)
+                         overwrite=a.overwrite, train=train, dask=_dask_options(a))
     summary = run_train(cfg, progress=not (a.no_progress or a.quiet))
     if not a.json:
         print(f"ensemble of {len(summary.get('members', []))} members -> {summary['out']}")
@@ -276,13 +300,18 @@ def _predict_parser(sub) -> None:
         "per image probability and uncertainty (float32, absolute scale), labels, a RoiSet with one ROI per "
         "object coloured by its uncertainty, an ImageJ hyperstack (image, probability, uncertainty) with the "
         "ROIs as overlay, and object tables. Images already done are skipped; an unreadable image is "
-        "reported at the end and makes the exit code non-zero.",
+        "reported at the end and makes the exit code non-zero. A zarr input (IMAGE.zarr: a 2-D array, a "
+        "group with one array, or an OME-Zarr image) larger than memory is predicted block by block on Dask "
+        "into a zarr output (--out OUT.zarr: probability and uncertainty arrays).",
     )
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR", help="images or folders of images")
-    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
+    p.add_argument("--model", type=Path, required=True, action="append", metavar="DIR_OR_ZIP",
+                   help="ensemble folder (models/NAME), or a bioimage.io package (.zip); repeat --model to "
+                   "ensemble several packages (same uncertainty measures over packages)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips",
-                   help="test-time augmentation views (default flips: 4 views)")
+    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default=None,
+                   help="test-time augmentation views (default: flips, 4 views, for an ensemble folder; none "
+                   "for bioimage.io packages, which hold their own views)")
     p.add_argument("--tile", type=int, default=1152, help="tile size in pixels (default 1152)")
     p.add_argument("--overlap", type=float, help="tile overlap fraction (default: 0 for batch-norm nets)")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
@@ -297,6 +326,9 @@ def _predict_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="predict every image again, replacing files")
+    p.add_argument("--chunk", type=int, default=1024, metavar="PIXELS",
+                   help="zarr input: block (and output chunk) side in pixels, plus the halo (default 1024)")
+    _add_dask(p, task="image")
     _add_common(p)
     p.set_defaults(func=_run_predict)
 
@@ -305,14 +337,99 @@ def _run_predict(a: argparse.Namespace) -> dict[str, Any]:
     from .config import PredictConfig
     from .predict import run_predict
 
+    if a.tta is None:
+        from .zoo import is_package
+
+        a.tta = "none" if all(is_package(m) for m in a.model) else "flips"
     cfg = PredictConfig(
         model=a.model, inputs=a.inputs, out=a.out, tta=a.tta, tile=a.tile, overlap=a.overlap,
         batch_size=a.batch_size, threshold=a.threshold, min_size=a.min_size, split=a.split,
         uncertainty=a.uncertainty, channel=a.channel, device=a.device, threads=a.threads, overwrite=a.overwrite,
+        chunk=a.chunk, dask=_dask_options(a),
     )
     summary = run_predict(cfg, progress=not (a.no_progress or a.quiet))
-    if not a.json:
+    if not a.json and "n_blocks" in summary:  # a zarr input
+        print(f"predicted a {'x'.join(map(str, summary['shape']))} image in {summary['n_blocks']} blocks "
+              f"({summary['megapixels_per_second']:.2f} megapixels/s) -> {summary['out']}")
+    elif not a.json:
         print(f"predicted {summary.get('n_predicted', 0)} of {summary.get('n_images', '?')} image(s) -> {summary.get('out')}")
+    return summary
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE; got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="objectivity, reliability and validity of experts, consensus and models; HTML report",
+        description="The analyses of Segebarth et al. 2020: every expert and model against the consensus "
+        "(Dice, ROI-F1, AP; STAPLE sensitivity/specificity; models above/within/below the experts; the "
+        "paper's selection rule), agreement and reliability (pairwise ROI-F1, count CV, ICC, SD of effect "
+        "sizes across the models of a strategy), validity per group (Kruskal-Wallis with eta2_H, Mann-Whitney "
+        "with eta2 = Z^2/N, Bonferroni, Grubbs outliers flagged), and uncertainty vs expert disagreement "
+        "(binned uncertainty, QUBIQ Dice, calibration). Writes CSV tables, summary.json and report.html.",
+    )
+    _add_inputs(p)
+    g = p.add_argument_group("what to evaluate")
+    g.add_argument("--consensus", type=Path, metavar="DIR",
+                   help="consensus masks (e.g. est_GT or a consensus run's masks/); default: STAPLE > 0.5")
+    g.add_argument("--model-predictions", type=_name_value, nargs="+", action="extend", default=[],
+                   metavar="NAME=DIR",
+                   help="a model's predictions: a `fiji-consensus predict` folder (probability/, uncertainty/) "
+                   "or a folder of masks / probability TIFFs")
+    g.add_argument("--strategy", type=_name_value, action="append", default=[], metavar="NAME=M1,M2,...",
+                   help="models of one training strategy (members, other seeds): their agreement and the SD of "
+                   "their effect sizes (default: all models)")
+    v = p.add_argument_group("validity")
+    v.add_argument("--groups", type=Path, metavar="CSV", help="image id -> group (condition) CSV")
+    v.add_argument("--regions", type=Path, metavar="DIR", help="region masks: count objects inside them only")
+    v.add_argument("--control", metavar="GROUP", help="control group: values are normalised by its mean")
+    v.add_argument("--comparisons", choices=["all", "control"], default="all",
+                   help="pairwise tests between all groups (default) or each group vs --control")
+    v.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    r = p.add_argument_group("report")
+    r.add_argument("--example", metavar="ID", help="image shown with outlines (default: the first)")
+    r.add_argument("--note", help="a note shown at the top of the report (e.g. what the groups stand for)")
+    r.add_argument("--calibration-bins", type=int, default=10, help="probability bins (default 10)")
+    r.add_argument("--no-report", action="store_true", help="tables only, no report.html")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
+    _add_common(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import EvaluateConfig
+    from .evaluate import run_evaluate
+
+    models: dict[str, str] = {}
+    for name, folder in a.model_predictions:
+        if name in models:
+            raise ValueError(f"model name {name!r} given twice in --model-predictions")
+        models[name] = folder
+    strategies = {name: [m.strip() for m in members.split(",") if m.strip()] for name, members in a.strategy}
+    cfg = EvaluateConfig(
+        **_inputs_kwargs(a), consensus=a.consensus, models=models, strategies=strategies, groups=a.groups,
+        regions=a.regions, control=a.control, comparisons=a.comparisons, alpha=a.alpha, example=a.example,
+        note=a.note, calibration_bins=a.calibration_bins, report=not a.no_report, out=a.out,
+        overwrite=a.overwrite,
+    )
+    summary = run_evaluate(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        rows = [{"expert": e, **s} for e, s in summary["experts_scores"].items()]
+        print(f"evaluation of {summary['n_images']} images against {summary['reference']} -> {summary['out']}")
+        print(_table(rows, ["expert", "roi_f1", "dice", "average_precision", "staple_sensitivity"]))
+        if summary["models"]:
+            rows = [{"model": m, **s} for m, s in summary["models"].items()]
+            print("\nmodels (images above the best / within / below the worst expert, by ROI-F1):")
+            print(_table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below", "passes_selection"]))
+        if "report.html" in summary.get("files", []):
+            print(f"report: {Path(summary['out']) / 'report.html'}")
     return summary
 
 
@@ -389,6 +506,98 @@ def _run_install_macros(a: argparse.Namespace) -> dict[str, Any]:
     return {"ok": True, "command": "fiji install-macros", "written": [str(f) for f in files]}
 
 
+def _package_parser(sub) -> None:
+    p = sub.add_parser(
+        "package",
+        help="package an ensemble as one bioimage.io model (deepImageJ, bioimage.io)",
+        description="Write an ensemble folder as one bioimage.io model package (.zip): the members, the "
+        "test-time views and the sigmoid inside one network with two outputs, probability and uncertainty; "
+        "torchscript, ONNX (opset 17, for deepImageJ) and pytorch_state_dict weights; percentile "
+        "normalisation as preprocessing; test tensors, a TIFF sample and a cover from a real image crop; a "
+        "model card with the validation scores. --test runs bioimageio.core's test on it (offline).",
+    )
+    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
+    p.add_argument("--out", type=Path, required=True, metavar="ZIP", help="package to write (NAME.zip)")
+    p.add_argument("--name", help="model name (default: the folder name)")
+    p.add_argument("--description", help="one-paragraph description")
+    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips",
+                   help="test-time views inside the network (default flips: 4 views)")
+    p.add_argument("--uncertainty", choices=["entropy", "expected_entropy", "mutual_information", "std",
+                                             "deepflash2"], default="entropy",
+                   help="measure of the uncertainty output (default: predictive entropy, bits)")
+    p.add_argument("--image", type=Path, metavar="FILE",
+                   help="image for test tensors, sample and cover (default: the bundled sample image 0001)")
+    p.add_argument("--channel", type=int, help="channel of a multi-channel --image (0-based)")
+    p.add_argument("--tile", type=int, default=256, help="edge of the test crop in pixels (default 256)")
+    p.add_argument("--validation", type=Path, metavar="JSON",
+                   help="held-out-lab scores (default: validation.json or bench_results.json in the model folder)")
+    p.add_argument("--author", dest="authors", action="append", metavar="NAME", help="author (repeatable)")
+    p.add_argument("--license", default="MIT", help="SPDX licence id (default MIT)")
+    p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG", help="extra tag (repeatable)")
+    p.add_argument("--version", dest="pkg_version", default="0.1.0", help="package version (default 0.1.0)")
+    p.add_argument("--weights", nargs="+", choices=["pytorch_state_dict", "torchscript", "onnx"],
+                   default=["pytorch_state_dict", "torchscript", "onnx"], help="weight formats (default: all)")
+    p.add_argument("--card", type=Path, metavar="MD", help="also write the model card here (e.g. README.md)")
+    p.add_argument("--test", action="store_true", help="run bioimageio.core's test on the package")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package (and card)")
+    _add_common(p)
+    p.set_defaults(func=_run_package)
+
+
+def _run_package(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import PackageConfig
+    from .zoo import run_package
+
+    kw = {"authors": a.authors} if a.authors else {}
+    cfg = PackageConfig(
+        model=a.model, out=a.out, name=a.name, description=a.description, tta=a.tta, uncertainty=a.uncertainty,
+        image=a.image, channel=a.channel, tile=a.tile, validation=a.validation, license=a.license, tags=a.tags,
+        version=a.pkg_version, weight_formats=a.weights, card=a.card, test=a.test, overwrite=a.overwrite, **kw,
+    )
+    summary = run_package(cfg)
+    if not a.json:
+        print(f"packaged {summary['members']} members x {len(summary['views'])} views ({summary['measure']}) -> "
+              f"{summary['out']} ({summary['bytes'] / 1e6:.1f} MB; weights {', '.join(summary['weight_formats'])})")
+        if "test" in summary:
+            t = summary["test"]
+            print(f"bioimageio test: {t['status']} ({', '.join(t['weight_formats'])})")
+    return summary
+
+
+def _zoo_parser(sub) -> None:
+    p = sub.add_parser("zoo", help="the local model zoo (model_zoo/)", description="The local model zoo.")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    p.set_defaults(func=None, help_parser=p)
+    q = zsub.add_parser(
+        "list",
+        help="list the packaged models with their held-out scores",
+        description="List the models under model_zoo/<name>/ (the package, its size, members, views, "
+        "uncertainty measure and held-out-lab ROI-F1 of the ensemble and the median expert).",
+    )
+    q.add_argument("--root", type=Path, metavar="DIR", help="zoo folder (default ./model_zoo or the repository's)")
+    _add_common(q)
+    q.set_defaults(func=_run_zoo_list)
+
+
+def _run_zoo_list(a: argparse.Namespace) -> dict[str, Any]:
+    from .zoo import list_zoo
+
+    models = list_zoo(a.root)
+    if not a.json:
+        rows = []
+        for m in models:
+            labs = m.get("labs") or {}
+            scores = "; ".join(
+                f"{lab} {_fmt(e.get('ensemble_roi_f1'))} (experts {_fmt(e.get('median_expert_roi_f1'))})"
+                for lab, e in labs.items()
+            )
+            rows.append({"model": m["name"], "MB": m.get("megabytes"), "members": m.get("members"),
+                         "views": m.get("views"), "uncertainty": m.get("measure"),
+                         "held-out ROI-F1": scores or ("not built" if not m.get("built") else m.get("error", "n/a"))})
+        print(_table(rows, ["model", "MB", "members", "views", "uncertainty", "held-out ROI-F1"]) or "no models")
+    return {"ok": True, "command": "zoo list", "models": models}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiji-consensus",
@@ -400,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     _agreement_parser(sub)
     _train_parser(sub)
     _predict_parser(sub)
+    _package_parser(sub)
+    _zoo_parser(sub)
+    _evaluate_parser(sub)
     _demo_parser(sub)
     _fiji_parser(sub)
     return parser

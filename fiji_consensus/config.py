@@ -17,7 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig"]
+__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig",
+           "PackageConfig", "EvaluateConfig", "DaskOptions"]
 
 
 def _check_expert_names(names: list[str] | None, folders: list[Path]) -> None:
@@ -270,6 +271,34 @@ class TrainConfig(BaseModel):
 # --------------------------------------------------------------------------------------------- loss
 
 
+class DaskOptions(JobConfig):
+    """Where to run a job on Dask (the ``distributed`` extra): an existing scheduler or a local cluster."""
+
+    scheduler: str | None = Field(
+        None,
+        description="Address of a running Dask scheduler (tcp://host:8786), or the path of its scheduler "
+        "file (JSON, as dask-jobqueue/dask-mpi/`dask scheduler --scheduler-file` write).",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Start a local cluster of this many worker processes instead."
+    )
+    threads_per_worker: int = Field(
+        1, ge=1, description="Local cluster only: Dask threads (tasks at a time) per worker process."
+    )
+    retries: int = Field(
+        2, ge=0, description="Retries of a failed task (an image, a member) before it is reported as failed."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.scheduler is None) == (self.workers is None):
+            raise ValueError(
+                "give either scheduler (an existing cluster) or workers (a local cluster); got "
+                f"scheduler={self.scheduler!r}, workers={self.workers!r}"
+            )
+        return self
+
+
 class TrainJobConfig(JobConfig):
     """Train a U-Net ensemble on consensus targets: where the data is, what the targets are, the settings."""
 
@@ -308,6 +337,11 @@ class TrainJobConfig(JobConfig):
         description="Start over in an existing ensemble folder instead of resuming or refusing.",
     )
     train: TrainConfig = Field(..., description="Network, sampling, optimisation and ensemble settings.")
+    dask: DaskOptions | None = Field(
+        None,
+        description="Train the members in parallel on Dask, one task per member (identical members to a "
+        "sequential run on CPUs with the same threads); default: one after the other in this process.",
+    )
 
     @model_validator(mode="after")
     def _inputs(self):
@@ -331,7 +365,11 @@ class TrainJobConfig(JobConfig):
 class PredictConfig(JobConfig):
     """Prediction of images with a trained ensemble, written as Fiji-ready files."""
 
-    model: Path = Field(..., description="Ensemble folder (models/<name>/ with ensemble.json).")
+    model: Path | list[Path] = Field(
+        ...,
+        description="Ensemble folder (models/<name>/ with ensemble.json), or one or several bioimage.io "
+        "packages (.zip, rdf.yaml or a folder holding one), ensembled with the same uncertainty measures.",
+    )
     inputs: list[Path] = Field(
         ...,
         min_length=1,
@@ -342,7 +380,9 @@ class PredictConfig(JobConfig):
     tta: Literal["none", "flips", "dihedral"] = Field(
         "flips",
         description="Test-time augmentation: none (1 view), flips (4 views: identity, vertical, "
-        "horizontal, both; as deepflash2), dihedral (all 8 rotations/reflections).",
+        "horizontal, both; as deepflash2), dihedral (all 8 rotations/reflections). For bioimage.io packages "
+        "the views are applied around the package (ours hold their own views inside: use none; the CLI "
+        "does by default).",
     )
     tile: int = Field(
         1152,
@@ -383,6 +423,19 @@ class PredictConfig(JobConfig):
     device: str = Field("cpu", description="Torch device for the network (cpu, cuda, cuda:1, mps).")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's).")
     overwrite: bool = Field(False, description="Predict every image again and replace existing files.")
+    dask: DaskOptions | None = Field(
+        None,
+        description="Predict on Dask, one task per image (results identical to a run in this process); "
+        "default: in this process. A zarr input always runs on Dask (a local threaded scheduler without "
+        "this).",
+    )
+    chunk: int = Field(
+        1024,
+        ge=32,
+        description="Zarr input (images larger than memory): side of the square blocks predicted at a time "
+        "(plus the network's halo on every side) and of the output zarr chunks; rounded down to a multiple "
+        "of 2**depth.",
+    )
 
     @field_validator("device")
     @classmethod
@@ -391,6 +444,132 @@ class PredictConfig(JobConfig):
         if base not in ("cpu", "cuda", "mps", "xpu"):
             raise ValueError(f"device must be cpu, cuda[:N], mps or xpu; got {v!r}")
         return v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_more_models(cls, v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("give at least one model")
+            return v[0] if len(v) == 1 else list(v)
+        return v
+
+    @property
+    def models(self) -> list[Path]:
+        """``model`` as a list (one ensemble folder, or one or several bioimage.io packages)."""
+        return list(self.model) if isinstance(self.model, list) else [self.model]
+
+
+# ------------------------------------------------------------------------------------------ packaging
+
+
+class PackageConfig(JobConfig):
+    """An ensemble folder packaged as one bioimage.io model (fiji_consensus.zoo.package_ensemble)."""
+
+    model: Path = Field(..., description="Ensemble folder (models/<name>/ with ensemble.json).")
+    out: Path = Field(..., description="The package to write (.zip); never replaced without overwrite.")
+    name: str | None = Field(
+        None, description="Model name (5-128 letters, digits, _+-() and spaces); default: the folder name."
+    )
+    description: str | None = Field(None, description="One-paragraph description for the package and its card.")
+    tta: Literal["none", "flips", "dihedral"] = Field(
+        "flips", description="Test-time views inside the network (each costs one pass of every member)."
+    )
+    uncertainty: Literal["entropy", "expected_entropy", "mutual_information", "std", "deepflash2"] = Field(
+        "entropy", description="Measure of the package's uncertainty output (absolute scale)."
+    )
+    image: Path | None = Field(
+        None,
+        description="Image for the test tensors, the TIFF sample and the cover (a real crop of it); default: "
+        "the bundled lab-wue1 sample image 0001.",
+    )
+    channel: int | None = Field(None, ge=0, description="0-based channel of a multi-channel image.")
+    tile: int = Field(256, ge=32, description="Edge of the test crop (rounded to a valid tile size).")
+    validation: Path | None = Field(
+        None,
+        description="JSON with held-out-lab scores (labs: {lab: {images, means: {ensemble, expert_k, ...}}}, "
+        "as bench_train.py writes); default: validation.json or bench_results.json in the model folder.",
+    )
+    authors: list[str] = Field(default_factory=lambda: ["fiji-consensus"], min_length=1,
+                               description="Author names.")
+    license: str = Field("MIT", description="SPDX licence id of the package.")
+    tags: list[str] = Field(default_factory=list, description="Extra tags.")
+    version: str = Field("0.1.0", description="Version of the package.")
+    weight_formats: list[Literal["pytorch_state_dict", "torchscript", "onnx"]] = Field(
+        default_factory=lambda: ["pytorch_state_dict", "torchscript", "onnx"],
+        min_length=1,
+        description="Weights to write (pytorch_state_dict is always written: the parent of the others).",
+    )
+    card: Path | None = Field(None, description="Also write the model card (markdown) here.")
+    test: bool = Field(False, description="Run bioimageio.core's test of the package after writing it.")
+    overwrite: bool = Field(False, description="Replace an existing package (and card).")
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+class EvaluateConfig(_ExpertInputs):
+    """Objectivity, reliability and validity of experts, consensus and models (Segebarth et al. 2020)."""
+
+    consensus: Path | None = Field(
+        None,
+        description="Folder of consensus masks paired with the images by id (e.g. a consensus run's masks/ or "
+        "est_GT); default: STAPLE of the experts, posterior > 0.5 (as the published est_GT).",
+    )
+    models: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Model name -> prediction folder: the output of `fiji-consensus predict` (probability/ and "
+        "uncertainty/ TIFFs) or a folder of masks or probability TIFFs paired with the images by id.",
+    )
+    strategies: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Training strategy -> names of its models (e.g. members or repeated trainings with other "
+        "seeds): their agreement and the spread (SD) of their effect sizes. Default: all models, when >= 2.",
+    )
+    groups: Path | None = Field(
+        None, description="CSV mapping image id -> group (condition), first two columns, header optional."
+    )
+    regions: Path | None = Field(
+        None,
+        description="Folder of region masks (<id>...): objects are counted inside the region only; images "
+        "without one use the whole image.",
+    )
+    control: str | None = Field(
+        None, description="The control group: counts, densities and intensities are divided by its mean."
+    )
+    comparisons: Literal["all", "control"] = Field(
+        "all",
+        description="Pairwise Mann-Whitney tests between all pairs of groups, or each group against the control.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level (before Bonferroni correction) and of Grubbs' test.")
+    calibration_bins: int = Field(10, ge=2, le=100, description="Equal-width probability bins of the calibration.")
+    example: str | None = Field(
+        None, description="Image id shown with outlines in the report (default: the first image)."
+    )
+    note: str | None = Field(None, description="A note shown at the top of the report (e.g. what the groups are).")
+    report: bool = Field(True, description="Write report.html (needs matplotlib).")
+    out: Path = Field(..., description="Output folder (created; not overwritten without overwrite).")
+    overwrite: bool = Field(False, description="Replace existing files in the output folder.")
+
+    @model_validator(mode="after")
+    def _check_evaluate(self):
+        reserved = {"consensus", "experts"}
+        clash = sorted(set(self.models) & (reserved | set(self.expert_names or [])))
+        if clash:
+            raise ValueError(f"model names must differ from expert names and {sorted(reserved)}; got {clash}")
+        for name, members in self.strategies.items():
+            unknown = [m for m in members if m not in self.models]
+            if unknown:
+                raise ValueError(
+                    f"strategy {name!r} names unknown models {unknown}; known models: {sorted(self.models)}"
+                )
+            if len(members) < 1:
+                raise ValueError(f"strategy {name!r} has no models")
+        if self.control is not None and self.groups is None:
+            raise ValueError("control needs a groups CSV (groups)")
+        if self.comparisons == "control" and self.control is None:
+            raise ValueError("comparisons='control' needs a control group")
+        return self
 
 
 # --------------------------------------------------------------------------------------------- reading

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -238,15 +239,33 @@ def _start_pyimagej(fiji_dir: Path, headless: bool | None) -> Connection:
             "connect(fiji_dir=...) before any other Java use, or pass an existing gateway: connect(ij)"
         )
     scyjava_config = _require("scyjava.config", package="scyjava", purpose="starting Fiji with pyimagej")
-    # scyjava would download a JDK by default (fails offline); 'auto' only fetches when no Java is found,
-    # and pyimagej 1.8 crashes with 'never'. JAVA_HOME spares scyjava's slow search for a JVM.
+    # scyjava >= 1.10 downloads a JDK by default (fails offline); 'auto' fetches only when no Java is found
+    # (pyimagej 1.8 crashes with 'never'), and JAVA_HOME spares scyjava's slow search for a JVM.
     home = _java_home()
     if home and not os.environ.get("JAVA_HOME"):
         os.environ["JAVA_HOME"] = home
-    scyjava_config.set_java_constraints(fetch="auto")
+    if hasattr(scyjava_config, "set_java_constraints"):  # (older scyjava never downloads a JDK)
+        scyjava_config.set_java_constraints(fetch="auto")
     imagej = _require("imagej", package="pyimagej", purpose="starting Fiji with pyimagej")
+    # Importing pyimagej makes imglyb ask scyjava for its helper jar from Maven, which needs the network even
+    # with a local Fiji. A Fiji.app ships that jar in jars/: use it and resolve nothing from Maven.
+    endpoints = getattr(scyjava_config, "endpoints", None)
+    if endpoints is not None:
+        if any((fiji_dir / "jars").glob("imglib2-imglyb-*.jar")):
+            endpoints[:] = [e for e in endpoints if not str(e).startswith("net.imglib2:imglib2-imglyb")]
+        elif endpoints:
+            logger.warning("%s has no jars/imglib2-imglyb-*.jar: pyimagej will fetch %s from Maven (needs the "
+                           "network); update Fiji to avoid it", fiji_dir, ", ".join(map(str, endpoints)))
     headless = _default_headless() if headless is None else headless
-    gateway = imagej.init(str(fiji_dir), mode="headless" if headless else "interactive")
+    try:
+        gateway = imagej.init(str(fiji_dir), mode="headless" if headless else "interactive")
+    except Exception as exc:
+        raise RuntimeError(
+            f"pyimagej could not start Fiji from {fiji_dir}: {type(exc).__name__}: {exc}. Is it a complete, "
+            "up-to-date Fiji.app? For plain ImageJ1 without pyimagej use connect(ij_jar=...)"
+        ) from exc
+    if gateway is None:  # pyimagej logs the reason and returns None on some failures
+        raise RuntimeError(f"pyimagej could not start Fiji from {fiji_dir} (see the log of the 'imagej' logger)")
     return Connection(
         kind="pyimagej", gateway=gateway, headless=headless, fiji_dir=fiji_dir, version=_ij_version()
     )
@@ -664,6 +683,247 @@ def _roifile() -> Any:
     return roifile
 
 
+# ---- ROI bytes, fast. Java's RoiEncoder/RoiDecoder remain the authority on what a ROI means; Python only reads
+# and writes the ROI file format. roifile's general ``frombytes``/``tobytes`` cost 15-25 us per ROI (most of the
+# time of pushing or pulling 10,000 ROIs), so the common kinds (polygon, freehand, traced, polyline, point ROIs,
+# composite shapes, plain rectangles and ovals, no counters) are read and written here with precompiled structs,
+# giving exactly what roifile gives: ``_codec()`` checks that once per process against the installed roifile
+# and falls back to roifile for everything on any difference. Any other ROI always goes through roifile.
+_H1 = struct.Struct(">hBxhhhhH16xhi4s4shhBBhii")  # bytes 4..64: version ... header2 offset
+_H1_OUT = struct.Struct(">4shBxhhhhH16xhi4s4shhBBhii")
+_H2 = struct.Struct(">4xiiiii4shBBifiii")  # the first 52 of header2's 64 bytes
+_N_AT_18 = struct.Struct(">i")
+_GROUP2 = struct.Struct(">H")
+_ZEROS12 = b"\x00" * 12
+_POLY = frozenset((0, 4, 5, 7, 8, 9, 10))  # POLYGON FREELINE POLYLINE FREEHAND TRACED ANGLE POINT
+_RECT, _OVAL = 1, 2
+_SUBPIXEL = 128  # ROI_OPTIONS.SUB_PIXEL_RESOLUTION
+
+
+class _Codec:
+    """roifile's enums and ImagejRoi defaults, for building ImagejRoi objects without its ``__init__``."""
+
+    def __init__(self, roifile: Any) -> None:
+        self.cls = roifile.ImagejRoi
+        self.template = dict(vars(roifile.ImagejRoi()))
+        self.types = {m.value: m for m in roifile.ROI_TYPE if m.value >= 0}
+        self.subtypes = {m.value: m for m in roifile.ROI_SUBTYPE if m.value >= 0}
+        self._options_cls = roifile.ROI_OPTIONS
+        self._options: dict[int, Any] = {}
+
+    def options(self, value: int) -> Any:
+        o = self._options.get(value)
+        if o is None:
+            o = self._options[value] = self._options_cls(value)
+        return o
+
+    def tobytes(self, r: Any, *, name: str, props: str, stroke_color: bytes, fill_color: bytes,
+                stroke_width: int, float_stroke_width: float, group: int) -> bytes | None:
+        """``r.tobytes()`` with these fields replaced; None when roifile must do it."""
+        rt, st, version = int(r.roitype), int(r.subtype), r.version
+        n, opts = r.n_coordinates, int(r.options)
+        if r.byteorder != ">" or st != 0 or r.counters is not None or n >= 65536 or group > 255:
+            return None
+        if rt in _POLY:
+            ic, sc = r.integer_coordinates, r.subpixel_coordinates
+            ext = b""
+            if ic is not None:
+                if ic.shape != (n, 2):
+                    return None
+                ext = ic.astype(">i2", copy=False).tobytes(order="F")
+            if sc is not None:
+                if sc.shape != (n, 2):
+                    return None
+                ext += sc.astype(">f4", copy=False).tobytes(order="F")
+        elif rt in (_RECT, _OVAL):
+            if version >= 223 and opts & _SUBPIXEL:  # a subpixel rectangle
+                return None
+            ext = b""
+            if rt == _RECT and r.shape_roi_size > 0:
+                if r.multi_coordinates is None:
+                    return None
+                ext = r.multi_coordinates.astype(">f4", copy=False).tobytes()
+        else:
+            return None
+        top, left, bottom, right = r.top, r.left, r.bottom, r.right
+        if not all(-32768 <= v <= 32767 for v in (top, left, bottom, right)):
+            return None
+        h2 = 64 + len(ext)
+        name_offset = h2 + 64 if name else 0
+        props_offset = h2 + 64 + 2 * len(name) if props else 0
+        try:
+            head = _H1_OUT.pack(
+                b"Iout", version, rt, top, left, bottom, right, n, stroke_width, r.shape_roi_size,
+                stroke_color, fill_color, st, opts, r.arrow_style_or_aspect_ratio, r.arrow_head_size,
+                r.rounded_rect_arc_size, r.position, h2,
+            )
+            head2 = _H2.pack(
+                r.c_position, r.z_position, r.t_position, name_offset, len(name), r.overlay_label_color,
+                r.overlay_font_size, group, r.image_opacity, r.image_size, float_stroke_width, props_offset,
+                len(props), 0,
+            )
+        except struct.error:
+            return None
+        return b"".join((head, ext, head2, _ZEROS12, name.encode("utf-16-be"), props.encode("utf-16-be")))
+
+    def frombytes(self, data: bytes) -> Any | None:
+        """``ImagejRoi.frombytes(data)``; None when roifile must do it."""
+        if len(data) < 64 or data[:4] != b"Iout":
+            return None
+        (version, rt, top, left, bottom, right, n, stroke_width, shape_roi_size, stroke, fill, st, opts,
+         arrow_style, arrow_head, arc, position, h2) = _H1.unpack_from(data, 4)
+        # (no coordinate unwrapping needed: roifile's rules leave these values alone)
+        if top < -5000 or left < -5000 or bottom <= 0 or right <= 0:
+            return None
+        roitype, subtype = self.types.get(rt), self.subtypes.get(st)
+        if roitype is None or subtype is None or st != 0:
+            return None
+        subpixel = version >= 222 and bool(opts & _SUBPIXEL)
+        if n == 0:
+            n = _N_AT_18.unpack_from(data, 18)[0]
+        d = dict(self.template)
+        if rt in _POLY:
+            if 64 + n * (12 if subpixel else 4) > len(data):
+                return None
+            ic = np.ndarray((n, 2), ">i2", data, 64, order="F").astype(np.int32)
+            ic[ic < 0] += 65536
+            d["integer_coordinates"] = ic
+            if subpixel:
+                d["subpixel_coordinates"] = np.ndarray((n, 2), ">f4", data, 64 + n * 4, order="F").copy()
+        elif rt in (_RECT, _OVAL):
+            if version >= 223 and subpixel:
+                return None
+            if rt == _RECT and shape_roi_size > 0:
+                if 64 + 4 * shape_roi_size > len(data):
+                    return None
+                d["multi_coordinates"] = np.ndarray(shape_roi_size, ">f4", data, 64).copy()
+        else:
+            return None
+        d.update(version=version, roitype=roitype, subtype=subtype, options=self.options(opts), top=top,
+                 left=left, bottom=bottom, right=right, n_coordinates=n, stroke_width=stroke_width,
+                 shape_roi_size=shape_roi_size, stroke_color=stroke, fill_color=fill,
+                 arrow_style_or_aspect_ratio=arrow_style, arrow_head_size=arrow_head, rounded_rect_arc_size=arc,
+                 position=position)
+        if 0 < h2 < len(data) - 52:
+            (c, z, t, name_offset, name_length, label_color, font_size, group, opacity, image_size, fsw,
+             props_offset, props_length, counters_offset) = _H2.unpack_from(data, h2)
+            if counters_offset > 0:
+                return None
+            if version >= 229 and group == 0 and h2 + 54 <= len(data):
+                group = _GROUP2.unpack_from(data, h2 + 52)[0]
+            d.update(c_position=c, z_position=z, t_position=t, overlay_label_color=label_color,
+                     overlay_font_size=font_size, group=group, image_opacity=opacity, image_size=image_size,
+                     float_stroke_width=fsw)
+            if name_offset > 0 and name_length > 0:
+                end = name_offset + 2 * name_length
+                if end > len(data):
+                    return None
+                d["name"] = data[name_offset:end].decode("utf-16-be")
+            if props_offset > 0 and props_length > 0:
+                end = props_offset + 2 * props_length
+                if end > len(data):
+                    return None
+                d["props"] = data[props_offset:end].decode("utf-16-be")
+        roi = object.__new__(self.cls)
+        roi.__dict__.update(d)
+        return roi
+
+
+def _same_roi(a: Any, b: Any) -> bool:
+    """Every field of two ImagejRoi equal (arrays by value and dtype)."""
+    da, db = vars(a), vars(b)
+    if da.keys() != db.keys():
+        return False
+    for k, va in da.items():
+        vb = db[k]
+        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+            if not (isinstance(va, np.ndarray) and isinstance(vb, np.ndarray) and va.dtype == vb.dtype
+                    and va.shape == vb.shape and np.array_equal(va, vb)):
+                return False
+        elif type(va) is not type(vb) or va != vb:
+            return False
+    return True
+
+
+def _own_style(r: Any) -> dict[str, Any]:
+    return dict(name=r.name, props=r.props, stroke_color=r.stroke_color, fill_color=r.fill_color,
+                stroke_width=r.stroke_width, float_stroke_width=r.float_stroke_width, group=r.group)
+
+
+def _roi_bytes(r: Any) -> bytes:
+    """``r.tobytes()`` of a roifile ROI."""
+    codec = _codec()
+    data = None if codec is None else codec.tobytes(r, **_own_style(r))
+    return r.tobytes() if data is None else data
+
+
+def _codec_probes(roifile: Any) -> list:
+    T = roifile.ROI_TYPE
+    composite = roifile.ImagejRoi(  # a square with a square hole, as rois.labels_to_rois writes it
+        roitype=T.RECT, name="A:0001", version=228, top=2, left=2, bottom=20, right=20, shape_roi_size=26,
+        stroke_color=b"\xff\x56\xb4\xe9",
+        multi_coordinates=np.array([0, 2, 2, 1, 20, 2, 1, 20, 20, 1, 2, 20, 4,
+                                    0, 8, 8, 1, 8, 12, 1, 12, 12, 1, 12, 8, 4], np.float32))
+    traced = roifile.ImagejRoi(roitype=T.TRACED, name="A:0002", version=228, top=22, left=5, bottom=28, right=9,
+                               n_coordinates=4, integer_coordinates=np.array([[0, 0], [4, 0], [4, 6], [0, 6]],
+                                                                             np.int32))
+    sub = roifile.ImagejRoi.frompoints(np.array([[1.5, 2.25], [30.0, 3.0], [6.0, 32.5]], np.float32),
+                                       name="sub\u00e9pixel \u6587", c=1, z=2, t=3)
+    sub.properties = {"expert": "B", "uncertainty": "0.1250"}
+    sub.group, sub.float_stroke_width, sub.fill_color = 7, 1.5, b"\x80\x10\x20\x30"
+    rect = roifile.ImagejRoi(roitype=T.RECT, top=3, left=4, bottom=9, right=15, name="r")
+    oval = roifile.ImagejRoi(roitype=T.OVAL, top=1, left=1, bottom=5, right=8, position=2)
+    return [composite, traced, sub, rect, oval]
+
+
+@functools.lru_cache(maxsize=None)
+def _codec() -> _Codec | None:
+    """The fast codec, if it gives exactly what the installed roifile gives on a set of probe ROIs."""
+    roifile = _roifile()
+    try:
+        codec = _Codec(roifile)
+        for r in _codec_probes(roifile):
+            data = r.tobytes()
+            mine = codec.tobytes(r, **_own_style(r))
+            back = codec.frombytes(data)
+            if mine != data or back is None or not _same_roi(back, roifile.ImagejRoi.frombytes(data)):
+                raise ValueError(f"differs from roifile {roifile.__version__} on ROI {r.name!r}")
+    except Exception as exc:  # e.g. another roifile version: use roifile throughout
+        logger.debug("fast ROI codec off (%s); using roifile", exc)
+        return None
+    return codec
+
+
+def _rois_from_bytes(blobs: Iterable[bytes]) -> list:
+    """ImagejRoi objects from ROI bytes (as ``ImagejRoi.frombytes``)."""
+    frombytes = _roifile().ImagejRoi.frombytes
+    codec = _codec()
+    if codec is None:
+        return [frombytes(b) for b in blobs]
+    fast = codec.frombytes
+    out = []
+    for b in blobs:
+        r = fast(b)
+        out.append(frombytes(b) if r is None else r)
+    return out
+
+
+def _java_rois_to_bytes(jrois: Sequence[Any]) -> list[bytes]:
+    """``RoiEncoder.saveAsByteArray`` of each Java ROI, in one stream (one Java array comes back)."""
+    if not jrois:
+        return []
+    bos = _cls("java.io.ByteArrayOutputStream")(max(1024, 256 * len(jrois)))
+    enc = _cls("ij.io.RoiEncoder")(bos)
+    write, size = enc.write, bos.size
+    ends = []
+    for j in jrois:
+        write(j)
+        ends.append(size())
+    data = bytes(memoryview(bos.toByteArray()))
+    starts = [0, *ends[:-1]]
+    return [data[a:b] for a, b in zip(starts, ends)]
+
+
 def to_java_roi(roi: Any) -> Any:
     """A ``roifile.ImagejRoi`` as an ``ij.gui.Roi`` (through its bytes); a Java ``Roi`` is returned as is."""
     jpype = _java()
@@ -671,7 +931,7 @@ def to_java_roi(roi: Any) -> Any:
         return roi
     if not isinstance(roi, _roifile().ImagejRoi):
         raise TypeError(f"roi must be a roifile.ImagejRoi or an ij.gui.Roi; got {type(roi).__name__}")
-    jroi = _cls("ij.io.RoiDecoder").openFromByteArray(jpype.JArray(jpype.JByte)(roi.tobytes()))
+    jroi = _cls("ij.io.RoiDecoder").openFromByteArray(jpype.JArray(jpype.JByte)(_roi_bytes(roi)))
     if jroi is None:
         raise ValueError(f"ImageJ could not decode ROI {roi.name!r} (roitype {roi.roitype})")
     return jroi
@@ -682,8 +942,7 @@ def from_java_roi(jroi: Any) -> Any:
     _java()
     if not _is_java(jroi, "ij.gui.Roi"):
         raise TypeError(f"jroi must be an ij.gui.Roi; got {type(jroi).__name__}")
-    data = _cls("ij.io.RoiEncoder").saveAsByteArray(jroi)
-    return _roifile().ImagejRoi.frombytes(bytes(memoryview(data)))
+    return _rois_from_bytes(_java_rois_to_bytes([jroi]))[0]
 
 
 def _roi_manager(create: bool = False) -> Any | None:
@@ -719,9 +978,7 @@ def pull_rois(imp: Any = None, *, source: str = "overlay") -> list:
         jrois = list(rm.getRoisAsArray())
     else:
         raise ValueError(f"source must be 'overlay' or 'roi_manager'; got {source!r}")
-    enc = _cls("ij.io.RoiEncoder").saveAsByteArray
-    frombytes = _roifile().ImagejRoi.frombytes
-    return [frombytes(bytes(memoryview(enc(r)))) for r in jrois]
+    return _rois_from_bytes(_java_rois_to_bytes(jrois))
 
 
 _PREFIX = re.compile(r"^(?P<expert>[^:]+):.+$")
@@ -758,7 +1015,7 @@ def split_by_expert(
     experts: Sequence[str] | None = None,
     property_key: str = "expert",
     group_names: Mapping[int, str] | None = None,
-    exclude: Sequence[str] = ("consensus",),
+    exclude: Sequence[str] = ("consensus", "prediction"),
 ) -> dict[str, list]:
     """Sort ROIs by expert.
 
@@ -778,8 +1035,8 @@ def split_by_expert(
     group_names
         Group number → expert name (default ``group<n>``).
     exclude
-        Experts to leave out, and ROIs named ``<x>:...``/``<x>_...`` for them (by default ``consensus``: the
-        outlines this package pushes).
+        Experts to leave out, and ROIs named ``<x>:...``/``<x>_...`` for them (by default ``consensus`` and
+        ``prediction``: the outlines :func:`consensus` and :func:`predict` push).
 
     Returns
     -------
@@ -885,7 +1142,7 @@ def pull_experts(
     experts: Sequence[str] | None = None,
     property_key: str = "expert",
     group_names: Mapping[int, str] | None = None,
-    exclude: Sequence[str] = ("consensus",),
+    exclude: Sequence[str] = ("consensus", "prediction"),
 ) -> dict[str, np.ndarray]:
     """The experts' annotations of an image as label images, rasterised by ImageJ.
 
@@ -997,34 +1254,54 @@ def push_rois(
     for k in props:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(k)):
             raise ValueError(f"property keys must be letters, digits, '_', '.', '-'; got {k!r}")
+    headless = bool(_cls("java.awt.GraphicsEnvironment").isHeadless())
+    if roi_manager is True and headless:
+        raise RuntimeError("roi_manager=True needs a display; Java runs headless here")
     ImagejRoi = _roifile().ImagejRoi
     decode = _cls("ij.io.RoiDecoder").openFromByteArray
     JBytes = jpype.JArray(jpype.JByte)
     Color = _cls("java.awt.Color")
+    codec = _codec()
+    merged_props: dict[str, str] = {}  # a ROI's props -> its props with ``properties`` added
+
+    def with_props(old: str) -> str:
+        new = merged_props.get(old)
+        if new is None:
+            scratch = ImagejRoi()
+            scratch.props = old
+            scratch.properties = {**(scratch.properties if old else {}), **props}
+            new = merged_props[old] = scratch.props
+        return new
+
+    sw_int = int(round(stroke_width)) if stroke_width is not None else None
+    sw_float = float(stroke_width) if stroke_width is not None and stroke_width != int(stroke_width) else None
     jrois = []
     for i, r in enumerate(rois):
         if isinstance(r, ImagejRoi):
-            r = copy.copy(r)
+            # the styled ROI's bytes, without copying or changing ``r``
+            name = r.name
             if name_prefix:
-                if not r.name:
-                    r.name = f"{name_prefix}{i + 1:04d}"
-                elif not r.name.startswith(name_prefix):
-                    r.name = name_prefix + r.name
-            if stroke is not None:
-                r.stroke_color = stroke
-            if fill is not None:
-                r.fill_color = fill
-            if stroke_width is not None:
-                r.stroke_width = int(round(stroke_width))
-                if stroke_width != int(stroke_width):
-                    r.float_stroke_width = float(stroke_width)
-            if group is not None:
-                r.group = int(group)
-            if props:
-                r.properties = {**(r.properties if r.props else {}), **props}
-            j = decode(JBytes(r.tobytes()))
+                if not name:
+                    name = f"{name_prefix}{i + 1:04d}"
+                elif not name.startswith(name_prefix):
+                    name = name_prefix + name
+            styled = dict(
+                name=name, props=with_props(r.props) if props else r.props,
+                stroke_color=stroke if stroke is not None else r.stroke_color,
+                fill_color=fill if fill is not None else r.fill_color,
+                stroke_width=sw_int if sw_int is not None else r.stroke_width,
+                float_stroke_width=sw_float if sw_float is not None else r.float_stroke_width,
+                group=int(group) if group is not None else r.group,
+            )
+            data = None if codec is None else codec.tobytes(r, **styled)
+            if data is None:
+                r = copy.copy(r)
+                for k, v in styled.items():
+                    setattr(r, k, v)
+                data = r.tobytes()
+            j = decode(JBytes(data))
             if j is None:
-                raise ValueError(f"ImageJ could not decode ROI {i} ({r.name!r}, roitype {r.roitype})")
+                raise ValueError(f"ImageJ could not decode ROI {i} ({name!r}, roitype {r.roitype})")
         elif _is_java(r, "ij.gui.Roi"):
             j = r.clone()
             if name_prefix:
@@ -1049,9 +1326,6 @@ def push_rois(
     for j in jrois:
         ov.add(j)
     imp.setOverlay(ov)
-    headless = bool(_cls("java.awt.GraphicsEnvironment").isHeadless())
-    if roi_manager is True and headless:
-        raise RuntimeError("roi_manager=True needs a display; Java runs headless here")
     if roi_manager or (roi_manager is None and not headless):
         rm = _roi_manager(create=True)
         if replace:
@@ -1238,55 +1512,63 @@ def consensus(
     return (imp, res) if return_result else imp
 
 
-def _ramp(value: float) -> str:
-    """Uncertainty 0..1 → colour from green (certain) through yellow to red (uncertain)."""
-    v = float(np.clip(value, 0.0, 1.0))
-    r = int(round(255 * min(1.0, 2 * v)))
-    g = int(round(255 * min(1.0, 2 * (1 - v))))
-    return f"#{r:02X}{g:02X}00"
-
-
 def predict(
     imp: Any,
     model: Any,
     *,
-    threshold: float = 0.5,
-    min_size: int = 0,
+    tta: str = "flips",
+    threshold: float | None = None,
+    min_size: int | None = None,
+    split: str = "none",
+    measure: str = "entropy",
     replace: bool = True,
     roi_manager: bool | None = None,
     return_result: bool = False,
 ) -> Any:
-    """Run a model on an open image and show its objects, stroked by their uncertainty, in the overlay.
+    """Run an ensemble on an open image and show its objects, stroked by their uncertainty, in the overlay.
+
+    The objects are those ``fiji-consensus predict`` writes: the same names (``0007_u0.132``: object id and
+    mean uncertainty, here prefixed ``prediction:``), the same colours (:func:`fiji_consensus.predict.
+    uncertainty_color`: cyan = certain, yellow, red = maximally uncertain, on the measure's absolute scale)
+    and the ROI property ``uncertainty``.
 
     Parameters
     ----------
     imp
         The image (a single 2-D plane).
     model
-        A callable ``image (Y, X) float32 -> probability (Y, X)`` or an ensemble's ``(M, Y, X)`` member
-        probabilities; a loaded :class:`fiji_consensus.nn.Ensemble`; or the path of an ensemble folder
-        (loaded with :func:`fiji_consensus.nn.load_ensemble`; needs the ``train`` extra).
-    threshold
-        Foreground threshold on the (mean) probability.
-    min_size
-        Drop objects smaller than this (pixels).
+        An ensemble folder or a loaded :class:`fiji_consensus.nn.Ensemble` (run by
+        :func:`fiji_consensus.nn.predict.predict` with tiling and test-time augmentation; needs the ``train``
+        extra), or any callable ``image (Y, X) float32 -> (M, Y, X)`` member probabilities (or ``(Y, X)``).
+    tta
+        Test-time augmentation of an ensemble: ``"none"``, ``"flips"`` or ``"dihedral"``.
+    threshold, min_size
+        Foreground threshold on the mean probability and the smallest object (pixels); default the
+        ensemble's (0.5 and 0 for a callable).
+    split
+        Watershed split of touching objects: ``"none"``, ``"distance"`` or ``"probability"``.
+    measure
+        The uncertainty that colours the objects (:data:`fiji_consensus.uncertainty.MEASURES`).
     replace, roi_manager
-        See :func:`push_rois`.
+        See :func:`push_rois` (``replace=False`` adds the objects to, e.g., a consensus overlay).
     return_result
-        Also return ``probability`` (mean), ``uncertainty`` (std of the members, zeros for one model),
-        ``labels`` and ``object_uncertainty`` (mean uncertainty per object).
+        Also return a dict: ``probability`` (mean), ``uncertainty`` (``measure``), ``labels``, ``objects``
+        (:data:`fiji_consensus.instances.OBJECT_COLUMNS` rows), ``object_uncertainty`` (mean per object),
+        ``measure``, ``threshold``.
 
     Returns
     -------
     ij.ImagePlus or (ij.ImagePlus, dict)
-        The same image; objects are named ``prediction:0001``..., stroked from green (certain) to red
-        (uncertain: member std 0.5), with the property ``uncertainty``.
+        The same image with the objects in its overlay.
 
     Examples
     --------
-    >>> fiji.predict(imp, lambda x: x / 255.0)                                 # doctest: +SKIP
+    >>> fiji.predict(imp, "models/wue1")                                       # doctest: +SKIP
+    >>> fiji.predict(imp, lambda x: np.stack([x / 255.0, x / 200.0]))          # doctest: +SKIP
     """
-    from . import matching
+    from . import instances, uncertainty
+    from . import rois as _rois
+    from .predict import uncertainty_color
 
     _check_imp(imp)
     if imp.getStackSize() != 1:
@@ -1294,69 +1576,120 @@ def predict(
     image = np.asarray(from_imageplus(imp), dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"predict needs a grayscale (Y, X) image; got shape {image.shape}")
+    if measure not in uncertainty.MEASURES:
+        raise ValueError(f"measure must be one of {uncertainty.MEASURES}; got {measure!r}")
     if isinstance(model, (str, os.PathLike)):
         from .nn import load_ensemble
 
         model = load_ensemble(model)
-    if hasattr(model, "predict_members"):
-        prob = model.predict_members(image)
+    if hasattr(model, "predict_members") and hasattr(model, "members"):
+        from .nn.predict import predict as nn_predict
+
+        res = nn_predict(model, image, tta=tta, threshold=threshold, min_size=min_size, split=split,
+                         measure=measure)
+        prob, unc, labels, objects, thr = res.probability, res.uncertainty, res.labels, res.objects, res.threshold
     elif callable(model):
-        prob = model(image)
+        stack = np.asarray(model(image), dtype=np.float32)
+        if stack.shape == image.shape:
+            stack = stack[None]
+        if stack.ndim != 3 or stack.shape[1:] != image.shape:
+            raise ValueError(
+                f"model must return (Y, X) or (M, Y, X) probabilities for a {image.shape} image; got {stack.shape}"
+            )
+        stats = uncertainty.ensemble_statistics(stack)
+        prob, unc = stats["mean"], stats[measure]
+        thr = 0.5 if threshold is None else float(threshold)
+        labels = instances.label_instances(prob, threshold=thr, min_size=int(min_size or 0), split=split)
+        objects = instances.object_table(labels, image=image, probability=prob, uncertainty=unc)
     else:
-        raise TypeError(f"model must be a callable, an Ensemble or an ensemble folder; got {type(model).__name__}")
-    prob = np.asarray(prob, dtype=np.float32)
-    if prob.shape == image.shape:
-        prob = prob[None]
-    if prob.ndim != 3 or prob.shape[1:] != image.shape:
-        raise ValueError(
-            f"model must return (Y, X) or (M, Y, X) probabilities for a {image.shape} image; got {prob.shape}"
-        )
-    mean = prob.mean(axis=0)
-    unc = prob.std(axis=0) if prob.shape[0] > 1 else np.zeros_like(mean)
-    labels = matching.label_objects(mean > threshold, min_size=min_size)
-    from . import rois as _rois
-
-    rois = list(_rois.labels_to_rois(labels))
-    n = int(labels.max())
-    per_object = np.zeros(n + 1)
-    if n:
-        from scipy import ndimage
-
-        per_object[1:] = ndimage.mean(unc, labels=labels, index=np.arange(1, n + 1))
-    # labels_to_rois gives ROI k for label k + 1 (its name ends in the label number)
-    for r in rois:
-        k = int(re.findall(r"\d+", r.name or "0")[-1]) if re.findall(r"\d+", r.name or "") else 0
-        u = float(per_object[k]) if 0 < k <= n else 0.0
-        r.stroke_color = _argb(_ramp(u / 0.5), "stroke_color")
-        r.properties = {"uncertainty": f"{u:.4f}"}
+        raise TypeError(f"model must be an ensemble folder, an Ensemble or a callable; got {type(model).__name__}")
+    names = {r["id"]: f"{r['id']:04d}_u{r['mean_uncertainty']:.3f}" for r in objects}
+    rois = _rois.labels_to_rois(labels, names=names)
+    for roi, r in zip(rois, objects):
+        roi.stroke_color = _argb(uncertainty_color(r["mean_uncertainty"], measure), "stroke_color")
+        roi.properties = {"uncertainty": f"{r['mean_uncertainty']:.4f}", "measure": measure}
     push_rois(imp, rois, name_prefix="prediction:", replace=replace, roi_manager=roi_manager)
-    result = {"probability": mean, "uncertainty": unc, "labels": labels, "object_uncertainty": per_object[1:]}
+    result = {"probability": prob, "uncertainty": unc, "labels": labels, "objects": objects,
+              "object_uncertainty": np.array([r["mean_uncertainty"] for r in objects], float),
+              "measure": measure, "threshold": thr}
     return (imp, result) if return_result else imp
 
 
+def _uncertainty_lut(measure: str) -> Any:
+    """The CLI's uncertainty colour map (cyan → yellow → red) as an ``ij.process.LUT`` over the measure's range."""
+    from .predict import uncertainty_color
+    from .uncertainty import MEASURE_RANGE
+
+    top = MEASURE_RANGE[measure]
+    rgb = np.array([[int(h[k:k + 2], 16) for k in (1, 3, 5)]
+                    for h in (uncertainty_color(i / 255 * top, measure) for i in range(256))], np.uint8)
+    jpype = _java()
+    JB = jpype.JArray(jpype.JByte)
+    return _cls("ij.process.LUT")(*(JB(rgb[:, c].view(np.int8)) for c in range(3)))
+
+
 def probability_image(
-    probability: Any, uncertainty: Any = None, *, title: str = "probability", luts: Sequence[str] = ("fire", "ice")
+    probability: Any,
+    uncertainty: Any = None,
+    *,
+    image: Any = None,
+    measure: str = "entropy",
+    title: str = "probability",
+    calibration: Calibration | None = None,
 ) -> Any:
-    """Probability (and uncertainty) as a float32 ImagePlus, one channel each, with LUTs (display 0..1 / 0..0.5)."""
-    planes = [np.asarray(probability, np.float32)]
-    if uncertainty is not None:
-        planes.append(np.asarray(uncertainty, np.float32))
+    """Probability and uncertainty (and the image) as one float32 hyperstack, as ``fiji-consensus predict``
+    writes ``overlays/<id>.tif``: channels ``image`` (gray), ``probability`` (green, 0..1) and
+    ``uncertainty`` (cyan → yellow → red over the measure's absolute range, never rescaled per image).
+
+    Parameters
+    ----------
+    probability
+        ``(Y, X)`` mean foreground probability.
+    uncertainty
+        ``(Y, X)`` uncertainty map of ``measure``, or None.
+    image
+        ``(Y, X)`` image shown as the first channel, or None.
+    measure
+        The uncertainty measure (sets the display range: 0..1 bits for entropies, 0..0.5 for ``std``).
+    title, calibration
+        Title and calibration of the new image.
+
+    Returns
+    -------
+    ij.ImagePlus
+        A CompositeImage when there are several channels.
+    """
+    from .uncertainty import MEASURE_RANGE
+
+    if measure not in MEASURE_RANGE:
+        raise ValueError(f"measure must be one of {tuple(MEASURE_RANGE)}; got {measure!r}")
+    planes, kinds = [], []
+    for kind, p in (("image", image), ("probability", probability), ("uncertainty", uncertainty)):
+        if p is not None:
+            planes.append(np.asarray(p, np.float32))
+            kinds.append(kind)
     if any(p.ndim != 2 or p.shape != planes[0].shape for p in planes):
-        raise ValueError(f"probability and uncertainty must be (Y, X) of one shape; got {[p.shape for p in planes]}")
-    imp = to_imageplus(np.stack(planes) if len(planes) > 1 else planes[0], title=title)
+        raise ValueError(
+            f"image, probability and uncertainty must be (Y, X) of one shape; got {[p.shape for p in planes]}"
+        )
+    imp = to_imageplus(np.stack(planes) if len(planes) > 1 else planes[0], title=title, calibration=calibration)
     LutLoader, LUT = _cls("ij.plugin.LutLoader"), _cls("ij.process.LUT")
-    for c, (lut_name, top) in enumerate(zip(luts, (1.0, 0.5))):
-        cm = LutLoader.getLut(str(lut_name))
-        if cm is None:
-            raise ValueError(f"unknown LUT {lut_name!r}; use one of ImageJ's built-in LUTs (fire, ice, grays, ...)")
-        lut = LUT(cm, 0.0, top)
+    for c, kind in enumerate(kinds):
+        if kind == "image":
+            lo, hi = float(planes[c].min()), float(planes[c].max())
+            lut = LUT(LutLoader.getLut("grays"), lo, hi if hi > lo else lo + 1)
+        elif kind == "probability":
+            lut = LUT(LutLoader.getLut("green"), 0.0, 1.0)
+        else:
+            lut = _uncertainty_lut(measure)
+            lut.min, lut.max = 0.0, float(MEASURE_RANGE[measure])
         if len(planes) > 1:
             imp.setChannelLut(lut, c + 1)
             imp.setC(c + 1)
-            imp.setDisplayRange(0.0, top)
+            imp.setDisplayRange(lut.min, lut.max)
         else:
             imp.getProcessor().setLut(lut)
-            imp.setDisplayRange(0.0, top)
+            imp.setDisplayRange(lut.min, lut.max)
     if len(planes) > 1:
         imp.setC(1)
     return imp

@@ -474,6 +474,17 @@ def _train_targets(masks: np.ndarray, kind: str, ignore: np.ndarray | None) -> n
     return (res.probability > 0.5).astype(np.float32)
 
 
+def _dask_member_runner(config: TrainJobConfig, *, progress: bool) -> Any:
+    """With ``config.dask``: a runner that trains the members in parallel on Dask (else None)."""
+    if config.dask is None:
+        return None
+    import functools
+
+    from .distributed import train_members
+
+    return functools.partial(train_members, options=config.dask, progress=progress)
+
+
 def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, Any]:
     """Train a U-Net ensemble (``fiji_consensus.nn``, needs the ``train`` extra) as ``config`` says.
 
@@ -524,5 +535,6 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         provenance=provenance,
         progress=progress,
         resume=not config.overwrite,
+        member_runner=_dask_member_runner(config, progress=progress),
     )
     return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}

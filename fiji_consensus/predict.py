@@ -35,6 +35,7 @@ disk) stop the run.
 from __future__ import annotations
 
 import csv
+import glob
 import hashlib
 import logging
 import math
@@ -60,7 +61,7 @@ _PER_IMAGE = "per_image"
 UNCERTAINTY_COLORS = ((0.0, (0, 255, 255)), (0.5, (255, 255, 0)), (1.0, (255, 0, 0)))
 
 #: Settings that do not change results (left out when resuming is checked).
-_NOT_COMPARED = {"inputs", "out", "overwrite", "batch_size", "device", "threads"}
+_NOT_COMPARED = {"inputs", "out", "overwrite", "batch_size", "device", "threads", "dask", "chunk"}
 
 
 class ImageInputError(ValueError):
@@ -270,19 +271,27 @@ def _predict_one(
 
     t0 = time.perf_counter()
     image, info = read_input(path, channel=config.channel)
-    res = predict(
-        ens,
-        image,
-        tta=config.tta,
-        tile=config.tile,
-        overlap=config.overlap,
-        batch_size=config.batch_size,
-        threshold=config.threshold,
-        min_size=config.min_size,
-        split=config.split,
-        measure=config.uncertainty,
-        progress=progress,
-    )
+    if isinstance(ens, list):  # bioimage.io packages (fiji_consensus.zoo.load_package)
+        from .zoo import predict_packages
+
+        res = predict_packages(
+            ens, image, tta=config.tta, tile=config.tile, threshold=config.threshold, min_size=config.min_size,
+            split=config.split, measure=config.uncertainty, progress=progress,
+        )
+    else:
+        res = predict(
+            ens,
+            image,
+            tta=config.tta,
+            tile=config.tile,
+            overlap=config.overlap,
+            batch_size=config.batch_size,
+            threshold=config.threshold,
+            min_size=config.min_size,
+            split=config.split,
+            measure=config.uncertainty,
+            progress=progress,
+        )
     t_pred = time.perf_counter() - t0
     over = True  # this image is not done: files left by an interrupted run of the same settings are replaced
     kw = _tiff_kwargs(info)
@@ -325,6 +334,8 @@ def _predict_one(
         "threshold": res.threshold,
         "views": list(res.views),
         "n_members": res.n_members,
+        **({"packages": [{"name": p.name, "weights": p.weight_format, "executes_code": p.executes_code}
+                         for p in ens]} if isinstance(ens, list) else {}),
         "seconds_predict": t_pred,
         "seconds": time.perf_counter() - t0,
     }
@@ -356,35 +367,22 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     >>> run_predict(cfg)["ok"]                                                             # doctest: +SKIP
     True
     """
+    if config.dask is not None or _zarr_input(config):
+        from .distributed import run_predict_dask  # the distributed and the chunked (zarr) paths
+
+        return run_predict_dask(config, progress=progress)
     from ._validate import require
 
     require("torch", extra="train")
     import torch
 
-    from .nn.ensemble import ENSEMBLE_JSON, load_ensemble
+    from .nn.ensemble import load_ensemble
 
     t0 = time.perf_counter()
-    images = _collect_inputs(list(config.inputs))
-    model_json = Path(config.model) / ENSEMBLE_JSON if Path(config.model).is_dir() else Path(config.model)
-    if not model_json.is_file():
-        raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
-    out = Path(config.out)
-    import platform
-
-    record = {
-        "tool": "fiji-consensus",
-        "command": "predict",
-        "version": __version__,
-        "config": config.model_dump(mode="json"),
-        "model_sha256": _sha256(model_json),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-    }
-    _prepare_out(out, record, overwrite=config.overwrite)
+    images, model_json, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    ens = load_ensemble(model_json.parent, device=config.device)
+    ens = _load_model(config, model_json) if _package_run(config) else load_ensemble(model_json.parent, device=config.device)
     fio.write_json(out / "config.json", record, overwrite=True)
 
     done: dict[str, dict[str, Any]] = {}
@@ -397,21 +395,137 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
 
         it = tqdm(ids, desc="predict", unit="image")
     for image_id in it:
-        marker = out / _PER_IMAGE / f"{image_id}.json"
-        if marker.is_file() and not config.overwrite:
-            try:
-                done[image_id] = fio.read_json(marker)
-                n_skip += 1
-                continue
-            except ValueError:  # a damaged marker: predict again
-                logger.warning("%s is damaged; predicting %s again", marker, image_id)
-        try:
-            done[image_id] = _predict_one(ens, image_id, images[image_id], config, out, progress=progress)
-            n_pred += 1
-        except ImageInputError as exc:
-            logger.error("image %s skipped: %s", image_id, exc)
-            failed.append({"image": image_id, "path": str(images[image_id]), "error": str(exc)})
+        status, rec = _run_image(ens, image_id, images[image_id], config, out, progress=progress)
+        if status == "failed":
+            failed.append(rec)
+        else:
+            done[image_id] = rec
+            n_pred += status == "predicted"
+            n_skip += status == "skipped"
     return _finish(out, config, images, done, failed, n_pred, n_skip, time.perf_counter() - t0)
+
+
+def _zarr_input(config: PredictConfig) -> bool:
+    """Whether the inputs are one zarr array/group (the chunked path for images larger than memory)."""
+    return any(
+        Path(p).suffix.lower() == ".zarr" or (Path(p) / ".zarray").is_file() or (Path(p) / "zarr.json").is_file()
+        or (Path(p) / ".zgroup").is_file()
+        for p in config.inputs
+    )
+
+
+def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str, Any]]:
+    """Inputs by id, the model's ``ensemble.json``, the prepared output folder and the run record."""
+    import platform
+
+    import torch
+
+    from .nn.ensemble import ENSEMBLE_JSON
+
+    images = _collect_inputs(list(config.inputs))
+    if _package_run(config):  # one or several bioimage.io packages: model_json is the first
+        for m in config.models:
+            if not Path(m).exists():
+                raise FileNotFoundError(f"bioimage.io package not found: {m}")
+        model_json = Path(config.models[0])
+        model_sha = _models_sha256(config.models)
+    else:
+        model_json = Path(config.model) / ENSEMBLE_JSON if Path(config.model).is_dir() else Path(config.model)
+        if not model_json.is_file():
+            raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
+        model_sha = _sha256(model_json)
+    out = Path(config.out)
+    record = {
+        "tool": "fiji-consensus",
+        "command": "predict",
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "model_sha256": model_sha,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }
+    _prepare_out(out, record, overwrite=config.overwrite)
+    return images, model_json, out, record
+
+
+def _package_run(config: PredictConfig) -> bool:
+    """Whether ``config.model`` names bioimage.io packages (else one ensemble folder); a mix is an error."""
+    from .zoo import is_package
+
+    kinds = [is_package(m) for m in config.models]
+    if any(kinds) and not all(kinds):
+        raise ValueError(
+            f"--model mixes bioimage.io packages and ensemble folders ({[str(m) for m in config.models]}); "
+            "give one ensemble folder, or one or several packages"
+        )
+    if len(kinds) > 1 and not all(kinds):
+        raise ValueError("several models must all be bioimage.io packages (.zip); give one ensemble folder")
+    return all(kinds)
+
+
+def _models_sha256(models: list[Path]) -> str:
+    """SHA-256 of a package file, or of the packages' hashes joined (folders: of their rdf.yaml)."""
+    from .zoo import _package_source
+
+    hashes = [_sha256(_package_source(Path(m))) for m in models]
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256(",".join(hashes).encode()).hexdigest()
+
+
+def _load_model(config: PredictConfig, model_json: Path) -> list[Any]:
+    """The bioimage.io packages of ``config.model``, loaded (fiji_consensus.zoo.load_package)."""
+    from .zoo import load_package
+
+    device = "cuda" if config.device.startswith("cuda") else "cpu"
+    pkgs = [load_package(m, device=device) for m in config.models]
+    for p in pkgs:
+        logger.info("package %s: %s weights%s", p.name, p.weight_format,
+                    " (runs the package's Python code)" if p.executes_code else "")
+    return pkgs
+
+
+#: Output files of one image: (subfolder, suffix), named ``<subfolder>/<id><suffix>``.
+_IMAGE_FILES = (
+    ("probability", ".tif"), ("uncertainty", ".tif"), ("labels", ".tif"), ("rois", ".zip"),
+    ("overlays", ".tif"), ("objects", ".csv"), (_PER_IMAGE, ".json"),
+)
+
+
+def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
+    """Delete the temporary files (``.<name>.XXXXXXXX.part``, see :mod:`fiji_consensus._atomic`) that a
+    killed process left while writing the outputs of ``image_id``; returns them."""
+    removed = []
+    for sub, suffix in _IMAGE_FILES:
+        d = out / sub
+        if d.is_dir():
+            for f in d.glob(f".{glob.escape(image_id + suffix)}.{'?' * 8}.part"):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
+
+
+def _run_image(
+    ens: Any, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Predict one image unless it is done: ``("predicted" | "skipped", per-image record)`` or
+    ``("failed", {"image", "path", "error"})`` for an :class:`ImageInputError`; other errors propagate.
+
+    One task of a run: the sequential loop and the Dask workers call it alike.
+    """
+    marker = out / _PER_IMAGE / f"{image_id}.json"
+    if marker.is_file() and not config.overwrite:
+        try:
+            return "skipped", fio.read_json(marker)
+        except ValueError:  # a damaged marker: predict again
+            logger.warning("%s is damaged; predicting %s again", marker, image_id)
+    stale = _remove_partial_files(out, image_id)
+    if stale:
+        logger.info("removed %d temporary file(s) of an interrupted write of %s", len(stale), image_id)
+    try:
+        return "predicted", _predict_one(ens, image_id, path, config, out, progress=progress)
+    except ImageInputError as exc:
+        logger.error("image %s skipped: %s", image_id, exc)
+        return "failed", {"image": image_id, "path": str(path), "error": str(exc)}
 
 
 _IMAGE_COLS = [
@@ -455,7 +569,8 @@ def _finish(
         "ok": not failed,
         "command": "predict",
         "out": str(out.resolve()),
-        "model": str(Path(config.model).resolve()),
+        "model": (str(Path(config.model).resolve()) if not isinstance(config.model, list)
+                  else [str(Path(m).resolve()) for m in config.model]),
         "measure": config.uncertainty,
         "tta": config.tta,
         "n_images": len(images),

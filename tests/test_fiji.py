@@ -1,9 +1,11 @@
 """The Java door (fiji.py) in real ImageJ 1.53t: in-process JPype + ij.jar, headless.
 
 One JVM per process: in-process tests share the session fixture ``ij``; tests that configure a JVM run in a
-subprocess of their own. The pyimagej path cannot start here (no Fiji, no Maven): its argument handling and
-ordering are tested with stand-ins for the *Python* packages scyjava/imagej whose ``init`` starts a real
-JVM with a real ij.jar, so the ImageJ side is never mocked.
+subprocess of their own. The pyimagej path cannot finish here: no Fiji (ImageJ2) can be installed offline. It
+is tested twice: with the real scyjava and pyimagej on a fake Fiji.app holding the real ij.jar (pyimagej starts
+the JVM, then fails for want of ImageJ2, as it must), and, to see what happens after ``imagej.init`` returns,
+with a stand-in ``imagej`` module whose ``init`` only records how it was called and starts a real JVM with
+the real ij.jar (acceptable here because no Fiji can start offline; the ImageJ side is never mocked).
 """
 
 from __future__ import annotations
@@ -145,13 +147,62 @@ def test_pyimagej_path_without_pyimagej_names_the_extra_and_starts_nothing(tmp_p
     assert "JVM False" in r.stdout
 
 
+def _fake_fiji_app(root: Path, ij_jar: str, *, imglyb: bool) -> Path:
+    """A Fiji.app folder with the real ij.jar (and an empty imglib2-imglyb jar): all that can exist offline."""
+    import zipfile
+
+    app = root / "Fiji app \u00e9" / "Fiji.app"
+    (app / "jars").mkdir(parents=True)
+    (app / "plugins").mkdir()
+    shutil.copyfile(ij_jar, app / "jars" / "ij-1.53t.jar")
+    if imglyb:
+        with zipfile.ZipFile(app / "jars" / "imglib2-imglyb-1.1.0.jar", "w") as z:
+            z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    return app
+
+
 @pytest.mark.imagej
-def test_pyimagej_path_order_and_shared_code(ij_jar, tmp_path):
+def test_pyimagej_path_with_the_real_pyimagej(ij_jar, tmp_path):
+    """The real scyjava and pyimagej on a Fiji.app: no JDK download (fetch='auto' with JAVA_HOME), nothing
+    resolved from Maven (imglyb's helper jar comes from the Fiji.app), no JVM before imagej.init, which
+    starts it with the Fiji.app's jars; without ImageJ2 it then fails, and connect says so clearly."""
+    pytest.importorskip("imagej", reason="pyimagej is in the test extra: pip install -e '.[test]'")
+    app = _fake_fiji_app(tmp_path, ij_jar, imglyb=True)
+    r = _run_py(f"""
+        import sys, jpype
+        from fiji_consensus import fiji
+        import imagej
+        calls = []
+        real_init = imagej.init
+        def init(*args, **kw):
+            import scyjava.config as c
+            calls.append((args, kw, jpype.isJVMStarted(), c.get_fetch_java(), list(c.endpoints)))
+            return real_init(*args, **kw)
+        imagej.init = init   # a recorder around the real init
+        try:
+            fiji.connect(fiji_dir={str(app)!r}, headless=True)
+        except RuntimeError as e:
+            print("ERROR", e)
+            print("CAUSE", type(e.__cause__).__name__)
+        (args, kw, jvm_before, fetch, endpoints), = calls
+        print("INIT", args, kw, jvm_before, fetch, endpoints)
+        cp = str(jpype.JClass("java.lang.System").getProperty("java.class.path"))
+        print("CLASSPATH_HAS_FIJI_IJ", {str(app / "jars" / "ij-1.53t.jar")!r} in cp)
+        print("CONNECTION", fiji.connection())
+    """, env={"JAVA_HOME": ""}, timeout=120)
+    out = r.stdout + r.stderr
+    assert f"INIT ({str(app)!r},) {{'mode': 'headless'}} False auto []" in r.stdout, out
+    assert "ERROR pyimagej could not start Fiji from" in r.stdout and "net.imglib2.python.Helpers" in r.stdout, out
+    assert "CAUSE" in r.stdout and "ConnectionError" not in out and "maven" not in r.stdout.lower(), out
+    assert "CLASSPATH_HAS_FIJI_IJ True" in r.stdout and "CONNECTION None" in r.stdout, out
+
+
+@pytest.mark.imagej
+@pytest.mark.parametrize("headless", [True, False])
+def test_pyimagej_path_order_and_shared_code(ij_jar, tmp_path, headless):
     """connect(fiji_dir) sets scyjava up, then calls imagej.init with no ij.* class loaded; afterwards the
     ImageJ1 code path works unchanged on the JVM that init started (with the Fiji.app's real ij jar)."""
-    app = tmp_path / "Fiji app é" / "Fiji.app"
-    (app / "jars").mkdir(parents=True)
-    shutil.copyfile(ij_jar, app / "jars" / "ij-1.53t.jar")
+    app = _fake_fiji_app(tmp_path, ij_jar, imglyb=False)
     stubs = tmp_path / "stubs"
     (stubs / "scyjava").mkdir(parents=True)
     (stubs / "scyjava" / "__init__.py").write_text("")
@@ -168,30 +219,37 @@ def test_pyimagej_path_order_and_shared_code(ij_jar, tmp_path):
             py = object()
             def __init__(self, headless): self._ui = _UI(headless)
             def ui(self): return self._ui
+        MODES = []
         def init(ij_dir, mode="headless"):
             assert not jpype.isJVMStarted(), "the JVM (and so ij.* classes) must not exist before imagej.init"
             assert scyjava.config.CALLS == [{"fetch": "auto"}], scyjava.config.CALLS
             assert os.environ.get("JAVA_HOME"), "JAVA_HOME must be set"
+            MODES.append(mode)
             jars = glob.glob(os.path.join(ij_dir, "jars", "*.jar"))
             jpype.startJVM("-Djava.awt.headless=true", classpath=jars, convertStrings=False)
             return Gateway(mode == "headless")
     """))
     r = _run_py(f"""
-        import numpy as np
+        import numpy as np, imagej
         from fiji_consensus import fiji
-        c = fiji.connect(fiji_dir={str(app)!r}, headless=True)
-        print("KIND", c.kind, c.headless, c.version)
+        c = fiji.connect(fiji_dir={str(app)!r}, headless={headless})
+        print("KIND", c.kind, c.headless, c.version, imagej.MODES)
         a = np.arange(12, dtype=np.float32).reshape(3, 4)
         print("ROUNDTRIP", np.array_equal(fiji.from_imageplus(fiji.to_imageplus(a)), a))
-        print("SAME", fiji.connect() is c)
+        print("SAME", fiji.connect() is c, fiji.connect(c.gateway) is c)
         try:
             fiji.connect(ij_jar={ij_jar!r})
         except RuntimeError as e:
             print("SWITCH", e)
+        other = imagej.Gateway(True)        # a gateway from the user's own imagej.init (napari-imagej)
+        c2 = fiji.connect(other)
+        print("GATEWAY", c2.kind, c2.gateway is other, c2.headless, fiji.connection() is c2)
     """, env={"PYTHONPATH": f"{stubs}{os.pathsep}{REPO}"})
-    assert "KIND pyimagej True 1.53t" in r.stdout, r.stdout + r.stderr
-    assert "ROUNDTRIP True" in r.stdout and "SAME True" in r.stdout
+    mode = "headless" if headless else "interactive"
+    assert f"KIND pyimagej {headless} 1.53t99 ['{mode}']" in r.stdout, r.stdout + r.stderr
+    assert "ROUNDTRIP True" in r.stdout and "SAME True True" in r.stdout
     assert "SWITCH already connected" in r.stdout
+    assert "GATEWAY pyimagej True True True" in r.stdout
 
 
 @pytest.mark.imagej
@@ -340,6 +398,136 @@ def test_roi_bytes_roundtrip(ij):
         fiji.to_java_roi("not a roi")
 
 
+def _java_roi_zoo():
+    """ROIs of most ImageJ kinds, made by ImageJ's own classes, with names, colours, positions and groups."""
+    import jpype
+
+    J = jpype.JClass
+    JF, JI = jpype.JArray(jpype.JFloat), jpype.JArray(jpype.JInt)
+    Roi, PolygonRoi, ShapeRoi, Color = J("ij.gui.Roi"), J("ij.gui.PolygonRoi"), J("ij.gui.ShapeRoi"), J("java.awt.Color")
+    FloatPolygon = J("ij.process.FloatPolygon")
+    zoo = [
+        Roi(3, 4, 20, 10), Roi(3, 4, 20, 10, 6), J("ij.gui.OvalRoi")(5, 6, 12, 9),
+        PolygonRoi(FloatPolygon(JF([1.5, 30.25, 12.0]), JF([2.0, 5.5, 28.75])), Roi.POLYGON),
+        PolygonRoi(JI([1, 30, 12, 4]), JI([2, 5, 28, 20]), 4, Roi.POLYLINE),
+        PolygonRoi(JI([1, 9, 9, 1]), JI([1, 1, 9, 9]), 4, Roi.TRACED_ROI),
+        PolygonRoi(FloatPolygon(JF([1.0, 9.0, 5.0]), JF([1.0, 1.0, 7.0])), Roi.FREEROI),
+        J("ij.gui.Line")(1.5, 2.5, 20.25, 10.0), J("ij.gui.Arrow")(1.0, 2.0, 20.0, 10.0),
+        J("ij.gui.PointRoi")(JI([3, 8, 20]), JI([4, 9, 2]), 3), J("ij.gui.TextRoi")(5, 5, "text \u00e9"),
+        J("ij.gui.EllipseRoi")(1.0, 1.0, 20.0, 10.0, 0.5),
+        ShapeRoi(Roi(0, 0, 12, 12)).xor(ShapeRoi(Roi(3, 3, 4, 4))),
+    ]
+    for k, j in enumerate(zoo):
+        j.setName(f"expert \u00e9 {k}:{k + 1:04d}")
+        j.setStrokeColor(Color(10 * k, 200, 30, 255 - k))
+        if k % 3 == 0:
+            j.setFillColor(Color(1, 2, 3, 40))
+        if k in (1, 5):  # (a point ROI's stroke width is its marker size: left alone)
+            j.setStrokeWidth(2.5)
+        if k % 2:
+            j.setPosition(1 + k % 2, 2, 3)
+        else:
+            j.setPosition(k + 1)
+        j.setProperty("expert", f"E{k}")
+    zoo[5].setGroup(3)
+    return zoo
+
+
+@pytest.mark.imagej
+def test_fast_roi_bytes_are_roifile_bytes(ij, sample_crop):
+    """pull/push read and write ROI bytes without roifile's slow general code for the common kinds: every
+    field must be what roifile gives (and anything else must go through roifile)."""
+    import jpype
+
+    codec = fiji._codec()
+    assert codec is not None, "the fast ROI codec disagrees with the installed roifile"
+    experts, _, masks = sample_crop
+    jzoo = _java_roi_zoo()
+    enc = jpype.JClass("ij.io.RoiEncoder").saveAsByteArray
+    java_bytes = [bytes(memoryview(enc(j))) for j in jzoo]
+    # one stream for all ROIs gives the same bytes as one RoiEncoder call per ROI
+    assert fiji._java_rois_to_bytes(jzoo) == java_bytes
+    blobs = java_bytes + [r.tobytes() for r in rois.labels_to_rois(matching.label_objects(masks[0]))]
+    fast = 0
+    for b in blobs:
+        ref = roifile.ImagejRoi.frombytes(b)
+        mine = codec.frombytes(b)
+        if mine is not None:
+            fast += 1
+            assert fiji._same_roi(mine, ref), ref
+        again = codec.tobytes(ref, **fiji._own_style(ref))
+        assert again is None or again == ref.tobytes(), ref
+    # the kinds pushed and pulled most (polygons, traced outlines, composite shapes, rectangles, ovals) are fast
+    assert fast >= len(blobs) - 6
+    assert [r.name for r in fiji._rois_from_bytes(java_bytes)] == [str(j.getName()) for j in jzoo]
+
+
+@pytest.mark.imagej
+def test_push_pull_keep_every_roi_field(ij, monkeypatch):
+    """Names, colours, stroke widths, positions, groups and properties of ImageJ's own ROIs survive
+    pull -> push -> pull exactly, and push gives the same ROIs with and without the fast ROI codec."""
+    import jpype
+
+    jzoo = _java_roi_zoo()
+    imp = fiji.to_imageplus(np.zeros((40, 40), np.uint8))
+    ov = jpype.JClass("ij.gui.Overlay")()
+    for j in jzoo:
+        ov.add(j)
+    imp.setOverlay(ov)
+    first = fiji.pull_rois(imp)
+    assert len(first) == len(jzoo)
+    target = fiji.to_imageplus(np.zeros((40, 40), np.uint8))
+    fiji.push_rois(target, first)
+    again = fiji.pull_rois(target)
+    # (ImageJ itself may add subpixel bounds to a decoded TextRoi, index 10: compared by name and text)
+    assert [r.tobytes() for k, r in enumerate(again) if k != 10] == [r.tobytes() for k, r in enumerate(first)
+                                                                      if k != 10]
+    assert (again[10].name, again[10].text) == (first[10].name, first[10].text)
+    assert (first[10].name, first[10].text.rstrip("\n")) == (str(jzoo[10].getName()), "text \u00e9")
+    for k, (r, j) in enumerate(zip(first, jzoo)):
+        assert r.name == str(j.getName()) and r.properties == {"expert": f"E{k}"}
+        assert r.group == int(j.getGroup())
+        if k % 2:
+            assert (r.c_position, r.z_position, r.t_position) == (2, 2, 3)
+        elif k not in (9, 10):  # (ImageJ keeps no plain position for point and text ROIs here)
+            assert r.position == k + 1, k
+        if k != 5:  # (a group sets the stroke colour from a LUT that plain ImageJ lacks)
+            c = j.getStrokeColor()
+            assert r.stroke_color == bytes([c.getAlpha(), c.getRed(), c.getGreen(), c.getBlue()]), k
+    assert first[1].float_stroke_width == 2.5 and first[5].group == 3
+    styled = dict(name_prefix="B:", stroke_color="#80112233", fill_color=(1, 2, 3), stroke_width=1.5,
+                  properties={"expert": "B", "score": 0.5}, replace=True)
+    fiji.push_rois(target, first, **styled)
+    with_codec = [r.tobytes() for r in fiji.pull_rois(target)]
+    monkeypatch.setattr(fiji, "_codec", lambda: None)
+    fiji.push_rois(target, first, **styled)
+    assert [r.tobytes() for r in fiji.pull_rois(target)] == with_codec
+    b = roifile.ImagejRoi.frombytes(with_codec[0])
+    assert b.name == "B:" + first[0].name and b.stroke_color == bytes.fromhex("80112233")
+    assert b.fill_color == bytes.fromhex("FF010203") and b.float_stroke_width == 1.5
+    assert b.properties == {"expert": "B", "score": 0.5}
+    # a group (ImageJ then strokes the ROI in the group's colour)
+    fiji.push_rois(target, first[:3], group=9, replace=True)
+    assert [r.group for r in fiji.pull_rois(target)] == [9, 9, 9]
+
+
+@pytest.mark.imagej
+def test_fast_roi_codec_turns_itself_off_when_roifile_differs(ij, monkeypatch):
+    fiji._codec.cache_clear()
+    try:
+        monkeypatch.setattr(fiji._Codec, "frombytes", lambda self, data: None)
+        assert fiji._codec() is None
+        imp = fiji.to_imageplus(np.zeros((20, 20), np.uint8))
+        lab = np.zeros((20, 20), np.int32)
+        lab[2:6, 3:9] = 1
+        fiji.push_labels(imp, lab, name_prefix="A:")
+        assert [r.name for r in fiji.pull_rois(imp)] == ["A:0001"]
+    finally:
+        monkeypatch.undo()
+        fiji._codec.cache_clear()
+    assert fiji._codec() is not None
+
+
 @pytest.mark.imagej
 def test_pulled_rois_equal_the_file_rois(ij, sample_crop, tmp_path):
     experts, image, masks = sample_crop
@@ -473,7 +661,11 @@ def test_consensus_in_one_call(ij, sample_crop):
 
 @pytest.mark.imagej
 def test_predict_with_a_callable_ensemble(ij, sample_crop):
-    _, image, _ = sample_crop
+    """Objects named and coloured as `fiji-consensus predict` writes them, on the measure's absolute scale."""
+    from fiji_consensus import instances, uncertainty
+    from fiji_consensus.predict import uncertainty_color
+
+    experts, image, masks = sample_crop
     imp = fiji.to_imageplus(image)
     x = image.astype(np.float32) / 255.0
 
@@ -481,24 +673,49 @@ def test_predict_with_a_callable_ensemble(ij, sample_crop):
         base = img / 255.0
         return np.stack([base, np.clip(base * 1.5, 0, 1), np.sqrt(base)])
 
-    out, res = fiji.predict(imp, ensemble, threshold=0.3, min_size=20, return_result=True)
     members = np.stack([x, np.clip(x * 1.5, 0, 1), np.sqrt(x)])
-    assert np.allclose(res["probability"], members.mean(0), atol=1e-6)
-    assert np.allclose(res["uncertainty"], members.std(0), atol=1e-6)
-    pulled = fiji.pull_rois(imp)
-    assert len(pulled) == res["labels"].max() > 0
-    for r in pulled:
-        k = int(r.name.split(":")[1])
-        assert r.name.startswith("prediction:")
-        assert np.isclose(float(r.properties["uncertainty"]), res["object_uncertainty"][k - 1], atol=1e-4)
-        assert r.stroke_color == bytes.fromhex("FF" + fiji._ramp(res["object_uncertainty"][k - 1] / 0.5)[1:])
+    stats = uncertainty.ensemble_statistics(members)
+    colours = {}
+    for measure in ("entropy", "std"):
+        out, res = fiji.predict(imp, ensemble, threshold=0.3, min_size=20, measure=measure, return_result=True)
+        assert out is imp and res["measure"] == measure
+        assert np.allclose(res["probability"], stats["mean"], atol=1e-6)
+        assert np.allclose(res["uncertainty"], stats[measure], atol=1e-6)
+        expected = instances.label_instances(stats["mean"], threshold=0.3, min_size=20)
+        assert np.array_equal(res["labels"], expected) and expected.max() > 3
+        pulled = fiji.pull_rois(imp)
+        assert len(pulled) == expected.max() == len(res["objects"])
+        for r, row in zip(pulled, res["objects"]):
+            u = row["mean_uncertainty"]
+            assert r.name == f"prediction:{row['id']:04d}_u{u:.3f}"
+            assert r.stroke_color == bytes.fromhex("FF" + uncertainty_color(u, measure)[1:])
+            assert np.isclose(float(r.properties["uncertainty"]), u, atol=1e-4)
+        # ImageJ fills each outline exactly as the object
+        assert np.array_equal(fiji.rasterize(pulled, image.shape), expected)
+        colours[measure] = {r.stroke_color for r in pulled}
+    assert len(colours["entropy"]) > 2  # stroked by uncertainty, not one colour
+    # added to a consensus overlay, the predictions are not taken for an expert
+    fiji.push_consensus(imp, None, {e: masks[k] for k, e in enumerate(experts)})
+    fiji.predict(imp, ensemble, threshold=0.3, min_size=20, replace=False)
+    _, cres = fiji.consensus(imp, return_result=True)
+    assert cres["experts"] == experts
     with pytest.raises(ValueError, match="model must return"):
         fiji.predict(imp, lambda im: im[:10])
     with pytest.raises(TypeError, match="model must be"):
         fiji.predict(imp, 42)
-    pimp = fiji.probability_image(res["probability"], res["uncertainty"])
-    assert pimp.getNChannels() == 2 and pimp.isComposite()
-    assert np.allclose(fiji.from_imageplus(pimp), np.stack([res["probability"], res["uncertainty"]]))
+    with pytest.raises(ValueError, match="measure must be one of"):
+        fiji.predict(imp, ensemble, measure="variance")
+    # probability and uncertainty as channels with the CLI's LUTs and absolute display ranges
+    pimp = fiji.probability_image(res["probability"], res["uncertainty"], image=image, measure="std")
+    assert pimp.getNChannels() == 3 and pimp.isComposite()
+    assert np.allclose(fiji.from_imageplus(pimp), np.stack([image, res["probability"], res["uncertainty"]]))
+    luts = pimp.getLuts()
+    assert (luts[1].min, luts[1].max, luts[2].min, luts[2].max) == (0.0, 1.0, 0.0, 0.5)
+    def rgb(lut, i):
+        return tuple(int(b) & 0xFF for b in (lut.getBytes()[i], lut.getBytes()[256 + i], lut.getBytes()[512 + i]))
+
+    assert [rgb(luts[2], 0), rgb(luts[2], 255)] == [(0, 255, 255), (255, 0, 0)]  # cyan certain .. red uncertain
+    assert rgb(luts[1], 255) == (0, 255, 0) and rgb(luts[0], 255) == (255, 255, 255)
 
 
 @pytest.mark.imagej

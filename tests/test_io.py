@@ -190,3 +190,25 @@ def test_intensity_image_given_as_annotation_is_refused(tmp_path):
     lp = tmp_path / "labels.tif"
     tifffile.imwrite(lp, labels)
     np.testing.assert_array_equal(io.read_annotation(lp, (64, 64)), labels.astype(np.int32))
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    """Results are readable like files written with open() (mkstemp alone would leave them 0600)."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        import importlib
+
+        import fiji_consensus._atomic as at
+
+        importlib.reload(at)  # the module reads the umask once, at import
+        with at.atomic_path(tmp_path / "r.csv") as tmp:
+            tmp.write_text("x")
+        assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "r.csv", 0o640)
+        with at.atomic_path(tmp_path / "r.csv", overwrite=True) as tmp:
+            tmp.write_text("y")
+        assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)

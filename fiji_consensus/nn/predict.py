@@ -376,6 +376,21 @@ def predict(
     ens = _check_ensemble(ensemble)
     if measure not in _unc.MEASURES:
         raise ValueError(f"measure must be one of {_unc.MEASURES}; got {measure!r}")
+    arr, template = _image_2d(image, channel)
+    thr = float(ens.threshold if threshold is None else threshold)
+    if min_size is None:
+        min_size = int((ens.metadata.get("training") or {}).get("min_size", 0) or 0)
+    stack = predict_stack(ens, arr, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+    stats = _unc.ensemble_statistics(stack)
+    prob = stats.pop("mean")
+    return _assemble_prediction(
+        prob, stats, arr, template, threshold=thr, min_size=int(min_size), split=split, measure=measure,
+        views=resolve_views(tta), n_members=len(ens.members), stack=stack if keep_stack else None,
+    )
+
+
+def _image_2d(image: Any, channel: int | None) -> tuple[np.ndarray, Any]:
+    """``(2-D array, DataArray template or None)`` of a numpy/xarray image and an optional channel."""
     template = None
     if _is_dataarray(image):
         arr, template = _from_dataarray(image, channel)
@@ -396,17 +411,29 @@ def predict(
                 f"image must be 2-D (Y, X); got shape {arr.shape}. For a (C, Y, X) multi-channel image pass "
                 "channel=; 3-D stacks are not supported yet"
             )
-    thr = float(ens.threshold if threshold is None else threshold)
-    if min_size is None:
-        min_size = int((ens.metadata.get("training") or {}).get("min_size", 0) or 0)
-    stack = predict_stack(ens, arr, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
-    stats = _unc.ensemble_statistics(stack)
-    prob = stats.pop("mean")
+    return arr, template
+
+
+def _assemble_prediction(
+    prob: np.ndarray,
+    stats: dict[str, np.ndarray],
+    arr: np.ndarray,
+    template: Any,
+    *,
+    threshold: float,
+    min_size: int,
+    split: str,
+    measure: str,
+    views: tuple[str, ...],
+    n_members: int,
+    stack: np.ndarray | None,
+) -> Prediction:
+    """Objects, QA score and the :class:`Prediction` from a mean probability and the uncertainty maps
+    (shared by ensembles and bioimage.io packages, :func:`fiji_consensus.zoo.predict_packages`)."""
     unc = stats[measure]
-    labels = _instances.label_instances(prob, threshold=thr, min_size=int(min_size), split=split)
+    labels = _instances.label_instances(prob, threshold=threshold, min_size=int(min_size), split=split)
     objects = _instances.object_table(labels, image=arr, probability=prob, uncertainty=unc)
-    qa = _unc.qa_score(unc, prob, threshold=thr)
-    views = resolve_views(tta)
+    qa = _unc.qa_score(unc, prob, threshold=threshold)
     if template is not None:
         prob_o = _to_dataarray(prob, template, "probability")
         unc_o = _to_dataarray(unc, template, "uncertainty")
@@ -422,10 +449,10 @@ def predict(
         objects=objects,
         qa_score=qa,
         measure=measure,
-        threshold=thr,
-        views=views,
-        n_members=len(ens.members),
-        stack=stack if keep_stack else None,
+        threshold=threshold,
+        views=tuple(views),
+        n_members=n_members,
+        stack=stack,
     )
 
 

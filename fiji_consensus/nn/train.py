@@ -21,6 +21,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ __all__ = [
     "TrainConfig",
     "AugmentOptions",
     "train_ensemble",
+    "train_member",
+    "TrainingPlan",
     "make_splits",
     "masked_bce_dice_loss",
     "member_seeds",
@@ -558,6 +561,58 @@ def _train_member(
 # --------------------------------------------------------------------------------------------- ensemble
 
 
+@dataclass
+class TrainingPlan:
+    """Everything a member of one training run needs, prepared once by :func:`train_ensemble`.
+
+    Picklable, so that members can be trained elsewhere (:func:`train_member` on a Dask worker).
+    """
+
+    config: TrainConfig
+    out: Path
+    splits: list[tuple[list[str], list[str]]]
+    seeds: list[int]
+    fingerprint: str
+    resume: bool
+    arch: dict[str, Any]
+    prepared: dict[str, TrainingImage] = field(repr=False)
+    val_images: dict[str, _ValImage] = field(repr=False)
+
+
+def train_member(
+    plan: TrainingPlan,
+    index: int,
+    *,
+    progress: bool = False,
+    callback: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or return the finished) member ``index`` of ``plan``; returns its result.
+
+    Writes ``member_<index>.pt``, its log and checkpoints into ``plan.out``. Member ``k`` depends only on
+    the plan and ``k`` (its split and seed), so members can be trained in any order or in parallel, in
+    separate processes, with identical weights on CPUs (given the same number of torch threads). The
+    caller sets torch's threads.
+    """
+    c = plan.config
+    k = int(index)
+    if not 0 <= k < len(plan.splits):
+        raise ValueError(f"index must be in 0..{len(plan.splits) - 1}; got {index}")
+    train_ids, val_ids = plan.splits[k]
+    budget = None
+    if c.max_minutes is not None:
+        budget = c.max_minutes * 60.0 / c.members
+    log.info("member %d/%d: %d training, %d validation images, seed %d", k + 1, c.members,
+             len(train_ids), len(val_ids), plan.seeds[k])
+    res = _train_member(
+        k, seed=plan.seeds[k], train=[plan.prepared[i] for i in train_ids],
+        val=[plan.val_images[i] for i in val_ids], c=c, arch=plan.arch, device=_resolve_device(c.device),
+        out=plan.out, fingerprint=plan.fingerprint, resume=plan.resume, budget_s=budget, progress=progress,
+        callback=callback,
+    )
+    res["train_ids"], res["val_ids"] = list(train_ids), list(val_ids)
+    return res
+
+
 def train_ensemble(
     images: list[np.ndarray],
     targets: list[np.ndarray],
@@ -572,6 +627,7 @@ def train_ensemble(
     progress: bool = False,
     resume: bool = True,
     callback: Callable[..., Any] | None = None,
+    member_runner: Callable[[TrainingPlan, list[int]], Sequence[dict[str, Any]]] | None = None,
 ) -> dict:
     """Train a U-Net ensemble on (consensus) targets and write it to ``out_dir``.
 
@@ -604,6 +660,11 @@ def train_ensemble(
     callback : callable, optional
         Called as ``callback(member=k, iteration=i, loss=x)`` after every iteration (and after that
         iteration's checkpoint); an exception raised there interrupts training (resumable).
+    member_runner : callable, optional
+        ``member_runner(plan, indices)`` trains the members ``indices`` of a :class:`TrainingPlan` and
+        returns their results in that order, each from :func:`train_member` (default: one after the
+        other in this process; :func:`fiji_consensus.distributed.train_members` trains them in parallel on
+        Dask, giving the same members bit for bit on CPUs with the same ``threads``).
 
     Returns
     -------
@@ -696,22 +757,23 @@ def train_ensemble(
                     name: float(roi_f1(val_images[iid].reference, masks[j], min_size=config.min_size, ignore=igns[j]))
                     for name, masks in experts.items()
                 }
-        results = []
-        for k, ((train_ids, val_ids), seed) in enumerate(zip(splits, seeds)):
+        for k, (train_ids, _) in enumerate(splits):
             if not any(float(prepared[i].target.max()) > 0 for i in train_ids):
                 raise ValueError(f"member {k}: its training images {sorted(set(train_ids))[:8]} hold no foreground")
-            budget = None
-            if config.max_minutes is not None:
-                budget = config.max_minutes * 60.0 / config.members
-            log.info("member %d/%d: %d training, %d validation images, seed %d", k + 1, config.members,
-                     len(train_ids), len(val_ids), seed)
-            res = _train_member(
-                k, seed=seed, train=[prepared[i] for i in train_ids], val=[val_images[i] for i in val_ids],
-                c=config, arch=arch, device=device, out=out, fingerprint=fp, resume=resume, budget_s=budget,
-                progress=progress, callback=callback,
-            )
-            res["train_ids"], res["val_ids"] = list(train_ids), list(val_ids)
-            results.append(res)
+        plan = TrainingPlan(
+            config=config, out=out, splits=[(list(t), list(v)) for t, v in splits], seeds=list(seeds),
+            fingerprint=fp, resume=resume, arch=arch, prepared=prepared, val_images=val_images,
+        )
+        indices = list(range(config.members))
+        if member_runner is None:
+            results = [train_member(plan, k, progress=progress, callback=callback) for k in indices]
+        else:
+            results = [dict(r) for r in member_runner(plan, indices)]
+            if [r.get("index") for r in results] != indices:
+                raise RuntimeError(
+                    f"member_runner must return one result per member in order {indices}; got "
+                    f"{[r.get('index') for r in results]}"
+                )
         # selection (paper rule)
         selection: dict[str, Any] = {"rule": "paper" if config.paper_selection else "none"}
         for res in results:

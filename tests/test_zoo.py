@@ -1,0 +1,531 @@
+"""bioimage.io packaging and running packages, on a tiny ensemble trained on crops of the bundled real sample.
+
+The ensemble is trained for real (train_ensemble, seconds), packaged with every weight format, and checked
+with bioimageio.core's own test (offline), against our own prediction, and against packages broken on
+purpose. Foreign packages are built with bioimageio.spec's API around small torchscript networks.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("bioimageio.core")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import imageio.v3 as iio  # noqa: E402
+import tifffile  # noqa: E402
+import yaml  # noqa: E402
+
+from fiji_consensus import uncertainty as U  # noqa: E402
+from fiji_consensus import zoo  # noqa: E402
+from fiji_consensus.cli import main  # noqa: E402
+from fiji_consensus.config import PackageConfig, PredictConfig  # noqa: E402
+from fiji_consensus.nn.ensemble import load_ensemble  # noqa: E402
+from fiji_consensus.nn.ensemble_net import EnsembleNet, architecture_source  # noqa: E402
+from fiji_consensus.nn.predict import VIEWS, EnsemblePredictor, predict  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[1] / "fiji_consensus" / "data" / "segebarth2020_wue1"
+WINDOWS = {"0001": (320, 384), "0015": (320, 320), "0062": (704, 384), "0076": (64, 384), "0092": (832, 576)}
+EXPERTS = ["expert_1", "expert_2", "expert_3", "expert_4", "expert_5"]
+#: package (bioimageio.core, tiled) vs our predict (predict_tiled): measured max |difference| about 2e-7
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)
+
+
+def _mask(path: Path) -> np.ndarray:
+    m = iio.imread(path)
+    return (m[..., 0] if m.ndim == 3 else m) > 0
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(tmp_path_factory, shared_data):
+    """A 2-member depth-2 ensemble trained on 96 px windows of the five bundled images, with real
+    held-out scores on two 256 px crops of lab-mue (another lab)."""
+    from fiji_consensus.metrics import dice, roi_f1
+    from fiji_consensus.nn.train import TrainConfig, train_ensemble
+
+    torch.set_num_threads(1)
+    images, targets, ids = [], [], []
+    for iid, (y, x) in WINDOWS.items():
+        win = np.s_[y : y + 96, x : x + 96]
+        ids.append(iid)
+        images.append(iio.imread(SAMPLE / "images" / f"{iid}.png")[win])
+        targets.append(_mask(SAMPLE / "labels" / "est_GT" / f"{iid}_cFOS.png")[win].astype(np.float32))
+    out = tmp_path_factory.mktemp("zoo") / "tiny-wue1"
+    cfg = TrainConfig(members=2, depth=2, base_channels=8, patch_size=48, batch_size=4, iterations=16,
+                      validate_every=8, checkpoint_every=50, min_size=10, seed=0, device="cpu", threads=1)
+    train_ensemble(images, targets, out, cfg, image_ids=ids,
+                   provenance={"lab": "lab-wue1 (bundled crops)", "consensus": "est_GT", "experts": EXPERTS})
+    ens = load_ensemble(out)
+    mue = shared_data / "lab-mue"
+    means: dict[str, dict[str, list[float]]] = {}
+    for iid in sorted(p.stem for p in (mue / "images").glob("*.png"))[:2]:
+        win = np.s_[256:512, 256:512]
+        img = iio.imread(mue / "images" / f"{iid}.png")[win]
+        gt = _mask(mue / "labels" / "est_GT" / f"{iid}_cFOS.png")[win]
+        pred = ens.predict(img) > ens.threshold
+        cands = {"ensemble": pred, **{f"member {k}": p > 0.5 for k, p in zip(ens.indices, ens.predict_members(img))}}
+        for e in sorted(p.name for p in (mue / "labels").iterdir() if p.name.startswith("expert")):
+            cands[e] = _mask(mue / "labels" / e / f"{iid}_cFOS.png")[win]
+        for name, m in cands.items():
+            r = means.setdefault(name, {"roi_f1": [], "dice": []})
+            r["roi_f1"].append(roi_f1(gt, m, min_size=30))
+            r["dice"].append(dice(gt, m))
+    val = {"labs": {"lab-mue": {"images": 2, "means": {n: {k: float(np.nanmean(v)) for k, v in r.items()}
+                                                        for n, r in means.items()}}}}
+    (out / "validation.json").write_text(json.dumps(val))
+    return out
+
+
+@pytest.fixture(scope="module")
+def package(ensemble_dir, tmp_path_factory):
+    """The ensemble packaged with all weight formats, flips inside, entropy; its model card beside it."""
+    d = tmp_path_factory.mktemp("pkg")
+    summary = zoo.package_ensemble(ensemble_dir, d / "tiny-wue1.zip", name="tiny wue1 ensemble", tile=128,
+                                   card=d / "README.md", description="Tiny test ensemble.")
+    return d / "tiny-wue1.zip", summary
+
+
+@pytest.fixture(scope="module")
+def package_std(ensemble_dir, tmp_path_factory):
+    """The same ensemble without views and with the member standard deviation as uncertainty (onnx)."""
+    d = tmp_path_factory.mktemp("pkg_std")
+    zoo.package_ensemble(ensemble_dir, d / "std.zip", name="tiny wue1 std", tta="none", uncertainty="std",
+                         weight_formats=("onnx",), tile=96)
+    return d / "std.zip"
+
+
+@pytest.fixture(scope="module")
+def image():
+    return iio.imread(SAMPLE / "images" / "0015.png")[300:420, 300:448]  # 120 x 148: blocks of 80 (4 x 4)
+
+
+@pytest.fixture(scope="module")
+def odd_image():
+    return iio.imread(SAMPLE / "images" / "0015.png")[300:422, 300:450]  # 122 x 150: not a multiple of 4
+
+
+@pytest.fixture(scope="module")
+def reference(ensemble_dir, image):
+    """Our own prediction of ``image`` (flips, tiles of 64 px: another tiling than bioimageio.core's)."""
+    return predict(load_ensemble(ensemble_dir), image, tta="flips", tile=64)
+
+
+def _rdf(zip_path: Path) -> dict:
+    with zipfile.ZipFile(zip_path) as zf:
+        return yaml.safe_load(zf.read("rdf.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------- the network
+
+
+def test_ensemble_net_equals_predictor_and_statistics(ensemble_dir):
+    ens = load_ensemble(ensemble_dir)
+    x = np.random.default_rng(0).normal(0.4, 0.3, (1, 1, 48, 64)).astype(np.float32)  # not square
+    ref = EnsemblePredictor(ens, tta="dihedral", optimize=False)(x)[0]  # (M * V, h, w)
+    stats = U.ensemble_statistics(ref)
+    for measure in U.MEASURES:
+        net = zoo._build_net(ens, views=VIEWS, measure=measure)
+        with torch.no_grad():
+            s = net.samples(torch.from_numpy(x))[:, 0, 0].numpy()
+            p, u = net(torch.from_numpy(x))
+        np.testing.assert_allclose(s, ref, atol=1e-6)
+        np.testing.assert_allclose(p[0, 0].numpy(), stats["mean"], atol=1e-6)
+        np.testing.assert_allclose(u[0, 0].numpy(), stats[measure], atol=1e-5, err_msg=measure)
+
+
+def test_architecture_source_is_self_contained(ensemble_dir):
+    ns: dict = {}
+    exec(compile(architecture_source(), "ensemble_net.py", "exec"), ns)  # noqa: S102 - our own source
+    ens = load_ensemble(ensemble_dir)
+    ours = zoo._build_net(ens, views=("identity", "rot90"), measure="std")
+    theirs = ns["EnsembleNet"](dict(ens.metadata["architecture"]["config"]), 2, ["identity", "rot90"], "std").eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        for a, b in zip(ours(x), theirs(x)):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="measure must be one of"):
+        EnsembleNet({"depth": 2}, 1, measure="variance")
+    with pytest.raises(ValueError, match="views must be"):
+        EnsembleNet({"depth": 2}, 1, views=["spin"])
+
+
+# ----------------------------------------------------------------------------------------------- packaging
+
+
+def test_package_passes_bioimageio_test_for_every_weight_format(package):
+    path, summary = package
+    assert summary["ok"] and summary["weight_formats"] == ["pytorch_state_dict", "torchscript", "onnx"]
+    res = zoo.test_package(path)
+    assert res["ok"], res["errors"]
+    assert res["weight_formats"] == ["onnx", "pytorch_state_dict", "torchscript"]
+
+
+def test_onnx_weights_load_in_deepimagej_runtimes(package):
+    """deepImageJ's onnxruntime 1.13 reads IR version <= 8 and opset <= 17."""
+    import onnx
+
+    path, summary = package
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read("weights.onnx")
+    model = onnx.load_from_string(data)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert model.ir_version <= 8 and opsets[""] <= 17, (model.ir_version, opsets)
+    assert summary["onnx"] == {"ir_version": model.ir_version, "opset": opsets[""]}
+    assert [o.name for o in model.graph.output] == ["probability", "uncertainty"]
+    onnx.checker.check_model(model)
+
+
+def test_package_description(package, ensemble_dir):
+    path, summary = package
+    rdf = _rdf(path)
+    meta = json.loads((ensemble_dir / "ensemble.json").read_text())
+    arch, norm = meta["architecture"], meta["normalization"]
+    assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
+    assert "http" not in yaml.safe_dump(rdf)  # URL fields make bioimageio look things up online
+    inp = rdf["inputs"][0]
+    assert [a.get("id", a["type"]) for a in inp["axes"]] == ["batch", "channel", "y", "x"]
+    step = 2 ** arch["config"]["depth"]
+    for a in inp["axes"][2:]:
+        assert a["size"] == {"min": 2 * arch["halo"] + step, "step": step}
+    (pre,) = [p for p in inp["preprocessing"] if p["id"] == "scale_range"]
+    kw = {**pre["kwargs"], "eps": float(pre["kwargs"]["eps"])}  # PyYAML reads 1e-06 as a string (YAML 1.1)
+    assert kw == {"axes": ["y", "x"], "min_percentile": norm["min_percentile"],
+                  "max_percentile": norm["max_percentile"], "eps": norm["eps"]}
+    for out in rdf["outputs"]:
+        for a in out["axes"][2:]:
+            assert a["halo"] >= arch["receptive_field_radius"] and a["size"]["tensor_id"] == "input"
+    assert [o["id"] for o in rdf["outputs"]] == ["probability", "uncertainty"]
+    assert {"pytorch_state_dict", "torchscript", "onnx"} == set(rdf["weights"])
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["callable"] == "EnsembleNet"
+    assert rdf["cite"][0]["doi"] == "10.7554/eLife.59780" and rdf["license"] and rdf["authors"]
+    fc = rdf["config"]["fiji_consensus"]
+    assert fc["threshold"] == meta["threshold"] and fc["min_size"] == meta["training"]["min_size"] == 10
+    assert fc["uncertainty"]["measure"] == "entropy" and "bits" in fc["uncertainty"]["definition"]
+    assert fc["views"] == ["identity", "flip_y", "flip_x", "rot180"]
+    assert [m["sha256"] for m in fc["members"]] == [m["sha256"] for m in meta["members"]]
+    assert fc["provenance"]["image_ids"] == list(WINDOWS)
+
+    # reflect padding survives a round trip (bioimageio.spec drops a default mode when it serialises)
+    from bioimageio.spec import load_description
+
+    assert load_description(path).inputs[0].pad.mode == "reflect"
+
+    with zipfile.ZipFile(path) as zf:
+        # the test input is a real crop of the sample image, raw intensities
+        x = np.load(zf.open("test_input.npy"))
+        y0, x0, h, w = fc["test_tensors"]["crop"]
+        img = iio.imread(SAMPLE / "images" / "0001.png")
+        assert x.shape == (1, 1, h, w) and x.dtype == np.float32
+        np.testing.assert_array_equal(x[0, 0], img[y0 : y0 + h, x0 : x0 + w])
+        with zf.open("sample_input.tif") as fh:
+            np.testing.assert_array_equal(tifffile.imread(fh), x[0, 0])
+        cover = zf.read("cover.png")
+        assert len(cover) < 500_000
+        c = iio.imread(cover)
+        assert c.shape == (h, 2 * w, 3)
+        doc = zf.read("documentation.md").decode()
+    assert "# Validation" in doc and "lab-mue" in doc and "| member |" in doc
+    vm = json.loads((ensemble_dir / "validation.json").read_text())["labs"]["lab-mue"]["means"]
+    assert f"{vm['ensemble']['roi_f1']:.3f}" in doc
+    assert (path.parent / "README.md").read_text() == doc  # the model card is the documentation
+
+
+def test_package_refuses_to_overwrite_and_writes_atomically(package, ensemble_dir):
+    path, summary = package
+    before = zoo._sha256(path)
+    with pytest.raises(FileExistsError, match="exists"):
+        zoo.package_ensemble(ensemble_dir, path)
+    assert zoo._sha256(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["README.md", "tiny-wue1.zip"]  # no leftovers
+    with pytest.raises(ValueError, match=r"must be a \.zip"):
+        zoo.package_ensemble(ensemble_dir, path.with_suffix(".tar"))
+    with pytest.raises(ValueError, match="name must be 5 to 128"):
+        zoo.package_ensemble(ensemble_dir, path.parent / "x.zip", name="a/b")
+    with pytest.raises(ValueError, match="weight_formats"):
+        zoo.package_ensemble(ensemble_dir, path.parent / "x.zip", weight_formats=["keras_hdf5"])
+    assert not (path.parent / "x.zip").exists()
+
+
+def _rezip(src_dir: Path, dst: Path) -> Path:
+    with zipfile.ZipFile(dst, "w") as zf:
+        for f in sorted(src_dir.iterdir()):
+            zf.write(f, f.name)
+    return dst
+
+
+def test_packages_broken_on_purpose_fail_the_bioimageio_test(package, tmp_path):
+    path, _ = package
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(folder)
+    sd = torch.load(folder / "weights.pt", weights_only=True)
+    sd["members.0.head.bias"] = sd["members.0.head.bias"] + 2.0  # changed weights
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["weights"] = {"pytorch_state_dict": rdf["weights"]["pytorch_state_dict"]}
+
+    # 1. changed weights file, old checksum: refused
+    torch.save(sd, folder / "weights.pt")
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    res = zoo.test_package(_rezip(folder, tmp_path / "bad_hash.zip"))
+    assert not res["ok"] and res["errors"]
+
+    # 2. changed weights with a matching checksum: a valid package whose outputs no longer match
+    rdf["weights"]["pytorch_state_dict"]["sha256"] = zoo._sha256(folder / "weights.pt")
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    res = zoo.test_package(_rezip(folder, tmp_path / "bad_weights.zip"))
+    assert not res["ok"]
+    assert any("Reproduce test outputs" in e for e in res["errors"]), res["errors"]
+
+
+# ----------------------------------------------------------------------------------------------- running packages
+
+
+@pytest.mark.parametrize("weight_format", ["onnx", "torchscript", "pytorch_state_dict"])
+def test_package_predictions_match_our_predict(package, reference, image, weight_format, caplog):
+    """bioimageio.core tiles the image differently (blocks of 80 px with the halo); results agree to TOL
+    when the image size is a multiple of 2**depth (see the next test otherwise)."""
+    path, _ = package
+    ref = reference
+    with caplog.at_level("WARNING", logger="fiji_consensus.zoo"):
+        pkg = zoo.load_package(path, weight_format=weight_format)
+    assert pkg.ours and pkg.measure == "entropy" and pkg.weight_format == weight_format
+    assert pkg.executes_code == (weight_format == "pytorch_state_dict")
+    assert ("execute the architecture code" in caplog.text) == pkg.executes_code
+    with pkg:
+        res = zoo.predict_packages([pkg], image, tile=80)  # 4 x 4 blocks
+    assert res.probability.shape == image.shape and res.n_members == 1 and res.views == ("identity",)
+    np.testing.assert_allclose(res.probability, ref.probability, atol=TOL)
+    np.testing.assert_allclose(res.uncertainty, ref.uncertainty, atol=TOL)
+    np.testing.assert_allclose(res.maps["deepflash2"], ref.maps["deepflash2"], atol=TOL)
+    assert np.isnan(res.maps["std"]).all()  # one package: the spread of its members is not an output
+    np.testing.assert_array_equal(res.labels > 0, ref.labels > 0)
+    assert res.threshold == ref.threshold and len(res.objects) == len(ref.objects)
+
+
+def test_package_predictions_on_odd_sizes(package, ensemble_dir, odd_image):
+    """For sizes that are not multiples of 2**depth, bioimageio.core shifts its last block row/column off
+    the U-Net's pooling grid (ours pads to a multiple first): values there differ slightly, the rest is exact."""
+    ens = load_ensemble(ensemble_dir)
+    ref = predict(ens, odd_image, tta="flips", tile=64)
+    with zoo.load_package(package[0]) as pkg:
+        res = zoo.predict_packages([pkg], odd_image, tile=80)
+    diff = np.abs(res.probability - ref.probability)
+    inner = 80 - 2 * ens.halo  # the block core; the last block starts at size - inner
+    np.testing.assert_allclose(diff[: 122 - inner, : 150 - inner], 0, atol=TOL)
+    assert diff[122 - inner :].max() > TOL  # the shifted blocks do differ
+    assert diff.max() < 0.01 and np.percentile(diff, 99) < 2e-3, (diff.max(), np.percentile(diff, 99))
+
+
+def test_several_packages_form_an_ensemble(package, package_std, ensemble_dir, image):
+    ens = load_ensemble(ensemble_dir)
+    with zoo.load_package(package[0]) as a, zoo.load_package(package_std) as b:
+        pa, _ = a.predict(image)
+        pb, ub = b.predict(image)
+        # the std package alone: its own uncertainty output is the member SD (no views)
+        solo = zoo.predict_packages([b], image, measure="std")
+        ref = predict(ens, image, tta="none", measure="std")
+        np.testing.assert_allclose(solo.uncertainty, ref.uncertainty, atol=TOL)
+        np.testing.assert_allclose(ub, ref.uncertainty, atol=TOL)
+        with pytest.raises(ValueError, match="needs several samples"):
+            zoo.predict_packages([a], image, measure="mutual_information")
+        both = zoo.predict_packages([a, b], image, measure="mutual_information", keep_stack=True)
+    stats = U.ensemble_statistics(np.stack([pa, pb]))
+    np.testing.assert_allclose(both.stack, np.stack([pa, pb]))
+    np.testing.assert_allclose(both.probability, (pa + pb) / 2, atol=1e-6)
+    np.testing.assert_allclose(both.uncertainty, stats["mutual_information"], atol=1e-6)
+    assert both.n_members == 2 and set(both.maps) == set(U.MEASURES)
+
+
+def test_predict_cli_with_packages(package, package_std, image, tmp_path, capsys):
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    iio.imwrite(imgs / "a.png", image)
+    out = tmp_path / "pred"
+    code = main(["predict", str(imgs), "--model", str(package[0]), "--model", str(package_std), "--out", str(out),
+                 "--uncertainty", "std", "--threads", "1", "--json"])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and res["ok"] and res["n_predicted"] == 1, res
+    assert res["model"] == [str(package[0].resolve()), str(package_std.resolve())]
+    rec = json.loads((out / "per_image" / "a.json").read_text())
+    assert rec["views"] == ["identity"] and rec["n_members"] == 2 and rec["measure"] == "std"
+    assert [p["weights"] for p in rec["packages"]] == ["onnx", "onnx"]
+    for kind in ("probability", "uncertainty", "labels", "overlays"):
+        assert (out / kind / "a.tif").is_file()
+    unc = tifffile.imread(out / "uncertainty" / "a.tif")
+    assert unc.shape == image.shape and 0 <= unc.min() and unc.max() <= 0.5
+
+    # one package that cannot give the std: a clear error, exit code 1
+    code = main(["predict", str(imgs), "--model", str(package[0]), "--out", str(tmp_path / "p2"),
+                 "--uncertainty", "std", "--json"])
+    err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and "needs several samples" in err["error"]
+    # a package and an ensemble folder cannot be mixed
+    code = main(["predict", str(imgs), "--model", str(package[0]), "--model", str(tmp_path), "--out",
+                 str(tmp_path / "p3"), "--json"])
+    err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and "mixes bioimage.io packages and ensemble folders" in err["error"]
+
+
+def test_predict_config_accepts_one_or_several_models():
+    one = PredictConfig(model=["m.zip"], inputs=["i"], out="o")
+    assert one.model == Path("m.zip") and one.models == [Path("m.zip")]
+    two = PredictConfig(model=["a.zip", "b.zip"], inputs=["i"], out="o")
+    assert two.models == [Path("a.zip"), Path("b.zip")]
+    assert PredictConfig.model_validate_json(two.model_dump_json()) == two
+    with pytest.raises(ValueError, match="at least one model"):
+        PredictConfig(model=[], inputs=["i"], out="o")
+    cfg = PackageConfig(model="m", out="m.zip")
+    assert cfg.weight_formats == ["pytorch_state_dict", "torchscript", "onnx"] and cfg.tta == "flips"
+    with pytest.raises(ValueError):
+        PackageConfig(model="m", out="m.zip", weight_formats=["keras_hdf5"])
+
+
+# ----------------------------------------------------------------------------------------------- foreign packages
+
+
+def _foreign(tmp: Path, name: str, *, net: torch.nn.Module, axes: str = "bcyx", cin: int = 1, cout: int = 1,
+             formats: tuple[str, ...] = ("torchscript",), size: int = 64) -> Path:
+    """A package made by someone else: a small torchscript/state-dict network, built with bioimageio.spec."""
+    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec.model import v0_5 as bm
+
+    d = tmp / name
+    d.mkdir()
+    shape = {"b": 1, "c": cin, "z": 4, "y": size, "x": size}
+    x = iio.imread(SAMPLE / "images" / "0062.png")[:size, :size].astype(np.float32) / 255
+    x = np.broadcast_to(x, tuple(shape[a] for a in axes)).copy()
+    with torch.no_grad():
+        y = net.eval()(torch.from_numpy(x)).numpy()
+    np.save(d / "in.npy", x)
+    np.save(d / "out.npy", y)
+    (d / "README.md").write_text("# Foreign\n\n# Validation\n\nNone.\n")
+
+    def ax(a: str, out: bool) -> object:
+        if a == "b":
+            return bm.BatchAxis()
+        if a == "c":
+            n = cout if out else cin
+            return bm.ChannelAxis(channel_names=[bm.Identifier(f"c{i}") for i in range(n)])
+        if out:
+            ref = bm.SizeReference(tensor_id=bm.TensorId("raw"), axis_id=bm.AxisId(a))
+            if a in "yx":
+                return bm.SpaceOutputAxisWithHalo(id=bm.AxisId(a), size=ref, halo=4)
+            return bm.SpaceOutputAxis(id=bm.AxisId(a), size=ref)
+        return bm.SpaceInputAxis(id=bm.AxisId(a), size=bm.ParameterizedSize(min=16, step=16) if a in "yx" else 4)
+
+    weights = {}
+    if "torchscript" in formats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript itself
+            torch.jit.save(torch.jit.trace(net, torch.from_numpy(x)), str(d / "ts.pt"))
+        weights["torchscript"] = bm.TorchscriptWeightsDescr(source=d / "ts.pt", pytorch_version=bm.Version("2.0"))
+    if "pytorch_state_dict" in formats:
+        torch.save(net.state_dict(), d / "sd.pt")
+        (d / "arch.py").write_text("import torch\n\ndef Net():\n    return torch.nn.Sequential(torch.nn.Conv2d("
+                                   f"{cin}, {cout}, 3, padding=1), torch.nn.Sigmoid())\n")
+        weights["pytorch_state_dict"] = bm.PytorchStateDictWeightsDescr(
+            source=d / "sd.pt", pytorch_version=bm.Version("2.0"),
+            architecture=bm.ArchitectureFromFileDescr(source=d / "arch.py", callable=bm.Identifier("Net")))
+    descr = bm.ModelDescr(
+        name=name, description="a foreign model", authors=[bm.Author(name="someone")],
+        cite=[bm.CiteEntry(text="someone", doi=bm.Doi("10.7554/eLife.59780"))], license=bm.LicenseId("MIT"),
+        documentation=bm.FileDescr(source=d / "README.md"),
+        inputs=[bm.InputTensorDescr(id=bm.TensorId("raw"), axes=[ax(a, False) for a in axes],
+                                    test_tensor=bm.FileDescr(source=d / "in.npy"))],
+        outputs=[bm.OutputTensorDescr(id=bm.TensorId("fg"), axes=[ax(a, True) for a in axes],
+                                      test_tensor=bm.FileDescr(source=d / "out.npy"))],
+        weights=bm.WeightsDescr(**weights),
+    )
+    return save_bioimageio_package(descr, output_path=tmp / f"{name}.zip")
+
+
+def _conv_sigmoid(cin: int, cout: int, dims: int = 2) -> torch.nn.Module:
+    torch.manual_seed(1)
+    conv = (torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d)(cin, cout, 3, padding=1)
+    return torch.nn.Sequential(conv, torch.nn.Sigmoid())
+
+
+def test_foreign_packages_run_or_fail_clearly(tmp_path, image, caplog):
+    # a two-channel probability output: channel 1 chosen; two views outside the package
+    net = _conv_sigmoid(1, 2)
+    path = _foreign(tmp_path, "foreign-two", net=net, cout=2)
+    with zoo.load_package(path, output_channel=1) as pkg:
+        assert not pkg.ours and pkg.weight_format == "torchscript" and pkg.probability_output == "fg"
+        res = zoo.predict_packages([pkg], image, tta=["identity", "flip_x"], tile=64)
+    x = torch.from_numpy(image.astype(np.float32)[None, None])
+    with torch.no_grad():  # zero padding inside the conv; bioimageio pads the image border by symmetry
+        direct = (net(x)[0, 1] + net(x.flip(-1)).flip(-1)[0, 1]).numpy() / 2
+    inner = np.s_[2:-2, 2:-2]
+    np.testing.assert_allclose(res.probability[inner], direct[inner], atol=1e-5)
+    assert res.maps["std"].max() > 0  # two views: a spread
+    with pytest.raises(ValueError, match="channel 2 does not exist"):
+        zoo.load_package(path, output_channel=2)
+
+    # only code-bearing weights: runs, and says so
+    sd_only = _foreign(tmp_path, "foreign-sd", net=_conv_sigmoid(1, 1), formats=("pytorch_state_dict",))
+    with caplog.at_level("WARNING", logger="fiji_consensus.zoo"):
+        with zoo.load_package(sd_only) as pkg:
+            assert pkg.executes_code and pkg.weight_format == "pytorch_state_dict"
+    assert "execute the architecture code" in caplog.text
+    with pytest.raises(ValueError, match="has no onnx weights"):
+        zoo.load_package(sd_only, weight_format="onnx")
+
+    # unsupported inputs: three channels, a z axis
+    rgb = _foreign(tmp_path, "foreign-rgb", net=_conv_sigmoid(3, 1), cin=3)
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        zoo.load_package(rgb)
+    vol = _foreign(tmp_path, "foreign-3d", net=_conv_sigmoid(1, 1, dims=3), axes="bczyx", size=32)
+    with pytest.raises(ValueError, match=r"z \(space\).*unsupported"):
+        zoo.load_package(vol)
+    with pytest.raises(FileNotFoundError):
+        zoo.load_package(tmp_path / "missing.zip")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a valid bioimage.io description"):
+        zoo.load_package(tmp_path / "junk.zip")
+
+
+# ----------------------------------------------------------------------------------------------- zoo and CLI
+
+
+def test_package_cli_and_zoo_list(ensemble_dir, package, tmp_path, capsys):
+    root = tmp_path / "model_zoo"
+    (root / "planned").mkdir(parents=True)
+    (root / "planned" / "build.py").write_text("# recipe\n")
+    (root / "tiny").mkdir()
+    code = main(["package", "--model", str(ensemble_dir), "--out", str(root / "tiny" / "tiny.zip"), "--name",
+                 "tiny cli model", "--weights", "onnx", "--tile", "96", "--card", str(root / "tiny" / "README.md"),
+                 "--tag", "cfos", "--json"])
+    res = json.loads(capsys.readouterr().out.strip())
+    assert code == 0 and res["ok"] and res["weight_formats"] == ["pytorch_state_dict", "onnx"], res
+    assert "cfos" in _rdf(root / "tiny" / "tiny.zip")["tags"]
+    code = main(["package", "--model", str(ensemble_dir), "--out", str(root / "tiny" / "tiny.zip"), "--json"])
+    err = json.loads(capsys.readouterr().out.strip())
+    assert code == 1 and "exists" in err["error"]
+
+    rows = {r["name"]: r for r in zoo.list_zoo(root)}
+    assert rows["planned"]["built"] is False
+    t = rows["tiny"]
+    assert t["built"] and t["members"] == 2 and t["views"] == 4 and t["measure"] == "entropy"
+    vm = json.loads((ensemble_dir / "validation.json").read_text())["labs"]["lab-mue"]["means"]
+    assert t["labs"]["lab-mue"]["ensemble_roi_f1"] == pytest.approx(vm["ensemble"]["roi_f1"])
+    code = main(["zoo", "list", "--root", str(root)])
+    out = capsys.readouterr().out
+    assert code == 0 and "tiny" in out and "not built" in out and "lab-mue" in out
