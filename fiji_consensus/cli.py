@@ -236,6 +236,13 @@ def _train_parser(sub) -> None:
     n.add_argument("--learning-rate", type=float, default=2e-3)
     n.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
     n.add_argument("--min-size", type=int, default=0, help="MIN_PIXEL of the validation ROI-F1")
+    n.add_argument("--zoom", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="augment the apparent object size in [MIN, MAX] (e.g. 0.5 1.3 for a model meant for "
+                   "other microscopes or magnifications; default: +-15%% only)")
+    n.add_argument("--noise", type=float, default=0.0, help="largest Gaussian noise sigma of the augmentation "
+                   "(normalised intensity units; default 0)")
+    n.add_argument("--blur", type=float, default=0.0, help="largest Gaussian blur sigma (pixels) of the "
+                   "augmentation, on a third of the patches (default 0)")
     n.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     n.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
@@ -253,8 +260,9 @@ def _add_dask(p: argparse.ArgumentParser, *, task: str) -> None:
     x.add_argument("--scheduler", metavar="ADDRESS",
                    help="a running Dask scheduler (tcp://host:8786) or its scheduler file (.json)")
     x.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+    at_a_time = "images at a time" if task == "image" else "Dask threads (a process trains one member at a time)"
     g.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
-                   help=f"with --workers: {task}s at a time per worker process (default 1)")
+                   help=f"with --workers: {at_a_time} per worker process (default 1)")
     g.add_argument("--retries", type=int, default=2, metavar="N",
                    help=f"retries of a failed {task} before it is reported (default 2)")
 
@@ -278,6 +286,7 @@ def _run_train(a: argparse.Namespace) -> dict[str, Any]:
         max_minutes=max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
         batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
         min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
+        augment={"zoom": tuple(a.zoom) if a.zoom else None, "noise": a.noise, "blur": a.blur},
     )
     kw = dict(images=a.images, labels=a.labels, experts=a.experts, expert_names=a.expert_names,
               project=a.project, ignore=a.ignore, groups=a.groups)

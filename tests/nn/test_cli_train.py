@@ -72,8 +72,15 @@ def test_train_from_labels_folder_and_bad_input(project, tmp_path, capsys):
     for p in (project / "annotations" / "expert_2").iterdir():
         (labels / p.name).write_bytes(p.read_bytes())
     code, stdout, err = _run(["train", "--images", str(project / "images"), "--labels", str(labels),
-                              "--out", str(tmp_path / "m"), *TINY], capsys)
+                              "--out", str(tmp_path / "m"), *TINY, "--zoom", "0.5", "1.3", "--noise", "0.05",
+                              "--blur", "1"], capsys)
     assert code == 0, err
+    aug = json.loads((tmp_path / "m" / "ensemble.json").read_text())["training"]["augment"]
+    assert aug["zoom"] == [0.5, 1.3] and aug["noise"] == 0.05 and aug["blur"] == 1.0
+    # a reversed zoom range is a usage error that names the option
+    code, stdout, err = _run(["train", "--images", str(project / "images"), "--labels", str(labels),
+                              "--out", str(tmp_path / "mz"), *TINY, "--zoom", "1.3", "0.5"], capsys)
+    assert code != 0 and "zoom" in json.loads(stdout)["error"]
     # a single expert and no labels: no consensus possible
     code, stdout, err = _run(["train", "--images", str(project / "images"), "--experts",
                               str(project / "annotations" / "expert_1"), "--out", str(tmp_path / "m2"), *TINY],
