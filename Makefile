@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-EXTRAS ?= test,train
+EXTRAS ?= test,train,zoo
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: setup system-deps demo test test-all bench screenshot clean
@@ -30,11 +30,13 @@ test: $(STAMP) system-deps
 test-all: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python tests/benchmarks/bench_staple.py
 	$(BIN)/python tests/benchmarks/bench_objects.py
+	$(BIN)/python tests/benchmarks/bench_fiji.py
 
-# README picture: a consensus opened in real ImageJ under Xvfb (needs xdotool and imagemagick from Debian).
+# README picture: experts, consensus and a tiny ensemble's objects in real ImageJ under Xvfb (trains the
+# ensemble for a few minutes; needs xdotool and imagemagick from Debian).
 screenshot: $(STAMP) system-deps
 	@command -v xdotool >/dev/null && command -v import >/dev/null || \
 	  (test "$$(id -u)" = 0 && apt-get install -y -qq --no-install-recommends xdotool imagemagick >/dev/null)

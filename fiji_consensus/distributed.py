@@ -20,7 +20,8 @@ skipped as in a single-machine run, so rerunning the same command continues.
 Parallel training (:func:`train_members`, ``fiji-consensus train --scheduler/--workers``): one task per
 ensemble member (:func:`fiji_consensus.nn.train.train_member`); the data are prepared once on the client
 and broadcast. A member depends only on its split and seed, so the members equal those of a sequential run
-bit for bit on CPUs with the same number of torch threads (``threads``).
+bit for bit on CPUs with the same number of torch threads (``threads``). A time budget (``max_minutes``) is
+split among the members as in a sequential run, so a parallel run ends sooner.
 
 Threads: unless ``threads`` is set, every task sets torch's threads so that the workers on one host share
 its cores without oversubscription: ``cores // (Dask threads on the host)`` for prediction and
@@ -104,7 +105,7 @@ def dask_client(options: DaskOptions) -> Iterator[Any]:
             client = distributed.Client(target)
         try:
             logger.info("connected to the Dask scheduler %s (%d workers)", client.scheduler.address,
-                        len(client.scheduler_info()["workers"]))
+                        len(_workers(client)))
             yield client
         finally:
             client.close()
@@ -130,10 +131,17 @@ def _cpu_count() -> int:
     return int(dask.system.CPU_COUNT)
 
 
+def _workers(client: Any) -> dict[str, dict[str, Any]]:
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]  # all of them (newer versions show 5 by default)
+    except TypeError:  # older distributed: always all
+        return client.scheduler_info()["workers"]
+
+
 def _threads_plan(client: Any, *, per: str) -> dict[str, int]:
     """Torch threads per worker address: the host's cores shared among its Dask threads (``per="thread"``)
     or among its worker processes (``per="process"``)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = _workers(client)
     cores = client.run(_cpu_count)
     load: dict[str, int] = {}
     for w in workers.values():
@@ -160,7 +168,7 @@ def _set_task_threads(threads: int | None, plan: dict[str, int], *, per: str) ->
     return int(n)
 
 
-def _wait_all(client: Any, futures: dict[Any, Any], *, progress: bool, desc: str, unit: str) -> Iterator[Any]:
+def _wait_all(futures: dict[Any, Any], *, progress: bool, desc: str, unit: str) -> Iterator[Any]:
     """Yield the futures as they finish, with a tqdm bar on stderr when ``progress``."""
     from distributed import as_completed
 
@@ -284,6 +292,8 @@ def run_predict_dask(config: PredictConfig, *, progress: bool = False) -> dict[s
     load_ensemble(model_json.parent, device="cpu")  # a broken model fails here, not on every worker
     sha = _sha256(model_json)
     fio.write_json(out / "config.json", record, overwrite=True)
+    # absolute paths: the workers of a cluster elsewhere do not share this process's working directory
+    task_config = config.model_copy(update={"model": model_json.parent.resolve()})
     opts = config.dask
     run = uuid.uuid4().hex[:8]
     done: dict[str, dict[str, Any]] = {}
@@ -293,12 +303,12 @@ def run_predict_dask(config: PredictConfig, *, progress: bool = False) -> dict[s
         plan = _threads_plan(client, per="thread")
         futures = {
             client.submit(
-                _predict_image_task, image_id, str(path), config, str(out), sha, plan,
+                _predict_image_task, image_id, str(Path(path).resolve()), task_config, str(out.resolve()), sha, plan,
                 key=f"fiji-consensus-predict-{image_id}-{run}", retries=opts.retries, pure=False,
             ): image_id
             for image_id, path in images.items()
         }
-        for fut in _wait_all(client, futures, progress=progress, desc="predict", unit="image"):
+        for fut in _wait_all(futures, progress=progress, desc="predict", unit="image"):
             image_id = futures[fut]
             if fut.status != "finished":
                 error = f"{_failure(fut)} (failed {opts.retries + 1} time(s))"
@@ -313,7 +323,7 @@ def run_predict_dask(config: PredictConfig, *, progress: bool = False) -> dict[s
                     n_pred += status == "predicted"
                     n_skip += status == "skipped"
             fut.release()
-        info = {"scheduler": client.scheduler.address, "workers": len(client.scheduler_info()["workers"]),
+        info = {"scheduler": client.scheduler.address, "workers": len(_workers(client)),
                 "retries": opts.retries}
     for image_id in images:  # what workers killed mid-write left (their tasks ran again elsewhere)
         _remove_partial_files(out, image_id)
@@ -355,7 +365,10 @@ def train_members(
     and checkpoints stay in the ensemble folder, so running again resumes).
     """
     _dask()
+    import dataclasses
+
     run = uuid.uuid4().hex[:8]
+    plan = dataclasses.replace(plan, out=Path(plan.out).resolve())  # workers elsewhere: absolute paths
     with dask_client(options) as client:
         threads_plan = _threads_plan(client, per="process")
         [plan_f] = client.scatter([plan], broadcast=True, hash=False)
@@ -366,7 +379,7 @@ def train_members(
         }
         results: dict[int, dict[str, Any]] = {}
         errors: dict[int, str] = {}
-        for fut in _wait_all(client, futures, progress=progress, desc="members", unit="member"):
+        for fut in _wait_all(futures, progress=progress, desc="members", unit="member"):
             k = futures[fut]
             if fut.status == "finished":
                 results[k] = fut.result()
@@ -665,7 +678,7 @@ def predict_dask_array(
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}; got {measure!r}")
     resolve_views(tta)
-    folder = Path(model)
+    folder = Path(model).resolve()
     folder = folder.parent if folder.name == ENSEMBLE_JSON else folder
     ens = load_ensemble(folder, device="cpu")
     norm = ens.metadata.get("architecture", {}).get("config", {}).get("norm", "batch")
@@ -737,12 +750,12 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
 
     if len(config.inputs) != 1:
         raise ValueError(f"a zarr input must be the only input; got {len(config.inputs)} inputs")
-    src, out = Path(config.inputs[0]), Path(config.out)
+    src, out = Path(config.inputs[0]).resolve(), Path(config.out).resolve()  # absolute: for the workers
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"the output of a zarr input must be a .zarr path; got --out {out}")
     if out.exists() and not config.overwrite:
         raise FileExistsError(f"{out} exists already; pass overwrite=True (CLI: --overwrite) to replace it")
-    folder = Path(config.model)
+    folder = Path(config.model).resolve()
     folder = folder.parent if folder.name == ENSEMBLE_JSON else folder
     if not (folder / ENSEMBLE_JSON).is_file():
         raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
@@ -764,6 +777,7 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
         else:
             stack.enter_context(dask.config.set(scheduler=client))  # this client, whatever the default
             plan, threads = _threads_plan(client, per="thread"), config.threads
+        t_compute = time.perf_counter()
         res, (lo, hi) = predict_dask_array(
             folder, image, tta=config.tta, measure=config.uncertainty, chunk=config.chunk, device=config.device,
             threads=threads, plan=plan,
@@ -786,7 +800,7 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
             parts = written.to_delayed().ravel().tolist()
             if client is not None:
                 futures = {f: None for f in client.compute(parts, retries=config.dask.retries)}
-                bad = [_failure(f) for f in _wait_all(client, futures, progress=progress, desc="blocks",
+                bad = [_failure(f) for f in _wait_all(futures, progress=progress, desc="blocks",
                                                        unit="block") if f.status != "finished"]
                 if bad:
                     raise RuntimeError(f"{len(bad)} of {len(parts)} block(s) failed: {bad[0]}")
@@ -797,6 +811,7 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
                     dask.compute(*parts)
             else:
                 dask.compute(*parts)
+            t_compute = time.perf_counter() - t_compute
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
@@ -809,7 +824,8 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
         "ok": True, "command": "predict", "out": str(out.resolve()), "model": str(folder.resolve()),
         "measure": config.uncertainty, "tta": config.tta, "shape": list(image.shape), "chunks": list(chunks),
         "n_blocks": int(res.numblocks[1] * res.numblocks[2]), "normalization": [lo, hi], "seconds": seconds,
-        "megapixels_per_second": mpx / seconds if seconds > 0 else float("nan"),
+        "seconds_compute": t_compute,  # percentiles + blocks (not starting a cluster)
+        "megapixels_per_second": mpx / t_compute if t_compute > 0 else float("nan"),
     }
     logger.info("predicted %s (%.1f megapixels) in %.1f s -> %s", src, mpx, seconds, out)
     return summary

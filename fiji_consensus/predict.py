@@ -30,6 +30,11 @@ Failures: an image that cannot be used (unreadable, a 3-D stack, multi-channel w
 NaN values) is skipped with a logged error and listed in the summary's ``failed``; the summary then has
 ``ok = False`` and an ``error`` message, and the CLI exits non-zero. Other errors (a broken model, a full
 disk) stop the run.
+
+Scaling out: with ``config.dask`` (CLI ``--scheduler``/``--workers``) every image is a task on a Dask
+cluster, running the same per-image function (:func:`_run_image`) with the same files as a result; a zarr
+input (an image larger than memory) is predicted block by block into a zarr output. Both are in
+:mod:`fiji_consensus.distributed` (the ``distributed`` extra).
 """
 
 from __future__ import annotations
@@ -382,7 +387,10 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     images, model_json, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    ens = _load_model(config, model_json) if _package_run(config) else load_ensemble(model_json.parent, device=config.device)
+    if _package_run(config):
+        ens = _load_model(config, model_json)
+    else:
+        ens = load_ensemble(model_json.parent, device=config.device)
     fio.write_json(out / "config.json", record, overwrite=True)
 
     done: dict[str, dict[str, Any]] = {}

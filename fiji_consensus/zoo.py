@@ -236,7 +236,7 @@ def _cover(image: np.ndarray, prob: np.ndarray, unc: np.ndarray, *, measure: str
         obj_col = _colour_array(means)
         left[bounds] = obj_col[labels[bounds] - 1]
     t = np.clip(unc / rng, 0, 1)
-    right = _colour_array(t) * np.sqrt(t)[..., None]  # dark where certain, the ROI colours where not
+    right = _colour_array(t) * t[..., None]  # dark where certain, the ROI colours where not
     right[bounds] = 255 * 0.6 + right[bounds] * 0.4
     return np.concatenate([left, right], axis=1).round().astype(np.uint8)
 
@@ -406,7 +406,8 @@ def model_card(
     if validation and validation.get("labs"):
         lines += [
             "Held-out labs (other labs and microscopes, never seen in training), mean over images against "
-            "their published consensus (est_GT), with every expert of that lab scored the same way:",
+            "their published consensus (est_GT), with every expert of that lab scored the same way (the "
+            "experts are part of that consensus, which favours them):",
             "",
             "| lab | images | ensemble ROI-F1 | ensemble Dice | median expert ROI-F1 | median expert Dice "
             "| average member ROI-F1 |",
@@ -452,7 +453,7 @@ def model_card(
         "**fiji-consensus** (probability, uncertainty, objects, RoiSets and Fiji overlays per image):",
         "",
         "```bash",
-        f"fiji-consensus predict IMAGES/ --model {pkg} --out predictions/{name}",
+        f"fiji-consensus predict IMAGES/ --model {pkg} --out predictions/{Path(pkg).stem}",
         "```",
         "",
         "## Intended use and limits",
@@ -793,34 +794,35 @@ def package_ensemble(
         from .nn.ensemble import json_safe
 
         n_params = sum(int(p.numel()) for p in net.parameters())
-        descr = bm.ModelDescr(
-            name=name,
-            description=(description or f"U-Net ensemble ({len(ens.members)} members, {len(views)} views) "
-                         "trained on multi-expert consensus with fiji-consensus; outputs probability and "
-                         f"{uncertainty}")[:1024],
-            authors=[bm.Author(name=a) for a in authors],
-            cite=[bm.CiteEntry(text=CITATION_TEXT, doi=bm.Doi(CITATION_DOI))],
-            license=bm.LicenseId(license),
-            tags=sorted({"fiji-consensus", "unet", "ensemble", "uncertainty", "segmentation", "2d",
-                         "deepimagej", *tags}),
-            version=bm.Version(version),
-            documentation=bm.FileDescr(source=work / "documentation.md"),
-            covers=[bm.FileDescr(source=work / "cover.png")],
-            inputs=[inp],
-            outputs=outputs,
-            weights=bm.WeightsDescr(**weights),
-            config={
-                "bioimageio": {
-                    "reproducibility_tolerance": [_TOLERANCE],
-                    "architecture_type": "U-Net ensemble",
-                    "architecture_description": f"{len(ens.members)} U-Nets x {len(views)} test-time views "
-                    "averaged inside one network; outputs mean probability and an uncertainty map",
-                    "task": "semantic segmentation with uncertainty",
-                    "model_parameter_count": n_params,
+        with _quiet_bioimageio():  # bioimageio.spec logs FAIR-compliance hints to stderr
+            descr = bm.ModelDescr(
+                name=name,
+                description=(description or f"U-Net ensemble ({len(ens.members)} members, {len(views)} views) "
+                             "trained on multi-expert consensus with fiji-consensus; outputs probability and "
+                             f"{uncertainty}")[:1024],
+                authors=[bm.Author(name=a) for a in authors],
+                cite=[bm.CiteEntry(text=CITATION_TEXT, doi=bm.Doi(CITATION_DOI))],
+                license=bm.LicenseId(license),
+                tags=sorted({"fiji-consensus", "unet", "ensemble", "uncertainty", "segmentation", "2d",
+                             "deepimagej", *tags}),
+                version=bm.Version(version),
+                documentation=bm.FileDescr(source=work / "documentation.md"),
+                covers=[bm.FileDescr(source=work / "cover.png")],
+                inputs=[inp],
+                outputs=outputs,
+                weights=bm.WeightsDescr(**weights),
+                config={
+                    "bioimageio": {
+                        "reproducibility_tolerance": [_TOLERANCE],
+                        "architecture_type": "U-Net ensemble",
+                        "architecture_description": f"{len(ens.members)} U-Nets x {len(views)} test-time views "
+                        "averaged inside one network; outputs mean probability and an uncertainty map",
+                        "task": "semantic segmentation with uncertainty",
+                        "model_parameter_count": n_params,
+                    },
+                    "fiji_consensus": json_safe(fc_config),
                 },
-                "fiji_consensus": json_safe(fc_config),
-            },
-        )
+            )
         with _quiet_bioimageio():
             tmp_zip = save_bioimageio_package(descr, output_path=work / out.name)
         if out.exists() and not overwrite:
@@ -1218,7 +1220,9 @@ def load_package(
         if a.type == "channel":
             n = len(a.channel_names) if getattr(a, "channel_names", None) else int(getattr(a, "size", 1) or 1)
             if not 0 <= channel < n:
-                raise ValueError(f"output {prob_id!r} of package {name} has {n} channels; channel {channel} does not exist")
+                raise ValueError(
+                    f"output {prob_id!r} of package {name} has {n} channels; channel {channel} does not exist"
+                )
         elif a.type == "space" and str(a.id) in ("y", "x"):
             if float(getattr(a, "scale", 1.0) or 1.0) != 1.0:
                 raise ValueError(f"output {prob_id!r} of package {name} is rescaled (axis {a.id} scale {a.scale}); "
@@ -1320,14 +1324,10 @@ def _read_rdf(zip_path: Path) -> dict[str, Any]:
         if name is None:
             raise ValueError(f"{zip_path} holds no rdf.yaml: not a bioimage.io package")
         text = zf.read(name).decode("utf-8")
-    try:
-        import yaml
+    from ._validate import require
 
-        return yaml.safe_load(text)
-    except ImportError:  # pragma: no cover - PyYAML comes with bioimageio.spec's dependencies
-        from ruyaml import YAML
-
-        return YAML(typ="safe").load(text)
+    yaml = require("ruyaml", extra="zoo")  # bioimageio.spec's YAML 1.2 reader
+    return yaml.YAML(typ="safe").load(text)
 
 
 def list_zoo(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:

@@ -268,11 +268,13 @@ def test_roi_manager_with_a_display(ij_jar, tmp_path):
         pulled = fiji.pull_rois(source="roi_manager")
         print("RM", n, len(pulled), [r.name for r in pulled], imp.getOverlay().size())
         print("EQ", np.array_equal(fiji.rasterize(pulled, (40, 40)), lab), flush=True)
+        fiji.show(imp)
+        print("SHOWN", imp.getWindow() is not None and imp.getWindow().isVisible(), flush=True)
         import jpype
         jpype.JClass("java.lang.System").exit(0)  # AWT threads would keep the process alive
     """, display=True, timeout=60)
     assert "RM 2 2 ['A:0001', 'A:0002'] 2" in r.stdout, r.stdout + r.stderr
-    assert "EQ True" in r.stdout
+    assert "EQ True" in r.stdout and "SHOWN True" in r.stdout
 
 
 # ============================================================================================ in-process, headless
@@ -694,6 +696,12 @@ def test_predict_with_a_callable_ensemble(ij, sample_crop):
         assert np.array_equal(fiji.rasterize(pulled, image.shape), expected)
         colours[measure] = {r.stroke_color for r in pulled}
     assert len(colours["entropy"]) > 2  # stroked by uncertainty, not one colour
+    # a channel of a multi-channel image
+    two = fiji.to_imageplus(np.stack([np.zeros_like(image), image]))
+    with pytest.raises(ValueError, match="2 channels; choose one with channel="):
+        fiji.predict(two, ensemble)
+    _, res2 = fiji.predict(two, ensemble, channel=1, threshold=0.3, min_size=20, return_result=True)
+    assert np.array_equal(res2["labels"], expected) and two.getOverlay().size() == expected.max()
     # added to a consensus overlay, the predictions are not taken for an expert
     fiji.push_consensus(imp, None, {e: masks[k] for k, e in enumerate(experts)})
     fiji.predict(imp, ensemble, threshold=0.3, min_size=20, replace=False)

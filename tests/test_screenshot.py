@@ -1,4 +1,5 @@
-"""The README picture: a consensus opened in real ImageJ under Xvfb, saved as a screenshot (slow)."""
+"""The README picture: experts, consensus and ensemble outlines in real ImageJ under Xvfb (slow: trains a
+tiny ensemble)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,40 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.xvfb
 @pytest.mark.imagej
-def test_screenshot_of_consensus_in_imagej(tmp_path, ij_jar):
+def test_screenshot_of_experts_consensus_and_ensemble_in_imagej(tmp_path, ij_jar):
+    pytest.importorskip("torch")
     for tool in ("Xvfb", "xdotool", "import"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} missing: apt-get install xvfb xdotool imagemagick (make screenshot does)")
     out = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_screenshot.py"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_screenshot.py"), "--out", str(out),
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    img = iio.imread(out)
-    assert img.ndim == 3 and img.shape[0] > 256 and img.shape[1] > 256
-    # the consensus outlines are drawn in white on a dark fluorescence image
-    white = np.all(img[..., :3] > 240, axis=-1)
+    assert "ensemble:" in proc.stdout and "objects" in proc.stdout
+    img = iio.imread(out)[..., :3].astype(int)
+    assert img.ndim == 3 and img.shape[0] > 500 and img.shape[1] > 1000  # two zoomed 256 x 256 windows
+    half = img.shape[1] // 2
+    left, right = img[:, :half], img[:, half:]
+    r, g, b = (right[..., k] for k in range(3))
+    # left window: the consensus outlines in white (and expert colours); right: none in white but objects
+    # stroked from cyan (certain) through yellow to red (uncertain), with nothing else in those colours
+    white = np.all(left > 240, axis=-1)
     assert white.sum() > 500
+    warm = (r > 200) & (b < 60) & (g < 230)  # orange/red/yellow strokes
+    cyanish = (b > 200) & (g > 200) & (r < 120)
+    assert warm.sum() + cyanish.sum() > 1000
+    # the ImageJ windows show the image pixels of the crop (not blank windows)
+    assert left.std() > 10 and right.std() > 10
+    # the TIFFs ImageJ opened hold the overlays the picture shows
+    import roifile
+    import tifffile
+
+    work = tmp_path / "work"
+    with tifffile.TiffFile(work / "experts-and-consensus.tif") as t:
+        names = [roifile.ImagejRoi.frombytes(x).name for x in t.imagej_metadata["Overlays"]]
+    assert sum(n.startswith("consensus:") for n in names) > 10
+    assert {n.split(":")[0] for n in names} >= {f"expert_{k}" for k in range(1, 6)}
+    with tifffile.TiffFile(work / "ensemble-by-uncertainty.tif") as t:
+        rois = [roifile.ImagejRoi.frombytes(x) for x in t.imagej_metadata["Overlays"]]
+    pred = [r for r in rois if r.name.startswith("prediction:")]
+    assert len(pred) > 5 and all("uncertainty" in r.properties for r in pred)

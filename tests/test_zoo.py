@@ -7,6 +7,7 @@ purpose. Foreign packages are built with bioimageio.spec's API around small torc
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 import zipfile
@@ -22,7 +23,7 @@ pytest.importorskip("onnxruntime")
 
 import imageio.v3 as iio  # noqa: E402
 import tifffile  # noqa: E402
-import yaml  # noqa: E402
+from ruyaml import YAML  # noqa: E402  (bioimageio.spec's YAML 1.2 library)
 
 from fiji_consensus import uncertainty as U  # noqa: E402
 from fiji_consensus import zoo  # noqa: E402
@@ -129,7 +130,17 @@ def reference(ensemble_dir, image):
 
 def _rdf(zip_path: Path) -> dict:
     with zipfile.ZipFile(zip_path) as zf:
-        return yaml.safe_load(zf.read("rdf.yaml"))
+        return _yaml_load(zf.read("rdf.yaml").decode())
+
+
+def _yaml_load(text: str) -> dict:
+    return YAML(typ="safe").load(text)
+
+
+def _yaml_dump(data: dict) -> str:
+    buf = io.StringIO()
+    YAML(typ="safe").dump(data, buf)
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- the network
@@ -199,15 +210,14 @@ def test_package_description(package, ensemble_dir):
     meta = json.loads((ensemble_dir / "ensemble.json").read_text())
     arch, norm = meta["architecture"], meta["normalization"]
     assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
-    assert "http" not in yaml.safe_dump(rdf)  # URL fields make bioimageio look things up online
+    assert "http" not in _yaml_dump(rdf)  # URL fields make bioimageio look things up online
     inp = rdf["inputs"][0]
     assert [a.get("id", a["type"]) for a in inp["axes"]] == ["batch", "channel", "y", "x"]
     step = 2 ** arch["config"]["depth"]
     for a in inp["axes"][2:]:
         assert a["size"] == {"min": 2 * arch["halo"] + step, "step": step}
     (pre,) = [p for p in inp["preprocessing"] if p["id"] == "scale_range"]
-    kw = {**pre["kwargs"], "eps": float(pre["kwargs"]["eps"])}  # PyYAML reads 1e-06 as a string (YAML 1.1)
-    assert kw == {"axes": ["y", "x"], "min_percentile": norm["min_percentile"],
+    assert pre["kwargs"] == {"axes": ["y", "x"], "min_percentile": norm["min_percentile"],
                   "max_percentile": norm["max_percentile"], "eps": norm["eps"]}
     for out in rdf["outputs"]:
         for a in out["axes"][2:]:
@@ -278,18 +288,18 @@ def test_packages_broken_on_purpose_fail_the_bioimageio_test(package, tmp_path):
         zf.extractall(folder)
     sd = torch.load(folder / "weights.pt", weights_only=True)
     sd["members.0.head.bias"] = sd["members.0.head.bias"] + 2.0  # changed weights
-    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf = _yaml_load((folder / "rdf.yaml").read_text())
     rdf["weights"] = {"pytorch_state_dict": rdf["weights"]["pytorch_state_dict"]}
 
     # 1. changed weights file, old checksum: refused
     torch.save(sd, folder / "weights.pt")
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    (folder / "rdf.yaml").write_text(_yaml_dump(rdf))
     res = zoo.test_package(_rezip(folder, tmp_path / "bad_hash.zip"))
     assert not res["ok"] and res["errors"]
 
     # 2. changed weights with a matching checksum: a valid package whose outputs no longer match
     rdf["weights"]["pytorch_state_dict"]["sha256"] = zoo._sha256(folder / "weights.pt")
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    (folder / "rdf.yaml").write_text(_yaml_dump(rdf))
     res = zoo.test_package(_rezip(folder, tmp_path / "bad_weights.zip"))
     assert not res["ok"]
     assert any("Reproduce test outputs" in e for e in res["errors"]), res["errors"]
