@@ -1335,7 +1335,10 @@ def write_roiset(path: PathLike, rois: Iterable[ImagejRoi], *, overwrite: bool =
                 if roi.name != name:
                     roi = copy.deepcopy(roi)
                     roi.name = name
-                zf.writestr(name + ".roi", roi.tobytes())
+                # a fixed time stamp: the same ROIs always give the same bytes (reproducible, comparable runs)
+                info = zipfile.ZipInfo(name + ".roi", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, roi.tobytes())
     logger.debug("wrote %d ROIs to %s", len(rois), target)
     return target
 

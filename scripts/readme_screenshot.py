@@ -36,8 +36,8 @@ SHOWN, CROP = "0001", (slice(256, 512), slice(448, 704))
 TRAIN_CROP = (slice(None), slice(None))  # the whole 1024 x 1024 images
 #: A tiny ensemble: about a minute per member on a 2-core CPU; unsure, but enough to show objects and their
 #: uncertainty (a real one: ``fiji-consensus train`` with its defaults, see README).
-TINY_TRAINING = ["--members", "3", "--iterations", "250", "--patch-size", "96", "--batch-size", "4",
-                 "--depth", "2", "--base-channels", "8", "--validate-every", "125", "--learning-rate", "0.004",
+TINY_TRAINING = ["--members", "3", "--iterations", "300", "--patch-size", "96", "--batch-size", "4",
+                 "--depth", "2", "--base-channels", "8", "--validate-every", "150", "--learning-rate", "0.004",
                  "--threads", "2"]
 TITLES = ("experts-and-consensus", "ensemble-by-uncertainty")
 
@@ -145,12 +145,21 @@ def screenshot(tiffs: tuple[Path, Path], out_png: Path, ij_jar: str, work: Path)
             if wid is None:
                 raise RuntimeError(f"the ImageJ window {title!r} did not appear")
             shots.append(wid)
-        time.sleep(2.0)  # let ImageJ paint the zoomed windows
         parts = []
         for k, wid in enumerate(shots):
-            png = work / f"window{k}.png"
-            subprocess.run(["import", "-window", wid, str(png)], env=env, check=True)
-            parts.append(iio.imread(png)[..., :3])
+            # ImageJ paints a zoomed window in steps (slowly on a busy machine): take the window once two
+            # grabs a second apart are the same
+            png, previous = work / f"window{k}.png", None
+            for _ in range(60):
+                time.sleep(1.0)
+                subprocess.run(["import", "-window", wid, str(png)], env=env, check=True)
+                grab = iio.imread(png)[..., :3]
+                if previous is not None and grab.shape == previous.shape and np.array_equal(grab, previous):
+                    break
+                previous = grab
+            else:
+                raise RuntimeError(f"the ImageJ window {TITLES[k]!r} kept changing")
+            parts.append(grab)
     finally:
         if ij is not None:
             ij.kill()

@@ -406,7 +406,8 @@ def _java_roi_zoo():
 
     J = jpype.JClass
     JF, JI = jpype.JArray(jpype.JFloat), jpype.JArray(jpype.JInt)
-    Roi, PolygonRoi, ShapeRoi, Color = J("ij.gui.Roi"), J("ij.gui.PolygonRoi"), J("ij.gui.ShapeRoi"), J("java.awt.Color")
+    Roi, PolygonRoi, ShapeRoi = J("ij.gui.Roi"), J("ij.gui.PolygonRoi"), J("ij.gui.ShapeRoi")
+    Color = J("java.awt.Color")
     FloatPolygon = J("ij.process.FloatPolygon")
     zoo = [
         Roi(3, 4, 20, 10), Roi(3, 4, 20, 10, 6), J("ij.gui.OvalRoi")(5, 6, 12, 9),

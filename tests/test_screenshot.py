@@ -3,7 +3,9 @@ tiny ensemble)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +26,18 @@ def test_screenshot_of_experts_consensus_and_ensemble_in_imagej(tmp_path, ij_jar
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} missing: apt-get install xvfb xdotool imagemagick (make screenshot does)")
     out = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_screenshot.py"), "--out", str(out),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ensemble:" in proc.stdout and "objects" in proc.stdout
+    # its own process group: on a timeout the training, ImageJ and Xvfb it started are stopped too
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "readme_screenshot.py"), "--out", str(out),
+                             "--work", str(tmp_path / "work")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"readme_screenshot.py took more than 900 s:\n{stdout}{stderr}")
+    assert proc.returncode == 0, stdout + stderr
+    assert "ensemble:" in stdout and "objects" in stdout
     img = iio.imread(out)[..., :3].astype(int)
     assert img.ndim == 3 and img.shape[0] > 500 and img.shape[1] > 1000  # two zoomed 256 x 256 windows
     half = img.shape[1] // 2

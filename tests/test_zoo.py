@@ -454,6 +454,9 @@ def _foreign(tmp: Path, name: str, *, net: torch.nn.Module, axes: str = "bcyx", 
         weights["pytorch_state_dict"] = bm.PytorchStateDictWeightsDescr(
             source=d / "sd.pt", pytorch_version=bm.Version("2.0"),
             architecture=bm.ArchitectureFromFileDescr(source=d / "arch.py", callable=bm.Identifier("Net")))
+    if "keras_hdf5" in formats:  # only its checksum is checked when the package is read
+        (d / "w.h5").write_bytes(b"\x89HDF\r\n\x1a\n not really")
+        weights["keras_hdf5"] = bm.KerasHdf5WeightsDescr(source=d / "w.h5", tensorflow_version=bm.Version("2.10"))
     descr = bm.ModelDescr(
         name=name, description="a foreign model", authors=[bm.Author(name="someone")],
         cite=[bm.CiteEntry(text="someone", doi=bm.Doi("10.7554/eLife.59780"))], license=bm.LicenseId("MIT"),
@@ -497,6 +500,11 @@ def test_foreign_packages_run_or_fail_clearly(tmp_path, image, caplog):
     assert "execute the architecture code" in caplog.text
     with pytest.raises(ValueError, match="has no onnx weights"):
         zoo.load_package(sd_only, weight_format="onnx")
+
+    # only TensorFlow/Keras weights: refused with the formats named
+    keras = _foreign(tmp_path, "foreign-keras", net=_conv_sigmoid(1, 1), formats=("keras_hdf5",))
+    with pytest.raises(ValueError, match=r"only \['keras_hdf5'\] weights.*not supported"):
+        zoo.load_package(keras)
 
     # unsupported inputs: three channels, a z axis
     rgb = _foreign(tmp_path, "foreign-rgb", net=_conv_sigmoid(3, 1), cin=3)
