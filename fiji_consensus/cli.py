@@ -446,34 +446,90 @@ def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="run the pipeline on the bundled real sample (Segebarth et al. 2020, lab-wue1)",
-        description="Consensus (STAPLE) of the 5 experts on the bundled 5 images, per-expert scores, "
-        "agreement, and a check of the consensus against the published est_GT.",
+        description="On the bundled 5 images with 5 experts: STAPLE consensus, per-expert scores and agreement, "
+        "a check of the consensus against the published est_GT; then, when a model is available (--model, or "
+        "the zoo model model_zoo/cfos-wue1 and the zoo extra), prediction with uncertainty and the "
+        "objectivity/reliability/validity report of experts and model.",
     )
     p.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
+    p.add_argument("--model", type=Path, metavar="PATH",
+                   help="an ensemble folder or bioimage.io package (default: the zoo model cfos-wue1 if built)")
+    p.add_argument("--consensus-only", action="store_true", help="stop after the consensus")
     p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     _add_common(p)
     p.set_defaults(func=_run_demo)
+
+
+def _demo_model(a: argparse.Namespace) -> Path | None:
+    """The model of the demo: --model, else the built zoo model cfos-wue1 (None when there is none)."""
+    if a.consensus_only:
+        return None
+    if a.model is not None:
+        if not a.model.exists():
+            raise FileNotFoundError(a.model)
+        return a.model
+    try:
+        from .zoo import list_zoo
+
+        rows = list_zoo()
+    except (ImportError, FileNotFoundError) as exc:
+        logger.warning("no zoo model for the demo (%s); consensus only", exc)
+        return None
+    for row in rows:
+        if row["name"] == "cfos-wue1" and row.get("built"):
+            return Path(row["package"])
+    logger.warning("the zoo model cfos-wue1 is not built (model_zoo/cfos-wue1/build.py); consensus only")
+    return None
 
 
 def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from . import datasets, io
-    from .config import ConsensusConfig
+    from .config import ConsensusConfig, EvaluateConfig, PredictConfig
     from .jobs import run_consensus
 
     sample = datasets.load_sample()
+    out = Path(a.out)
+    progress = not (a.no_progress or a.quiet)
+    model = _demo_model(a)
     cfg = ConsensusConfig(
         images=sample.images_dir, experts=sample.expert_dirs, method="staple",
-        min_size=datasets.SAMPLE_MIN_SIZE, out=a.out, overwrite=a.overwrite,
+        min_size=datasets.SAMPLE_MIN_SIZE, out=out / "consensus", overwrite=a.overwrite,
     )
-    summary = run_consensus(cfg, progress=not (a.no_progress or a.quiet))
+    summary = run_consensus(cfg, progress=progress)
     differing = {}
     for image_id in sample.ids:
-        ours = io.read_mask(Path(a.out) / "masks" / f"{image_id}.tif")
+        ours = io.read_mask(out / "consensus" / "masks" / f"{image_id}.tif")
         differing[image_id] = int(np.count_nonzero(ours != sample.est_gt(image_id)))
     summary["est_gt_differing_pixels"] = differing
     summary["command"] = "demo"
+    if model is not None:
+        from .evaluate import run_evaluate
+        from .predict import run_predict
+
+        pred_out = out / "predictions" / model.stem
+        pred = run_predict(
+            PredictConfig(model=model, inputs=[sample.images_dir], out=pred_out,
+                          min_size=datasets.SAMPLE_MIN_SIZE, overwrite=a.overwrite),
+            progress=progress,
+        )
+        ev = run_evaluate(
+            EvaluateConfig(
+                images=sample.images_dir, experts=sample.expert_dirs, min_size=datasets.SAMPLE_MIN_SIZE,
+                models={model.stem: pred_out}, out=out / "report", overwrite=a.overwrite,
+                note="Bundled sample: 5 images of lab-wue1. The zoo model was trained on lab-wue1 (these images "
+                "were in its training folds): this shows the workflow, its held-out scores are in the model card.",
+            ),
+            progress=progress,
+        )
+        summary["model"] = str(model)
+        summary["prediction"] = {k: pred.get(k) for k in ("out", "ok", "n_images", "n_objects", "mean_qa_score",
+                                                          "seconds_per_image", "failed")
+                                 if k in pred}
+        summary["evaluation"] = {"out": ev.get("out"), "models": ev.get("models"),
+                                 "report": str(out / "report" / "report.html")}
+        summary["ok"] = bool(summary.get("ok", True) and pred.get("ok", True))
     if not a.json:
         rows = [{"expert": e, **s} for e, s in summary["expert_scores"].items()]
         print(f"Bundled sample: {len(sample.ids)} images of lab-wue1, {len(sample.experts)} experts "
@@ -483,7 +539,12 @@ def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
         total = sum(differing.values())
         print(f"Consensus vs the published est_GT: {total} differing pixels over {len(differing)} images"
               + (" (identical)" if total == 0 else ""))
-        print(f"Open {Path(summary['out']) / 'overlays'} in Fiji to see consensus (white) and expert outlines.")
+        print(f"Open {out / 'consensus' / 'overlays'} in Fiji to see consensus (white) and expert outlines.")
+        if model is not None:
+            rows = [{"model": m, **s} for m, s in (summary["evaluation"]["models"] or {}).items()]
+            print(f"\nModel {model} -> {summary['prediction'].get('out')}")
+            print(_table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below"]))
+            print(f"Report: {summary['evaluation']['report']}")
     return summary
 
 

@@ -207,11 +207,14 @@ def test_agreement_with_reference(tmp_path, sample, capsys):
 def test_demo_reproduces_est_gt(tmp_path):
     """`fiji-consensus demo` on the bundled sample: the STAPLE consensus equals the published est_GT."""
     proc = subprocess.run(
-        [sys.executable, "-m", "fiji_consensus", "demo", "--out", str(tmp_path / "demo"), "--json"],
+        [sys.executable, "-m", "fiji_consensus", "demo", "--out", str(tmp_path / "demo"), "--json",
+         "--consensus-only"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
+    assert "model" not in res and not (tmp_path / "demo" / "predictions").exists()
+    assert (tmp_path / "demo" / "consensus" / "overlays" / "0001.tif").is_file()
     assert res["est_gt_differing_pixels"] == {i: 0 for i in datasets.load_sample().ids}
     assert set(res["experts"]) == {f"expert_{k}" for k in range(1, 6)}
     # expert 1 is the least sensitive annotator of lab-wue1 (anchors.md: sensitivity ~0.38)
