@@ -101,7 +101,7 @@ def print_df2(df2: dict | None, ours_s_per_iter: float | None) -> None:
         print(DEEPFLASH2_REFERENCE)
         return
     for r in df2["runs"]:
-        ratio = f"; ours {ours_s_per_iter:.2f} s/iter = {r['seconds_per_step'] / ours_s_per_iter:.0f}x cheaper" \
+        ratio = f"; ours {ours_s_per_iter:.2f} s/iter = {r['seconds_per_step'] / ours_s_per_iter:.1f}x cheaper" \
             if ours_s_per_iter else ""
         print(f"deepflash2 {df2['deepflash2']} training step, measured here: Unet/{r['encoder']} "
               f"({r['parameters'] / 1e6:.1f} M parameters), {r['tile']} px, batch {r['batch']}: "
