@@ -17,6 +17,8 @@ Usage (from the repository root)::
     python model_zoo/cfos-wue1/build.py --skip-training --ensemble out/bench_wue1   # package a finished run
     python model_zoo/cfos-wue1/build.py -- --minutes 5 --fresh            # args after -- go to bench_train.py
 
+The committed package was made with ``build.py -- --minutes 55 --fresh`` (2-core CPU, 2026-11-25).
+
 Nothing is replaced without ``--overwrite``. Commit the package once, when the numbers are final.
 """
 
