@@ -261,3 +261,26 @@ def test_project_with_ignore_regions(tmp_path, sample, capsys):
     for k, e in enumerate(sample.experts[:3]):
         want = metrics.dice(got[:, 128:], masks[k][:, 128:])
         assert float(rows[e]["dice"]) == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.slow  # ~15 min on 2 cores: the package runs 4 members x 4 views through onnxruntime per image
+def test_demo_with_the_zoo_model(tmp_path):
+    """`make demo`'s command: consensus, then the committed zoo model (a bioimage.io package run through
+    bioimageio.core) predicts the sample, and the evaluation report places it among the experts."""
+    pytest.importorskip("bioimageio.core", reason="the zoo extra is part of `make test`")
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fiji_consensus", "demo", "--out", str(out), "--json", "--no-progress"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    assert res["model"].endswith("cfos-wue1.zip")
+    assert res["prediction"]["ok"] and res["prediction"]["n_images"] == 5
+    for kind in ("probability", "uncertainty", "labels", "rois", "overlays"):
+        assert len(list((out / "predictions" / "cfos-wue1" / kind).iterdir())) == 5, kind
+    scores = res["evaluation"]["models"]["cfos-wue1"]
+    # the sample's images were in the model's training folds: it must segment them about as well as an expert
+    assert scores["roi_f1"] > 0.6 and scores["dice"] > 0.6, scores
+    html = (out / "report" / "report.html").read_text()
+    assert "cfos-wue1" in html and "<img" in html
