@@ -131,17 +131,19 @@ def read_lab(lab_dir: Path) -> dict:
 
 
 def consensus_targets(lab: dict, kind: str) -> tuple[list[np.ndarray], str]:
-    """STAPLE consensus of the experts (hard > 0.5 or the soft posterior); est_GT as a fallback."""
+    """Training targets: the experts' STAPLE consensus (hard > 0.5 or the soft posterior), the fraction of
+    experts marking each pixel, or the published est_GT."""
     if kind == "est_gt":
         return [m.astype(np.float32) for m in lab["est_gt"]], "est_GT PNGs (= STAPLE > 0.5)"
-    try:
-        from fiji_consensus.consensus import staple
-    except ImportError:
-        logging.warning("fiji_consensus.consensus.staple is not available; using est_GT (= STAPLE > 0.5)")
-        return [m.astype(np.float32) for m in lab["est_gt"]], "est_GT PNGs (= STAPLE > 0.5)"
+    from fiji_consensus.consensus import expert_fraction, staple
+
+    experts = sorted(lab["experts"])
+    if kind == "fraction":
+        targets = [expert_fraction(np.stack([lab["experts"][e][j] for e in experts])) for j in range(len(lab["ids"]))]
+        return targets, f"fraction of the {len(experts)} experts marking each pixel (soft; > 0.5 = majority)"
     targets, same = [], 0
     for j in range(len(lab["ids"])):
-        res = staple(np.stack([lab["experts"][e][j] for e in sorted(lab["experts"])]))
+        res = staple(np.stack([lab["experts"][e][j] for e in experts]))
         hard = res.probability > 0.5
         same += int(np.array_equal(hard, lab["est_gt"][j]))
         targets.append(res.probability.astype(np.float32) if kind == "staple-soft" else hard.astype(np.float32))
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=60.0, help="training wall budget for the whole ensemble")
     ap.add_argument("--members", type=int, default=4, help="members = grouped folds (the paper: 4)")
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--base-channels", type=int, default=14)
     ap.add_argument("--patch-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--learning-rate", type=float, default=2e-3)
@@ -192,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blur", type=float, default=1.0, help="largest Gaussian blur sigma (pixels)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--targets", choices=["staple", "staple-soft", "est_gt"], default="staple")
+    ap.add_argument("--targets", choices=["fraction", "staple", "staple-soft", "est_gt"], default="fraction",
+                    help="training targets (default: the fraction of experts marking each pixel)")
+    ap.add_argument("--high-percentile", type=float, default=99.99,
+                    help="upper percentile of the per-image normalisation (99.99: the brightest cells set the "
+                    "scale, so a sparse image's background is not stretched)")
     ap.add_argument("--paper-selection", action="store_true", help="apply the paper's member selection rule")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming in --out")
     ap.add_argument("--progress", action="store_true", help="tqdm bars")
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=None, max_minutes=args.minutes, learning_rate=args.learning_rate,
         validate_every=args.validate_every, checkpoint_every=50, min_size=MIN_PIXEL["lab-wue1"],
         border_weight=args.border_weight, paper_selection=args.paper_selection, device="cpu",
+        high_percentile=args.high_percentile,
         threads=args.threads,
         augment={"zoom": tuple(args.zoom), "noise": args.noise, "blur": args.blur},
     )
