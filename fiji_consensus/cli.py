@@ -220,8 +220,13 @@ def _train_parser(sub) -> None:
     g.add_argument("--groups", type=Path, metavar="CSV", help="image id -> group CSV for grouped k-fold")
     t = p.add_argument_group("ensemble and budget")
     t.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
-    t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap"], default="auto",
-                   help="auto: grouped k-fold with --groups, else k-fold")
+    t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap", "all"], default="auto",
+                   help="auto: grouped k-fold with --groups, else k-fold; all: every member trains on all images "
+                   "(fine-tuning on a few)")
+    t.add_argument("--init", type=Path, metavar="MODEL",
+                   help="fine-tune: start every member from a member of this ensemble folder or fiji-consensus "
+                   "bioimage.io package (its architecture and normalisation are kept); use a smaller "
+                   "--learning-rate (e.g. 5e-4) and few --iterations")
     t.add_argument("--folds", type=int, help="folds (default: --members)")
     t.add_argument("--iterations", type=int, help="iterations per member")
     t.add_argument("--max-minutes", type=float, help="wall-time budget for the whole ensemble (default 60)")
@@ -235,6 +240,8 @@ def _train_parser(sub) -> None:
     n.add_argument("--batch-size", type=int, default=4)
     n.add_argument("--learning-rate", type=float, default=2e-3)
     n.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
+    n.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.99), metavar=("LOW", "HIGH"),
+                   help="per-image normalisation percentiles (default 1 99.99)")
     n.add_argument("--min-size", type=int, default=0, help="MIN_PIXEL of the validation ROI-F1")
     n.add_argument("--zoom", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="augment the apparent object size in [MIN, MAX] (e.g. 0.5 1.3 for a model meant for "
@@ -286,10 +293,11 @@ def _run_train(a: argparse.Namespace) -> dict[str, Any]:
         max_minutes=max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
         batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
         min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
+        low_percentile=a.percentiles[0], high_percentile=a.percentiles[1],
         augment={"zoom": tuple(a.zoom) if a.zoom else None, "noise": a.noise, "blur": a.blur},
     )
     kw = dict(images=a.images, labels=a.labels, experts=a.experts, expert_names=a.expert_names,
-              project=a.project, ignore=a.ignore, groups=a.groups)
+              project=a.project, ignore=a.ignore, groups=a.groups, init=a.init)
     cfg = TrainJobConfig(**{k: v for k, v in kw.items() if v is not None}, targets=a.targets, out=a.out,
                          overwrite=a.overwrite, train=train, dask=_dask_options(a))
     summary = run_train(cfg, progress=not (a.no_progress or a.quiet))

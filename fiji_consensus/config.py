@@ -182,11 +182,12 @@ class TrainConfig(BaseModel):
 
     # ensemble and splits
     members: int = Field(5, ge=1, description="Number of ensemble members (one per split).")
-    split: Literal["auto", "kfold", "group_kfold", "bootstrap"] = Field(
+    split: Literal["auto", "kfold", "group_kfold", "bootstrap", "all"] = Field(
         "auto",
         description="How to split images into training/validation per member: k-fold, grouped k-fold (needs "
-        "groups: image id -> group), bootstrap (validate on out-of-bag images); auto = group_kfold when "
-        "groups are given, else kfold.",
+        "groups: image id -> group), bootstrap (validate on out-of-bag images), all (every member trains on "
+        "all images, for fine-tuning on a few; its validation scores are then on training images); auto = "
+        "group_kfold when groups are given, else kfold.",
     )
     folds: int | None = Field(
         None, ge=2, description="Number of folds for (grouped) k-fold; default = members. members <= folds."
@@ -233,7 +234,14 @@ class TrainConfig(BaseModel):
     )
     augment: AugmentOptions = Field(default_factory=AugmentOptions, description="Augmentation settings.")
     low_percentile: float = Field(1.0, ge=0, lt=100, description="Lower percentile of per-image normalisation.")
-    high_percentile: float = Field(99.8, gt=0, le=100, description="Upper percentile of per-image normalisation.")
+    high_percentile: float = Field(
+        99.99,
+        gt=0,
+        le=100,
+        description="Upper percentile of per-image normalisation. 99.99 lets the brightest objects set the scale; "
+        "99.8 falls into the background of images with few objects and stretches their background to "
+        "object level.",
+    )
     # validation and selection
     validate_every: int = Field(100, ge=1, description="Validate (held-out images) every this many iterations.")
     checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
@@ -337,6 +345,12 @@ class TrainJobConfig(JobConfig):
         description="Start over in an existing ensemble folder instead of resuming or refusing.",
     )
     train: TrainConfig = Field(..., description="Network, sampling, optimisation and ensemble settings.")
+    init: Path | None = Field(
+        None,
+        description="Fine-tune: an ensemble folder or a fiji-consensus bioimage.io package whose members "
+        "initialise the new members (member k starts from member k mod K); its architecture and "
+        "normalisation are used instead of the network settings here.",
+    )
     dask: DaskOptions | None = Field(
         None,
         description="Train the members in parallel on Dask, one task per member (identical members to a "

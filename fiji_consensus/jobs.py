@@ -519,6 +519,7 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         ignores.append(ign)
         for e in experts:
             expert_masks[e].append(ann[e] > 0)
+    init = _load_init(config.init) if config.init is not None else None
     provenance = {
         "tool": "fiji-consensus",
         "version": __version__,
@@ -536,5 +537,19 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         progress=progress,
         resume=not config.overwrite,
         member_runner=_dask_member_runner(config, progress=progress),
+        init=init,
     )
     return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}
+
+
+def _load_init(path: Path) -> Any:
+    """The ensemble to fine-tune from: an ensemble folder or one of our bioimage.io packages."""
+    from .nn.ensemble import load_ensemble
+    from .zoo import ensemble_from_package, is_package
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"--init {p}: no such ensemble folder or package")
+    if is_package(p):
+        return ensemble_from_package(p)
+    return load_ensemble(p)

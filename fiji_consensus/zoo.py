@@ -79,6 +79,7 @@ __all__ = [
     "Package",
     "load_package",
     "predict_packages",
+    "ensemble_from_package",
     "list_zoo",
 ]
 
@@ -1328,6 +1329,108 @@ def _read_rdf(zip_path: Path) -> dict[str, Any]:
 
     yaml = require("ruyaml", extra="zoo")  # bioimageio.spec's YAML 1.2 reader
     return yaml.YAML(typ="safe").load(text)
+
+
+def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> Any:
+    """The members of one of our own packages as an :class:`~fiji_consensus.nn.ensemble.Ensemble`.
+
+    For fine-tuning a zoo model on new images (``fiji-consensus train --init PACKAGE.zip``) and for running
+    its members with fiji-consensus's own predictor. Only the package's ``pytorch_state_dict`` weights are
+    read, with ``torch.load(weights_only=True)`` after checking their SHA-256, into fiji-consensus's own
+    :class:`~fiji_consensus.nn.unet.UNet`: no code from the package runs. Packages made by other tools have
+    no ``config.fiji_consensus`` and are refused.
+
+    Parameters
+    ----------
+    source : path-like
+        A ``.zip`` package (or a folder holding ``rdf.yaml`` and the weights).
+    device : str
+        Where to put the members.
+
+    Examples
+    --------
+    >>> ens = ensemble_from_package("model_zoo/cfos-wue1/cfos-wue1.zip")     # doctest: +SKIP
+    >>> ens.predict(image).shape == image.shape                              # doctest: +SKIP
+    True
+    """
+    from ._validate import require
+
+    torch = require("torch", extra="train")
+    from .nn.ensemble import Ensemble
+    from .nn.unet import UNet
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no bioimage.io package at {path}")
+    if path.is_dir():
+        rdf_file = _package_source(path)
+        if rdf_file == path:
+            raise ValueError(f"{path} holds no rdf.yaml or bioimageio.yaml: not a bioimage.io package")
+        yaml = require("ruyaml", extra="zoo")
+        rdf = yaml.YAML(typ="safe").load(rdf_file.read_text(encoding="utf-8"))
+
+        def read(name: str) -> bytes:
+            return (path / name).read_bytes()
+    else:
+        try:
+            rdf = _read_rdf(path)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path} is not a zip file: {exc}") from exc
+
+        def read(name: str) -> bytes:
+            with zipfile.ZipFile(path) as zf:
+                return zf.read(name)
+
+    fc = (rdf.get("config") or {}).get("fiji_consensus")
+    weights = (rdf.get("weights") or {}).get("pytorch_state_dict") or {}
+    kwargs = (weights.get("architecture") or {}).get("kwargs") or {}
+    if not fc or not weights or "unet_config" not in kwargs:
+        raise ValueError(
+            f"{path} is not a fiji-consensus package (no config.fiji_consensus with pytorch_state_dict weights "
+            "of an EnsembleNet); only our own packages can initialise or run as an ensemble of U-Nets"
+        )
+    try:
+        data = read(str(weights["source"]))
+    except KeyError as exc:
+        raise ValueError(f"{path} lacks its weights file {weights['source']!r}") from exc
+    if weights.get("sha256") and hashlib.sha256(data).hexdigest() != weights["sha256"]:
+        raise ValueError(f"the weights {weights['source']!r} in {path} do not match their SHA-256 in the rdf")
+    import io as _io
+
+    sd = torch.load(_io.BytesIO(data), map_location="cpu", weights_only=True)
+    cfg = dict(kwargs["unet_config"])
+    n = int(kwargs.get("n_members", 0))
+    members = []
+    for k in range(n):
+        prefix = f"members.{k}."
+        net = UNet(**cfg)
+        try:
+            net.load_state_dict({name[len(prefix):]: t for name, t in sd.items() if name.startswith(prefix)})
+        except RuntimeError as exc:
+            raise ValueError(f"member {k} of {path} does not fit its U-Net configuration {cfg}: {exc}") from exc
+        members.append(net.to(device).eval())
+    if not members:
+        raise ValueError(f"{path} holds no members (n_members = {n})")
+    arch = dict(fc.get("architecture") or {})
+    arch.setdefault("name", "UNet")
+    arch["config"] = cfg
+    arch.setdefault("halo", members[0].halo)
+    meta = {
+        "name": rdf.get("name"),
+        "architecture": arch,
+        "normalization": dict(fc["normalization"]),
+        "threshold": float(fc.get("threshold", 0.5)),
+        "min_size": int(fc.get("min_size", 0) or 0),
+        "members": list(fc.get("members") or [{"index": k, "selected": True} for k in range(n)]),
+        "training": fc.get("training"),
+        "provenance": {"package": str(path), "package_sha256": _sha256(path) if path.is_file() else None},
+    }
+    indices = [int(m.get("index", k)) for k, m in enumerate(meta["members"])][:n]
+    return Ensemble(
+        members=members, indices=indices if len(indices) == n else list(range(n)),
+        normalization=meta["normalization"], halo=int(arch["halo"]), threshold=meta["threshold"],
+        metadata=meta, path=path, device=torch.device(device),
+    )
 
 
 def list_zoo(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:

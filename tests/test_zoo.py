@@ -547,3 +547,41 @@ def test_package_cli_and_zoo_list(ensemble_dir, package, tmp_path, capsys):
     code = main(["zoo", "list", "--root", str(root)])
     out = capsys.readouterr().out
     assert code == 0 and "tiny" in out and "not built" in out and "lab-mue" in out
+
+
+def test_our_package_as_an_ensemble_for_fine_tuning(package, package_std, ensemble_dir, image, tmp_path, capsys):
+    ens = load_ensemble(ensemble_dir)
+    back = zoo.ensemble_from_package(package[0])
+    assert back.indices == ens.indices and back.halo == ens.halo and back.threshold == ens.threshold
+    assert back.normalization["max_percentile"] == ens.normalization["max_percentile"]
+    for a, b in zip(ens.members, back.members):  # the very same weights, read without running package code
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    np.testing.assert_array_equal(back.predict(image), ens.predict(image))
+    # fine-tuning from the package with the CLI: members start from the package's (split all, 2 images)
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir(), labels.mkdir()
+    for iid, (y, x) in list(WINDOWS.items())[:2]:
+        win = np.s_[y : y + 96, x : x + 96]
+        tifffile.imwrite(imgs / f"{iid}.tif", iio.imread(SAMPLE / "images" / f"{iid}.png")[win])
+        gt = _mask(SAMPLE / "labels" / "est_GT" / f"{iid}_cFOS.png")[win]
+        tifffile.imwrite(labels / f"{iid}.tif", (gt * 255).astype(np.uint8))
+    code = main(["train", "--images", str(imgs), "--labels", str(labels), "--init", str(package[0]),
+                 "--split", "all", "--members", "2", "--iterations", "2", "--validate-every", "2",
+                 "--patch-size", "48", "--batch-size", "2", "--learning-rate", "1e-4", "--threads", "1",
+                 "--out", str(tmp_path / "tuned"), "--json"])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and res["ok"], res
+    meta = json.loads((tmp_path / "tuned" / "ensemble.json").read_text())
+    assert meta["architecture"]["config"] == ens.metadata["architecture"]["config"]
+    assert meta["provenance"]["init"]["path"] == str(package[0])
+    # the std package: other views and measure, the same members
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for a, b in
+               zip(ens.members, zoo.ensemble_from_package(package_std).members) for k in a.state_dict())
+    # packages made by other tools are refused clearly
+    with pytest.raises(ValueError, match="not a fiji-consensus package"):
+        zoo.ensemble_from_package(_foreign(tmp_path, "foreign-init", net=_conv_sigmoid(1, 1)))
+    code = main(["train", "--images", str(imgs), "--labels", str(labels), "--init", str(tmp_path / "none.zip"),
+                 "--iterations", "2", "--out", str(tmp_path / "t2"), "--json"])
+    err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and "none.zip" in err["error"]

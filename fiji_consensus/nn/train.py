@@ -113,7 +113,7 @@ def make_splits(
     k-fold: the shuffled ids are cut into ``folds`` parts; member ``k`` validates on part ``k``. Grouped
     k-fold: whole groups go to one fold (largest groups first, each to the fold with the fewest images).
     Bootstrap: each member trains on ``n`` ids drawn with replacement (duplicates kept) and validates on
-    the ids never drawn.
+    the ids never drawn. All: every member trains and validates on all ids (fine-tuning on a few images).
 
     >>> make_splits(["a", "b", "c", "d"], members=2, split="kfold", seed=0)
     [(['b', 'd'], ['a', 'c']), (['a', 'c'], ['b', 'd'])]
@@ -122,6 +122,10 @@ def make_splits(
     n = len(ids)
     if split == "auto":
         split = "group_kfold" if groups else "kfold"
+    if split == "all":
+        if n < 1:
+            raise ValueError("split='all' needs at least 1 image; got none")
+        return [(list(ids), list(ids)) for _ in range(members)]
     if split in ("kfold", "group_kfold"):
         k = folds or members
         if k < 2:
@@ -186,7 +190,7 @@ def make_splits(
                 raise RuntimeError("could not draw a bootstrap sample with out-of-bag images")
             splits.append(([ids[i] for i in sorted(draw.tolist())], [ids[i] for i in oob]))
         return splits
-    raise ValueError(f"split must be 'auto', 'kfold', 'group_kfold' or 'bootstrap'; got {split!r}")
+    raise ValueError(f"split must be 'auto', 'kfold', 'group_kfold', 'bootstrap' or 'all'; got {split!r}")
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -273,9 +277,14 @@ def _check_inputs(
     return imgs, tgts, igns, experts
 
 
-def _fingerprint(config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits) -> str:
+def _fingerprint(
+    config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits, init_sha256: str | None = None
+) -> str:
     cfg = config.model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints"})
-    h = hashlib.sha256(json.dumps({"config": cfg, "ids": list(image_ids), "splits": splits}, sort_keys=True).encode())
+    record = {"config": cfg, "ids": list(image_ids), "splits": splits}
+    if init_sha256:
+        record["init"] = init_sha256
+    h = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
     for arrs in (images, targets, ignore):
         for a in arrs:
             if a is None:
@@ -306,6 +315,45 @@ def _resolve_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return torch.device(name)
+
+
+def _init_from(config: TrainConfig, init: Any) -> tuple[TrainConfig, list[dict[str, Any]], dict[str, Any]]:
+    """Fine-tuning: the settings, start weights and provenance taken from a loaded ensemble ``init``."""
+    from .ensemble import Ensemble
+
+    if not isinstance(init, Ensemble):
+        raise TypeError(
+            "init must be a loaded Ensemble (fiji_consensus.nn.load_ensemble(folder) or "
+            f"fiji_consensus.zoo.ensemble_from_package(zip)); got {type(init).__name__}"
+        )
+    arch = dict(init.metadata["architecture"]["config"])
+    if int(arch.get("in_channels", 1)) != 1 or int(arch.get("out_channels", 1)) != 1:
+        raise ValueError(f"init must hold single-channel U-Nets (in/out channels 1); got {arch}")
+    if int(arch.get("convs_per_block", 2)) != 2:
+        raise ValueError(f"init's U-Nets have convs_per_block={arch['convs_per_block']}; training supports 2")
+    norm = init.normalization
+    update = {
+        "depth": int(arch["depth"]), "base_channels": int(arch["base_channels"]), "norm": arch.get("norm", "batch"),
+        "norm_groups": int(arch.get("groups", config.norm_groups)), "upsample": arch.get("upsample", "transpose"),
+        "low_percentile": float(norm["min_percentile"]), "high_percentile": float(norm["max_percentile"]),
+    }
+    changed = [f"{k}={v}" for k, v in update.items() if getattr(config, k) != v]
+    if changed:
+        log.info("fine-tuning from %s: its settings replace the given ones: %s", init.path, ", ".join(changed))
+    states = [{n: t.detach().cpu().clone() for n, t in m.state_dict().items()} for m in init.members]
+    h = hashlib.sha256()
+    for st in states:
+        for name in sorted(st):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(st[name].numpy()).tobytes())
+    info = {
+        "path": str(init.path) if init.path is not None else None,
+        "members": list(init.indices),
+        "weights_sha256": h.hexdigest(),
+        "name": init.metadata.get("name"),
+        "rule": "member k starts from initial member k mod K",
+    }
+    return config.model_copy(update=update), states, info
 
 
 # --------------------------------------------------------------------------------------------- members
@@ -382,6 +430,7 @@ def _train_member(
     k: int,
     *,
     seed: int,
+    init_state: dict[str, Any] | None = None,
     train: list[TrainingImage],
     val: list[_ValImage],
     c: TrainConfig,
@@ -402,7 +451,10 @@ def _train_member(
     ck_path = out / "checkpoints" / f"member_{k}.pt"
     log_path = out / "logs" / f"member_{k}.csv"
     torch.manual_seed(seed)
-    net = UNet.from_config(arch).to(device)
+    net = UNet.from_config(arch)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
     aug = AugmentConfig(**c.augment.model_dump())
     sampler = PatchSampler(train, patch_size=c.patch_size, seed=seed, augment=aug)
@@ -577,6 +629,7 @@ class TrainingPlan:
     arch: dict[str, Any]
     prepared: dict[str, TrainingImage] = field(repr=False)
     val_images: dict[str, _ValImage] = field(repr=False)
+    init_states: list[dict[str, Any]] | None = field(default=None, repr=False)  # fine-tuning: start weights
 
 
 def train_member(
@@ -603,8 +656,9 @@ def train_member(
         budget = c.max_minutes * 60.0 / c.members
     log.info("member %d/%d: %d training, %d validation images, seed %d", k + 1, c.members,
              len(train_ids), len(val_ids), plan.seeds[k])
+    init_state = plan.init_states[k % len(plan.init_states)] if plan.init_states else None
     res = _train_member(
-        k, seed=plan.seeds[k], train=[plan.prepared[i] for i in train_ids],
+        k, seed=plan.seeds[k], init_state=init_state, train=[plan.prepared[i] for i in train_ids],
         val=[plan.val_images[i] for i in val_ids], c=c, arch=plan.arch, device=_resolve_device(c.device),
         out=plan.out, fingerprint=plan.fingerprint, resume=plan.resume, budget_s=budget, progress=progress,
         callback=callback,
@@ -628,6 +682,7 @@ def train_ensemble(
     resume: bool = True,
     callback: Callable[..., Any] | None = None,
     member_runner: Callable[[TrainingPlan, list[int]], Sequence[dict[str, Any]]] | None = None,
+    init: Any = None,
 ) -> dict:
     """Train a U-Net ensemble on (consensus) targets and write it to ``out_dir``.
 
@@ -665,6 +720,11 @@ def train_ensemble(
         returns their results in that order, each from :func:`train_member` (default: one after the
         other in this process; :func:`fiji_consensus.distributed.train_members` trains them in parallel on
         Dask, giving the same members bit for bit on CPUs with the same ``threads``).
+    init : Ensemble, optional
+        Fine-tuning: a loaded ensemble (:func:`~fiji_consensus.nn.ensemble.load_ensemble`, or
+        :func:`fiji_consensus.zoo.ensemble_from_package` for a package); member ``k`` starts from its member
+        ``k mod K``, and its architecture and normalisation replace those of ``config``. Use a smaller
+        ``learning_rate`` and few iterations, and ``split="all"`` when there are only a few images.
 
     Returns
     -------
@@ -685,6 +745,9 @@ def train_ensemble(
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    init_states, init_info = None, None
+    if init is not None:
+        config, init_states, init_info = _init_from(config, init)
     image_ids = [str(i) for i in image_ids]
     imgs, tgts, igns, experts = _check_inputs(images, targets, image_ids, ignore, expert_masks)
     if config.paper_selection and not experts:
@@ -694,7 +757,7 @@ def train_ensemble(
     )
     split_kind = config.split if config.split != "auto" else ("group_kfold" if groups else "kfold")
     seeds = member_seeds(config.seed, config.members)
-    fp = _fingerprint(config, image_ids, imgs, tgts, igns, splits)
+    fp = _fingerprint(config, image_ids, imgs, tgts, igns, splits, init_info["weights_sha256"] if init_info else None)
     out = Path(out_dir)
     ej = out / ENSEMBLE_JSON
     if ej.is_file():
@@ -763,6 +826,7 @@ def train_ensemble(
         plan = TrainingPlan(
             config=config, out=out, splits=[(list(t), list(v)) for t, v in splits], seeds=list(seeds),
             fingerprint=fp, resume=resume, arch=arch, prepared=prepared, val_images=val_images,
+            init_states=init_states,
         )
         indices = list(range(config.members))
         if member_runner is None:
@@ -830,6 +894,7 @@ def train_ensemble(
                 "groups": {i: str(groups[i]) for i in image_ids} if groups else None,
                 "splits": [{"train": r["train_ids"], "validation": r["val_ids"]} for r in results],
                 "seeds": seeds,
+                "init": init_info,
                 "experts": sorted(experts) if experts else (provenance or {}).get("experts"),
                 "expert_roi_f1": expert_f1 or None,
                 "device": str(device),

@@ -357,3 +357,39 @@ def test_cuda_requested_without_gpu(sample, tmp_path):
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         train_ensemble(sample["images"], sample["targets"], tmp_path / "c", tiny(device="cuda"),
                        image_ids=sample["ids"])
+
+
+# ----------------------------------------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tuning_starts_from_the_initial_members(sample, tmp_path):
+    base = tmp_path / "base"
+    train_ensemble(sample["images"], sample["targets"], base, tiny(members=2, iterations=8), image_ids=sample["ids"])
+    init = load_ensemble(base)
+    # other network settings are replaced by the initial ensemble's; a tiny learning rate keeps the weights
+    cfg = tiny(members=3, split="all", iterations=2, validate_every=2, depth=3, base_channels=4,
+               learning_rate=1e-12, warmup_fraction=0.0, high_percentile=99.0)
+    out = tmp_path / "tuned"
+    summary = train_ensemble(sample["images"][:2], sample["targets"][:2], out, cfg, image_ids=sample["ids"][:2],
+                             init=init)
+    tuned = load_ensemble(out)
+    meta = tuned.metadata
+    assert meta["architecture"]["config"] == init.metadata["architecture"]["config"]
+    assert meta["normalization"]["max_percentile"] == init.normalization["max_percentile"]
+    assert meta["provenance"]["init"]["members"] == [0, 1]
+    # split "all": every member trains and validates on both images
+    assert all(m["train_ids"] == sample["ids"][:2] == m["val_ids"] for m in summary["members"])
+    for k, member in enumerate(tuned.members):  # member k starts from initial member k mod 2
+        start = init.members[k % 2].state_dict()
+        for name, t in member.state_dict().items():
+            if name.endswith("weight") and t.ndim == 4:  # convolutions (batch-norm statistics do move)
+                torch.testing.assert_close(t, start[name], atol=1e-6, rtol=0)
+    other = init.members[1].state_dict()
+    w0 = next(n for n, t in other.items() if t.ndim == 4)
+    assert not torch.allclose(tuned.members[0].state_dict()[w0], other[w0])
+    # a different initial ensemble is a different run: resuming in the same folder is refused
+    with pytest.raises(FileExistsError):
+        train_ensemble(sample["images"][:2], sample["targets"][:2], out, cfg, image_ids=sample["ids"][:2])
+    with pytest.raises(TypeError, match="init must be a loaded Ensemble"):
+        train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "x", cfg,
+                       image_ids=sample["ids"][:2], init=str(base))
