@@ -1,0 +1,116 @@
+"""Real-data benchmark: fine-tune the lab-wue1 ensemble on a few images of another lab, test on the rest.
+
+What a lab with another microscope does with a zoo model (``fiji-consensus train --init MODEL --split all``):
+its experts annotate a few images, the ensemble is fine-tuned on their consensus, and it segments the
+rest. For each held-out lab (lab-mue, lab-inns1: other labs and microscopes, never seen by the base
+ensemble) the first ``--n-train`` images (sorted ids) are the fine-tuning set, the others the test set; on
+the test images the script prints the ROI-F1 (Segebarth definition, the lab's MIN_PIXEL) and pixel Dice
+against est_GT of the base ensemble (zero-shot), of the fine-tuned ensemble, and of every expert.
+
+Usage::
+
+    python tests/benchmarks/bench_finetune.py --model out/bench_wue1            # the ensemble of bench_train
+    python tests/benchmarks/bench_finetune.py --model model_zoo/cfos-wue1/cfos-wue1.zip --iterations 60
+
+Every member is fine-tuned for ``--iterations`` iterations (batch 4, 256 px, learning rate 5e-4 with
+warm-up and cosine decay, the base recipe's augmentation) on the fraction of that lab's experts marking
+each pixel (the base recipe's targets). The base ensemble's normalisation and architecture are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import DEFAULT_DATA, MIN_PIXEL, REPO, consensus_targets, evaluate, read_lab  # noqa: E402
+
+
+def subset(lab: dict, idx: list[int]) -> dict:
+    return {"ids": [lab["ids"][j] for j in idx], "images": [lab["images"][j] for j in idx],
+            "est_gt": [lab["est_gt"][j] for j in idx],
+            "experts": {e: [m[j] for j in idx] for e, m in lab["experts"].items()}}
+
+
+def table(name: str, ev: dict) -> dict:
+    means = ev["means"]
+    experts = sorted(n for n in means if n.startswith("expert_"))
+    med = {m: statistics.median(means[e][m] for e in experts) for m in ("roi_f1", "dice")}
+    print(f"  {name:<22} {means['ensemble']['roi_f1']:>7.3f} {means['ensemble']['dice']:>7.3f}")
+    return {"ensemble": means["ensemble"], "median_expert": med, "experts": {e: means[e] for e in experts}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=REPO / "out" / "bench_wue1",
+                    help="base ensemble: a folder (bench_train.py --out) or one of our bioimage.io packages")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--labs", nargs="+", default=["lab-mue", "lab-inns1"])
+    ap.add_argument("--n-train", type=int, default=2, help="images of each lab to fine-tune on (sorted ids)")
+    ap.add_argument("--iterations", type=int, default=100, help="fine-tuning iterations per member")
+    ap.add_argument("--learning-rate", type=float, default=5e-4)
+    ap.add_argument("--targets", choices=["fraction", "staple"], default="fraction")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench_finetune", help="fine-tuned ensembles")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from fiji_consensus.nn.ensemble import json_safe, load_ensemble, write_text_atomic
+    from fiji_consensus.nn.train import TrainConfig, train_ensemble
+
+    torch.set_num_threads(args.threads)
+    if args.model.is_file() or (args.model / "rdf.yaml").is_file():
+        from fiji_consensus.zoo import ensemble_from_package
+
+        base = ensemble_from_package(args.model)
+    else:
+        base = load_ensemble(args.model)
+    aug = (base.metadata.get("training") or {}).get("augment") or {}
+    results: dict = {"model": str(args.model), "n_train": args.n_train, "iterations": args.iterations, "labs": {}}
+    for lab_name in args.labs:
+        lab = read_lab(args.data / lab_name)
+        n = len(lab["ids"])
+        if not 0 < args.n_train < n:
+            print(f"--n-train must be between 1 and {n - 1} for {lab_name}", file=sys.stderr)
+            return 2
+        tune, test = subset(lab, list(range(args.n_train))), subset(lab, list(range(args.n_train, n)))
+        targets, note = consensus_targets(tune, args.targets)
+        cfg = TrainConfig(
+            members=len(base.members), split="all", seed=0, iterations=args.iterations,
+            learning_rate=args.learning_rate, batch_size=4, patch_size=256, validate_every=args.iterations,
+            checkpoint_every=50, min_size=MIN_PIXEL[lab_name], device="cpu", threads=args.threads,
+            augment={k: aug[k] for k in ("zoom", "noise", "blur") if k in aug},
+        )
+        t0 = time.perf_counter()
+        train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
+                       provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
+        seconds = time.perf_counter() - t0
+        tuned = load_ensemble(args.out / lab_name)
+        print(f"\n{lab_name}: fine-tuned {len(tuned.members)} members x {args.iterations} iterations on "
+              f"{tune['ids']} ({note}) in {seconds / 60:.1f} min; test images {test['ids']} vs est_GT "
+              f"(MIN_PIXEL {MIN_PIXEL[lab_name]})")
+        print(f"  {'':<22} {'ROI-F1':>7} {'Dice':>7}")
+        zero = table("zero-shot ensemble", evaluate(base, test, MIN_PIXEL[lab_name]))
+        fine = table("fine-tuned ensemble", evaluate(tuned, test, MIN_PIXEL[lab_name]))
+        for e, v in zero["experts"].items():
+            print(f"  {e:<22} {v['roi_f1']:>7.3f} {v['dice']:>7.3f}")
+        med = zero["median_expert"]
+        print(f"  {'median expert':<22} {med['roi_f1']:>7.3f} {med['dice']:>7.3f}")
+        print(f"  fine-tuned >= median expert (ROI-F1): {fine['ensemble']['roi_f1'] >= med['roi_f1']}")
+        results["labs"][lab_name] = {"tune_ids": tune["ids"], "test_ids": test["ids"], "seconds": seconds,
+                                     "zero_shot": zero, "fine_tuned": fine}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", args.out / "bench_finetune.json")
+    print(f"\nresults in {args.out / 'bench_finetune.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
