@@ -4,9 +4,10 @@ Rebuilds ``model_zoo/cfos-wue1/cfos-wue1.zip`` and its model card ``README.md`` 
 data in ``../shared/data/segebarth2020`` (or ``$FIJI_CONSENSUS_SHARED_DATA``):
 
 1. ``tests/benchmarks/bench_train.py`` trains a 4-member U-Net ensemble (grouped 4-fold over the 9 groups of
-   ``groups_wue1.csv``, STAPLE consensus of the 5 experts as targets, a 60-minute CPU budget; its defaults are
-   the recipe) into ``--ensemble`` and scores the ensemble, its members and every expert on the two held-out
-   labs (``bench_results.json``). An interrupted run resumes; a finished one is only re-evaluated.
+   ``groups_wue1.csv``, the fraction of the 5 experts marking each pixel as soft targets, per-image 1-99.99
+   percentile normalisation, a 60-minute CPU budget; its defaults are the recipe) into ``--ensemble`` and
+   scores the ensemble, its members and every expert on the two held-out labs (``bench_results.json``). An
+   interrupted run resumes; a finished one is only re-evaluated.
 2. ``fiji-consensus package`` writes the ensemble as one bioimage.io model (4 members x 4 flip views inside,
    probability + predictive entropy), runs ``bioimageio test`` on it (offline, every weight format) and
    writes the model card from ``ensemble.json`` and ``bench_results.json``.
@@ -17,7 +18,7 @@ Usage (from the repository root)::
     python model_zoo/cfos-wue1/build.py --skip-training --ensemble out/bench_wue1   # package a finished run
     python model_zoo/cfos-wue1/build.py -- --minutes 5 --fresh            # args after -- go to bench_train.py
 
-The committed package was made with ``build.py -- --minutes 55 --fresh`` (2-core CPU, 2026-11-25).
+The committed package was made with ``build.py -- --minutes 55 --fresh`` (2-core CPU, 2026-12-01).
 
 Nothing is replaced without ``--overwrite``. Commit the package once, when the numbers are final.
 """
@@ -36,8 +37,9 @@ NAME = "cfos-wue1"
 TITLE = "cFOS nuclei U-Net ensemble (lab-wue1 consensus)"
 DESCRIPTION = (
     "Segmentation of cFOS-positive nuclei in fluorescence images of mouse brain sections: an ensemble of 4 "
-    "U-Nets trained with fiji-consensus on the STAPLE consensus of 5 experts' annotations of the 36 lab-wue1 "
-    "images of Segebarth et al. 2020 (eLife 9:e59780), validated on two other labs (lab-mue, lab-inns1). "
+    "U-Nets trained with fiji-consensus on the agreement of 5 experts (the fraction of experts marking each "
+    "pixel) on the 36 lab-wue1 images of Segebarth et al. 2020 (eLife 9:e59780), validated on two other labs "
+    "(lab-mue, lab-inns1). "
     "Outputs the mean foreground probability and its predictive entropy (bits) over members x flips."
 )
 TAGS = ["cfos", "nuclei", "fluorescence-light-microscopy", "mouse", "brain", "instance-segmentation"]

@@ -157,7 +157,7 @@ print("RESULT " + json.dumps(out))
 
 def _df2_python(venv: Path, install: bool) -> Path | None:
     py = venv / "bin" / "python"
-    ok = py.is_file() and subprocess.run([str(py), "-c", "import deepflash2, segmentation_models_pytorch"],
+    ok = py.is_file() and subprocess.run([str(py), "-c", "import torchvision, deepflash2, segmentation_models_pytorch"],
                                          capture_output=True).returncode == 0
     if ok or not install:
         return py if ok else None
@@ -178,6 +178,18 @@ def _df2_python(venv: Path, install: bool) -> Path | None:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
         if r.returncode:
             print(f"deepflash2 install failed at {' '.join(cmd[-2:])}: {r.stderr[-800:]}", file=sys.stderr)
+            return None
+    check = [str(py), "-c", "import torchvision, deepflash2, segmentation_models_pytorch"]
+    if subprocess.run(check, capture_output=True).returncode:
+        # where pip resolves our torch version to a local CPU wheel, PyPI's torchvision does not load beside
+        # it ("operator torchvision::nms does not exist"); the next release pair loads (a CUDA build, run on
+        # the CPU here): deepflash2 then runs on another torch than ours, which the results record
+        print("torchvision does not load beside torch " + ver + "; installing torch 2.14.1 + torchvision 0.29.1",
+              file=sys.stderr)
+        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "torch==2.14.1", "torchvision==0.29.1"],
+                           capture_output=True, text=True, timeout=3600)
+        if r.returncode or subprocess.run(check, capture_output=True).returncode:
+            print(f"deepflash2's torch/torchvision do not load: {r.stderr[-800:]}", file=sys.stderr)
             return None
     print(f"deepflash2 venv created in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return py
