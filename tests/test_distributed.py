@@ -336,7 +336,10 @@ def test_chunked_zarr_equals_in_memory_seams_included(cluster, model, big, tmp_p
     summary = run_predict(cfg)  # no cluster: Dask's local threaded scheduler
     assert summary["shape"] == [300, 360] and summary["chunks"] == [96, 96] and summary["n_blocks"] == 12
     # the exact normalisation of the in-memory path
-    assert summary["normalization"] == list(compute_percentiles(image, low=1.0, high=99.8))
+    norm = ens.normalization
+    assert summary["normalization"] == list(
+        compute_percentiles(image, low=norm["min_percentile"], high=norm["max_percentile"])
+    )
     # the same through the CLI on the cluster
     rc = main(["predict", str(path), "--model", str(model), "--out", str(tmp_path / "cluster.zarr"), "--tta", "flips",
                "--chunk", "96", "--scheduler", cluster.scheduler_address, "--json", "--no-progress"])
