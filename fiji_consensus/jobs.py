@@ -498,6 +498,7 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
     require("torch", extra="train")
     from .nn.train import train_ensemble
 
+    init = _load_init(config.init) if config.init is not None else None  # before the images: fail fast
     ds = _resolve_dataset(config)
     label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
     if not label_paths and len(ds.experts) < 2:
@@ -519,7 +520,6 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         ignores.append(ign)
         for e in experts:
             expert_masks[e].append(ann[e] > 0)
-    init = _load_init(config.init) if config.init is not None else None
     provenance = {
         "tool": "fiji-consensus",
         "version": __version__,
@@ -552,4 +552,9 @@ def _load_init(path: Path) -> Any:
         raise FileNotFoundError(f"--init {p}: no such ensemble folder or package")
     if is_package(p):
         return ensemble_from_package(p)
+    if p.is_file() and p.name != "ensemble.json":
+        raise ValueError(
+            f"--init {p}: expected an ensemble folder (holding ensemble.json) or a fiji-consensus "
+            f"bioimage.io package (.zip), got a {p.suffix or 'plain'} file"
+        )
     return load_ensemble(p)

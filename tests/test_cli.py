@@ -176,6 +176,19 @@ def test_bad_inputs_give_one_line_errors(mixed_inputs, tmp_path, capsys):
     payload = json.loads(out)
     assert code == 1 and payload["ok"] is False and "0001.zip" in payload["error"]
     assert not (tmp_path / "o3" / "experts.csv").exists()
+    # fine-tuning from something that is not a model: named, before any image is read
+    pytest.importorskip("torch")
+    roiset = tmp_path / "RoiSet.zip"  # a zip, but no bioimage.io package
+    rois.write_roiset(roiset, rois.mask_to_rois(np.pad(np.ones((5, 5), bool), 3)))
+    image = next(images.iterdir())
+    for bad, why in ((tmp_path / "missing.zip", "no such ensemble folder or package"),
+                     (roiset, "RoiSet.zip"), (image, "expected an ensemble folder")):
+        code, out, err = _run(["train", "--images", str(images), "--experts", *map(str, expert_dirs[:2]),
+                               "--init", str(bad), "--members", "1", "--iterations", "1",
+                               "--out", str(tmp_path / "m"), "--json"], capsys)
+        payload = json.loads(out)
+        assert code == 1 and why in payload["error"] and "Traceback" not in err, payload
+        assert not (tmp_path / "m").exists()
     # usage errors exit 2
     with pytest.raises(SystemExit) as e:
         main(["consensus", "--method", "nonsense", "--out", "x"])
