@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--labs", nargs="+", default=["lab-mue", "lab-inns1"])
     ap.add_argument("--n-train", type=int, default=2, help="images of each lab to fine-tune on (sorted ids)")
-    ap.add_argument("--iterations", type=int, default=100, help="fine-tuning iterations per member")
+    ap.add_argument("--iterations", type=int, default=400, help="fine-tuning iterations per member")
     ap.add_argument("--learning-rate", type=float, default=5e-4)
     ap.add_argument("--targets", choices=["fraction", "staple"], default="fraction")
     ap.add_argument("--threads", type=int, default=2)
