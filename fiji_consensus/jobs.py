@@ -550,11 +550,4 @@ def _load_init(path: Path) -> Any:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--init {p}: no such ensemble folder or package")
-    if is_package(p):
-        return ensemble_from_package(p)
-    if p.is_file() and p.name != "ensemble.json":
-        raise ValueError(
-            f"--init {p}: expected an ensemble folder (holding ensemble.json) or a fiji-consensus "
-            f"bioimage.io package (.zip), got a {p.suffix or 'plain'} file"
-        )
-    return load_ensemble(p)
+    return ensemble_from_package(p) if is_package(p) else load_ensemble(p)

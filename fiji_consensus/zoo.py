@@ -1415,19 +1415,21 @@ def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> 
     arch.setdefault("name", "UNet")
     arch["config"] = cfg
     arch.setdefault("halo", members[0].halo)
+    listed = list(fc.get("members") or [])  # the packaged members, in weight order
+    if len(listed) != n:
+        listed = [{"index": k, "selected": True} for k in range(n)]
     meta = {
         "name": rdf.get("name"),
         "architecture": arch,
         "normalization": dict(fc["normalization"]),
         "threshold": float(fc.get("threshold", 0.5)),
         "min_size": int(fc.get("min_size", 0) or 0),
-        "members": list(fc.get("members") or [{"index": k, "selected": True} for k in range(n)]),
+        "members": listed,
         "training": fc.get("training"),
-        "provenance": {"package": str(path), "package_sha256": _sha256(path) if path.is_file() else None},
+        "provenance": {"package": str(path)},
     }
-    indices = [int(m.get("index", k)) for k, m in enumerate(meta["members"])][:n]
     return Ensemble(
-        members=members, indices=indices if len(indices) == n else list(range(n)),
+        members=members, indices=[int(m.get("index", k)) for k, m in enumerate(listed)],
         normalization=meta["normalization"], halo=int(arch["halo"]), threshold=meta["threshold"],
         metadata=meta, path=path, device=torch.device(device),
     )

@@ -239,6 +239,11 @@ def load_ensemble(
     p = Path(path)
     if p.is_dir():
         p = p / ENSEMBLE_JSON
+    elif p.is_file() and p.name != ENSEMBLE_JSON:
+        raise ValueError(
+            f"{p}: expected an ensemble folder (holding {ENSEMBLE_JSON}) or its {ENSEMBLE_JSON}; "
+            f"got a {p.suffix or 'plain'} file"
+        )
     if not p.is_file():
         raise FileNotFoundError(f"no {ENSEMBLE_JSON} found at {p}: is this an ensemble folder?")
     folder = p.parent
