@@ -354,10 +354,6 @@ def _run_predict(a: argparse.Namespace) -> dict[str, Any]:
     from .config import PredictConfig
     from .predict import run_predict
 
-    if a.tta is None:
-        from .zoo import is_package
-
-        a.tta = "none" if all(is_package(m) for m in a.model) else "flips"
     cfg = PredictConfig(
         model=a.model, inputs=a.inputs, out=a.out, tta=a.tta, tile=a.tile, overlap=a.overlap,
         batch_size=a.batch_size, threshold=a.threshold, min_size=a.min_size, split=a.split,

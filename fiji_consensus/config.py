@@ -391,12 +391,12 @@ class PredictConfig(JobConfig):
         "file stem and must be unique over all inputs.",
     )
     out: Path = Field(..., description="Output folder (per-kind subfolders, see fiji_consensus.predict).")
-    tta: Literal["none", "flips", "dihedral"] = Field(
-        "flips",
+    tta: Literal["none", "flips", "dihedral"] | None = Field(
+        None,
         description="Test-time augmentation: none (1 view), flips (4 views: identity, vertical, "
         "horizontal, both; as deepflash2), dihedral (all 8 rotations/reflections). For bioimage.io packages "
-        "the views are applied around the package (ours hold their own views inside: use none; the CLI "
-        "does by default).",
+        "the views are applied around the package. Default (None): none for bioimage.io packages (ours hold "
+        "their own views inside), flips for an ensemble folder.",
     )
     tile: int = Field(
         1152,

@@ -372,6 +372,8 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     >>> run_predict(cfg)["ok"]                                                             # doctest: +SKIP
     True
     """
+    if config.tta is None:  # packages hold their views inside; ensemble folders get the flips
+        config = config.model_copy(update={"tta": "none" if _package_run(config) else "flips"})
     if config.dask is not None or _zarr_input(config):
         from .distributed import run_predict_dask  # the distributed and the chunked (zarr) paths
 
