@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .uncertainty import qa_score
 
 __all__ = [
     "QUBIQ_THRESHOLDS",
@@ -74,6 +75,8 @@ __all__ = [
     "validity_statistics",
     "effect_spread",
     "agreement_summary",
+    "spearman",
+    "qa_agreement",
     "Evaluation",
     "run_evaluate",
 ]
@@ -795,6 +798,61 @@ def qubiq_dice(
 # ------------------------------------------------------------------------------------------ job helpers
 
 
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation (average ranks for ties) over the pairs where both are finite.
+
+    NaN when fewer than 3 pairs remain or either side is constant.
+
+    >>> round(spearman([1, 2, 3, 4], [10, 20, 30, 25]), 3)
+    0.8
+    >>> spearman([1, 2, 3], [5, 5, 5])
+    nan
+    """
+    from scipy.stats import rankdata
+
+    a = np.asarray(x, dtype=np.float64).ravel()
+    b = np.asarray(y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs two sequences of equal length; got {a.size} and {b.size}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def qa_agreement(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Does a model's per-image QA score point at the images where it agrees least with the consensus?
+
+    ``rows``: one model's objectivity rows (``image``, ``qa_score``, ``roi_f1``, ``dice``). Returns
+    ``qa_n_images``, the Spearman correlations of the QA score with ROI-F1 and with Dice (negative = images
+    with a higher QA score agree less: reviewing in QA order finds the worst first), the image ``predict``
+    would put first for review and that image's rank by ROI-F1 (1 = the model's worst image).
+
+    >>> rows = [{"image": "a", "qa_score": 0.5, "roi_f1": 0.6, "dice": 0.6},
+    ...         {"image": "b", "qa_score": 0.3, "roi_f1": 0.8, "dice": 0.7},
+    ...         {"image": "c", "qa_score": 0.2, "roi_f1": 0.9, "dice": 0.8}]
+    >>> r = qa_agreement(rows)
+    >>> r["qa_spearman_roi_f1"], r["qa_review_first"], r["qa_review_first_roi_f1_rank"]
+    (-1.0, 'a', 1)
+    """
+    rs = [r for r in rows if math.isfinite(_float(r.get("qa_score")))]
+    out: dict[str, Any] = {"qa_n_images": len(rs), "qa_spearman_roi_f1": math.nan, "qa_spearman_dice": math.nan,
+                           "qa_review_first": None, "qa_review_first_roi_f1_rank": None}
+    if not rs:
+        return out
+    qa = [_float(r["qa_score"]) for r in rs]
+    out["qa_spearman_roi_f1"] = spearman(qa, [_float(r.get("roi_f1")) for r in rs])
+    out["qa_spearman_dice"] = spearman(qa, [_float(r.get("dice")) for r in rs])
+    first = max(rs, key=lambda r: _float(r["qa_score"]))
+    out["qa_review_first"] = first["image"]
+    f1 = _float(first.get("roi_f1"))
+    if math.isfinite(f1):
+        out["qa_review_first_roi_f1_rank"] = 1 + sum(
+            1 for r in rs if math.isfinite(_float(r.get("roi_f1"))) and _float(r["roi_f1"]) < f1)
+    return out
+
+
 def _float(v: Any) -> float:
     try:
         return float(v) if v is not None and v != "" else math.nan
@@ -938,7 +996,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "objectivity": [
         "image", "rater", "kind", "dice", "roi_f1", "average_precision", "sensitivity", "specificity",
         "object_precision", "object_recall", "n_objects", "n_reference_objects", "staple_sensitivity",
-        "staple_specificity", "class_roi_f1", "class_dice", "expert_min_roi_f1", "expert_max_roi_f1",
+        "staple_specificity", "class_roi_f1", "class_dice", "expert_min_roi_f1", "expert_max_roi_f1", "qa_score",
     ],
     "objectivity_summary": [
         "rater", "kind", "n_images", "dice", "roi_f1", "average_precision", "sensitivity", "specificity",
@@ -973,7 +1031,8 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "uncertainty_summary": [
         "model", "measure", "mean_uncertainty_unanimous_background", "mean_uncertainty_disagreement",
         "mean_uncertainty_unanimous_foreground", "uncertainty_rises_with_disagreement", "ece",
-        "ece_foreground", "qubiq_mean_dice",
+        "ece_foreground", "qubiq_mean_dice", "qa_n_images", "qa_spearman_roi_f1", "qa_spearman_dice",
+        "qa_review_first", "qa_review_first_roi_f1_rank",
     ],
 }
 
@@ -1119,6 +1178,11 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
             if kinds[name] == "expert" and st is not None:
                 row["staple_sensitivity"] = float(st.sensitivity[k_r])
                 row["staple_specificity"] = float(st.specificity[k_r])
+            if kinds[name] == "model":
+                # the per-image QA score `predict` ranks images by (mean uncertainty over predicted foreground)
+                unc = model_unc.get(name)
+                row["qa_score"] = (qa_score(unc, model_prob[name], threshold=models[name].threshold)
+                                   if unc is not None else math.nan)
             img_rows.append(row)
         e_f1 = [r["roi_f1"] for r in img_rows if r["kind"] == "expert"]
         e_dice = [r["dice"] for r in img_rows if r["kind"] == "expert"]
@@ -1322,6 +1386,7 @@ def _aggregate(
         rises = bool(has_u and all(math.isfinite(x) for x in by_d) and len(by_d) >= 2
                      and all(b_ > a_ for a_, b_ in zip(by_d, by_d[1:])))
         unc_summary.append({
+            **qa_agreement([r for r in obj_rows if r["rater"] == name]),
             "model": name, "measure": models[name].measure,
             "mean_uncertainty_unanimous_background": u_bg, "mean_uncertainty_disagreement": u_dis,
             "mean_uncertainty_unanimous_foreground": u_fg,

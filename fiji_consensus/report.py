@@ -249,8 +249,8 @@ def _fig_uncertainty(ev: Evaluation) -> str | None:
         return None
     colors = _colors(ev)
     models = list(dict.fromkeys(r["model"] for r in frac))
-    fig = _fig(12, 3.6)
-    axes = fig.subplots(1, 3)
+    fig = _fig(16, 3.6)
+    axes = fig.subplots(1, 4)
     for m in models:
         rs = [r for r in frac if r["model"] == m]
         k = [r["experts_marking"] for r in rs]
@@ -286,6 +286,16 @@ def _fig_uncertainty(ev: Evaluation) -> str | None:
     axes[2].set_ylim(0, 1)
     axes[2].set_title("QUBIQ thresholded Dice", fontsize=10)
     axes[2].legend(fontsize=7)
+    obj = ev.tables["objectivity"]
+    for m in models:
+        rs = [r for r in obj if r["rater"] == m and math.isfinite(r.get("qa_score", math.nan))
+              and math.isfinite(r.get("roi_f1", math.nan))]
+        if rs:
+            axes[3].plot([r["qa_score"] for r in rs], [r["roi_f1"] for r in rs], "o", color=colors[m], label=m)
+    axes[3].set_xlabel("QA score (mean uncertainty over predicted foreground)")
+    axes[3].set_ylabel("ROI-F1 against the consensus")
+    axes[3].set_title("per-image QA score vs agreement", fontsize=10)
+    axes[3].legend(fontsize=7)
     return _png(fig)
 
 
@@ -402,6 +412,16 @@ _SCRIPT = """
 """
 
 
+def _nth_worst(n: Any) -> str:
+    """``1`` -> "worst", ``3`` -> "3rd worst"."""
+    if not isinstance(n, int) or n < 1:
+        return "? worst"
+    if n == 1:
+        return "worst"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} worst"
+
+
 def render_report(ev: Evaluation) -> str:
     """The report as an HTML string (figures embedded as PNG ``data:`` URIs)."""
     s = ev.summary
@@ -444,6 +464,12 @@ def render_report(ev: Evaluation) -> str:
                      f"(mean {_num(r.get('mean_uncertainty_unanimous_background'))} where all experts say background, "
                      f"{_num(r.get('mean_uncertainty_disagreement'))} where they disagree, "
                      f"{_num(r.get('mean_uncertainty_unanimous_foreground'))} where all mark the pixel)")
+        if r.get("qa_n_images", 0) >= 3 and math.isfinite(r.get("qa_spearman_roi_f1", math.nan)):
+            rho = r["qa_spearman_roi_f1"]
+            line += (f"; its per-image QA score {'points at' if rho < 0 else '<b>does not</b> point at'} the images "
+                     f"it gets wrong (Spearman ρ with ROI-F1 {_num(rho, 2)} over {r['qa_n_images']} images; the "
+                     f"image it ranks first for review, {html.escape(str(r['qa_review_first']))}, is its "
+                     f"{_nth_worst(r['qa_review_first_roi_f1_rank'])})")
         parts.append(line + "</li>")
     if not s["models"]:
         parts.append("<li>No model predictions were given: experts and consensus only.</li>")
@@ -478,7 +504,10 @@ def render_report(ev: Evaluation) -> str:
                      "and probability by the number of experts who marked the pixel. Middle: calibration of the "
                      "probability against the fraction of experts (ECE = expected calibration error; "
                      "'foreground' leaves out pixels that every expert and the model call background). Right: "
-                     "Dice of probability &gt; τ against fraction of experts &gt; τ (QUBIQ).</p>")
+                     "Dice of probability &gt; τ against fraction of experts &gt; τ (QUBIQ). Far right: each "
+                     "image's QA score (mean uncertainty over the predicted foreground, the order in which "
+                     "<code>predict</code> lists images to review) against the model's ROI-F1 on it; a good QA "
+                     "score falls as ROI-F1 rises (negative Spearman ρ).</p>")
         uri = _fig_uncertainty(ev)
         if uri:
             parts.append(_figure(uri, "Uncertainty, calibration and thresholded Dice against the experts.",
@@ -486,9 +515,11 @@ def render_report(ev: Evaluation) -> str:
         parts.append(_table(ev.tables["uncertainty_summary"],
                             ["model", "measure", "mean_uncertainty_unanimous_background",
                              "mean_uncertainty_disagreement", "mean_uncertainty_unanimous_foreground",
-                             "uncertainty_rises_with_disagreement", "ece", "ece_foreground", "qubiq_mean_dice"],
+                             "uncertainty_rises_with_disagreement", "ece", "ece_foreground", "qubiq_mean_dice",
+                             "qa_spearman_roi_f1"],
                             ["model", "measure", "U (all: background)", "U (experts disagree)",
-                             "U (all: foreground)", "rises", "ECE", "ECE (foreground)", "QUBIQ Dice"]))
+                             "U (all: foreground)", "rises", "ECE", "ECE (foreground)", "QUBIQ Dice",
+                             "ρ(QA score, ROI-F1)"]))
     # --- validity
     if ev.tables["validity_tests"]:
         parts.append("<h2>Validity: objects per group</h2>")

@@ -257,6 +257,34 @@ def test_fraction_table_sums_per_vote_level():
         E.fraction_table(votes + 1, 3, probability=u)
 
 
+def test_spearman_matches_scipy_with_ties_and_skips_nan():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 5, 40).astype(float)  # many ties
+    y = x + rng.normal(0, 2, 40)
+    assert E.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    x[[2, 7]] = np.nan
+    y[11] = np.inf
+    ok = np.isfinite(x) & np.isfinite(y)
+    assert E.spearman(x, y) == pytest.approx(stats.spearmanr(x[ok], y[ok]).statistic)
+    assert math.isnan(E.spearman([1, 2], [2, 1]))  # fewer than 3 pairs
+    assert math.isnan(E.spearman([1, 2, 3], [4, 4, 4]))  # constant
+    with pytest.raises(ValueError, match="equal length; got 3 and 2"):
+        E.spearman([1, 2, 3], [1, 2])
+
+
+def test_qa_agreement_ranks_the_image_to_review_first():
+    rows = [{"image": i, "qa_score": q, "roi_f1": f, "dice": d}
+            for i, q, f, d in [("a", 0.2, 0.9, 0.8), ("b", 0.6, 0.7, 0.5), ("c", 0.4, 0.5, 0.6),
+                               ("d", math.nan, 0.1, 0.1)]]
+    r = E.qa_agreement(rows)
+    assert r["qa_n_images"] == 3  # d has no QA score (no uncertainty map)
+    assert r["qa_spearman_roi_f1"] == pytest.approx(stats.spearmanr([0.2, 0.6, 0.4], [0.9, 0.7, 0.5]).statistic)
+    assert r["qa_spearman_dice"] == pytest.approx(-1.0)
+    assert r["qa_review_first"] == "b" and r["qa_review_first_roi_f1_rank"] == 2  # c is worse
+    none = E.qa_agreement([{"image": "a", "qa_score": math.nan, "roi_f1": 0.5, "dice": 0.5}])
+    assert none["qa_n_images"] == 0 and none["qa_review_first"] is None and math.isnan(none["qa_spearman_roi_f1"])
+
+
 def test_region_measures_count_inside_region_with_ignore_before_labelling():
     m = np.zeros((10, 10), bool)
     m[1:3, 1:3] = True  # 4 px, inside
@@ -504,3 +532,15 @@ def test_evaluate_reads_the_output_of_predict(project, tmp_path):
     (u,) = ev.tables["uncertainty_summary"]
     assert u["measure"] == "entropy" and math.isfinite(u["mean_uncertainty_disagreement"])
     assert 0 <= u["ece"] <= 1
+    # the per-image QA score is the one predict ranked the images by (images.csv), and its correlation with
+    # the model's ROI-F1 is Spearman's over those images
+    listed = {r["image"]: float(r["qa_score"]) for r in _read_csv(pred / "images.csv")}
+    rows = {r["image"]: r for r in ev.tables["objectivity"] if r["rater"] == "thr"}
+    assert set(listed) == set(rows) == set(project["ids"])
+    for i, q in listed.items():
+        assert rows[i]["qa_score"] == pytest.approx(q, rel=1e-5)
+    qa = [rows[i]["qa_score"] for i in project["ids"]]
+    f1 = [rows[i]["roi_f1"] for i in project["ids"]]
+    assert u["qa_n_images"] == len(project["ids"])
+    assert u["qa_spearman_roi_f1"] == pytest.approx(stats.spearmanr(qa, f1).statistic, nan_ok=True)
+    assert u["qa_review_first"] == max(listed, key=listed.get)
