@@ -497,7 +497,7 @@ def test_wue1_expert_scores_reproduce_the_study(shared_data, tmp_path):
     assert kw["consensus"]["n"] == 36 and kw["consensus"]["k"] == 9 and math.isfinite(kw["consensus"]["eta2_h"])
 
 
-def test_evaluate_reads_the_output_of_predict(project, tmp_path):
+def test_evaluate_reads_the_output_of_predict(project, tmp_path, capsys):
     """A real `predict` run (tiny threshold U-Nets of tests/test_predict.py) is read back as a model."""
     torch = pytest.importorskip("torch")
     import tifffile
@@ -544,3 +544,8 @@ def test_evaluate_reads_the_output_of_predict(project, tmp_path):
     assert u["qa_n_images"] == len(project["ids"])
     assert u["qa_spearman_roi_f1"] == pytest.approx(stats.spearmanr(qa, f1).statistic, nan_ok=True)
     assert u["qa_review_first"] == max(listed, key=listed.get)
+    assert math.isfinite(u["qa_spearman_roi_f1"])
+    # the CLI says it in one line
+    assert main(["evaluate", "--project", str(project["root"]), "--model-predictions", f"thr={pred}",
+                 "--min-size", "30", "--out", str(tmp_path / "cli"), "--no-report", "--no-progress", "-q"]) == 0
+    assert f"thr: QA score vs ROI-F1 Spearman rho {u['qa_spearman_roi_f1']:.2f}" in capsys.readouterr().out
