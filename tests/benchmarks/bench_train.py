@@ -4,7 +4,8 @@ Trains on the 36 lab-wue1 images (Segebarth et al. 2020) with STAPLE consensus t
 the 9 groups of ``groups_wue1.csv``, within a wall-time budget for the whole ensemble (``--minutes``, default
 60), then predicts lab-mue and lab-inns1 (other labs and microscopes, never seen in training) and prints per
 lab the ROI-F1 (Segebarth definition; MIN_PIXEL mue 30, inns1 16) and pixel Dice against est_GT of the
-ensemble, of each member, and of each expert, plus the training throughput.
+ensemble, of each member, and of each expert, plus the training throughput. On lab-wue1 itself it prints the
+out-of-fold scores (each image scored by the member whose validation fold held it) next to the experts'.
 
 Prediction here is simple: every image whole, mirror-padded to a multiple of 2**depth, mean of the members
 (the tiled predictor is another issue).
@@ -175,6 +176,39 @@ def evaluate(ens, lab: dict, min_size: int) -> dict:
     return {"means": means, "per_image": rows, "seconds": seconds, "images": len(lab["images"])}
 
 
+def within_lab(members: list[dict], lab: dict, min_size: int) -> dict | None:
+    """Out-of-fold scores on the training lab (each image scored by the member that held it out) next to each
+    expert's against est_GT, and the paper's rule (ROI-F1 >= the lowest expert's on every image)."""
+    from fiji_consensus.metrics import dice, roi_f1
+
+    oof = {}
+    for m in members:  # ensemble.json's members (val_per_image)
+        oof.update(m.get("val_per_image") or {})
+    ids = [i for i in lab["ids"] if i in oof]
+    if not ids:
+        return None
+    pos = {i: j for j, i in enumerate(lab["ids"])}
+    experts = {e: {"roi_f1": [roi_f1(lab["est_gt"][pos[i]], ms[pos[i]], min_size=min_size) for i in ids],
+                   "dice": [dice(lab["est_gt"][pos[i]], ms[pos[i]]) for i in ids]} for e, ms in lab["experts"].items()}
+    f1 = [oof[i]["roi_f1"] for i in ids]
+    lowest = [min(experts[e]["roi_f1"][j] for e in experts) for j in range(len(ids))]
+    means = {e: {k: float(np.nanmean(v)) for k, v in r.items()} for e, r in experts.items()}
+    res = {
+        "images": len(ids), "out_of_fold": {"roi_f1": float(np.nanmean(f1)),
+                                            "dice": float(np.nanmean([oof[i]["dice"] for i in ids]))},
+        "experts": means,
+        "median_expert": {k: statistics.median(means[e][k] for e in means) for k in ("roi_f1", "dice")},
+        "images_at_least_lowest_expert": int(sum(a >= b for a, b in zip(f1, lowest))),
+    }
+    print(f"\nlab-wue1, held-out groups ({len(ids)} images; each scored by the member that did not train on it) vs "
+          "est_GT, mean over images")
+    print(f"  {'':<16} {'ROI-F1':>7} {'Dice':>7}")
+    for name, r in [("out-of-fold", res["out_of_fold"]), *sorted(means.items()), ("median expert", res["median_expert"])]:
+        print(f"  {name:<16} {r['roi_f1']:>7.3f} {r['dice']:>7.3f}")
+    print(f"  paper's rule (ROI-F1 >= the lowest expert's): {res['images_at_least_lowest_expert']}/{len(ids)} images")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding lab-wue1, lab-mue, lab-inns1")
@@ -262,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput: {pps:.2f} patches/s of {cfg.patch_size}^2 ({cfg.batch_size / pps:.2f} s per iteration of "
           f"batch {cfg.batch_size}, training steps only, {torch.get_num_threads()} threads)")
 
+    members = json.loads((args.out / "ensemble.json").read_text())["members"]
+    results = {"summary": summary, "labs": {}, "within_lab": within_lab(members, wue1, MIN_PIXEL["lab-wue1"])}
     ens = load_ensemble(args.out)
-    results = {"summary": summary, "labs": {}}
     ok = True
     for lab_name in ("lab-mue", "lab-inns1"):
         lab = read_lab(args.data / lab_name)
