@@ -441,15 +441,20 @@ def _run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
             rows = [{"model": m, **s} for m, s in summary["models"].items()]
             print("\nmodels (images above the best / within / below the worst expert, by ROI-F1):")
             print(_table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below", "passes_selection"]))
-            for m, s in summary["models"].items():
-                if s.get("qa_n_images", 0) >= 3 and s.get("qa_spearman_roi_f1") == s.get("qa_spearman_roi_f1"):
-                    print(f"{m}: QA score vs ROI-F1 Spearman rho {s['qa_spearman_roi_f1']:.2f}, vs Dice "
-                          f"{s['qa_spearman_dice']:.2f} over {s['qa_n_images']} images (negative = the QA score "
-                          f"points at the worst images); first to review: {s['qa_review_first']} (rank "
-                          f"{s['qa_review_first_roi_f1_rank']} by ROI-F1, 1 = worst)")
+            _print_qa(summary["models"])
         if "report.html" in summary.get("files", []):
             print(f"report: {Path(summary['out']) / 'report.html'}")
     return summary
+
+
+def _print_qa(models: dict[str, dict]) -> None:
+    """One line per model: does its per-image QA score point at the images it agrees least on?"""
+    for m, s in models.items():
+        rho = s.get("qa_spearman_roi_f1")
+        if s.get("qa_n_images", 0) >= 3 and isinstance(rho, float) and math.isfinite(rho):
+            print(f"{m}: QA score vs ROI-F1 Spearman rho {rho:.2f}, vs Dice {s['qa_spearman_dice']:.2f} over "
+                  f"{s['qa_n_images']} images (negative = the QA score points at the worst images); first to "
+                  f"review: {s['qa_review_first']} (rank {s['qa_review_first_roi_f1_rank']} by ROI-F1, 1 = worst)")
 
 
 def _demo_parser(sub) -> None:
@@ -554,6 +559,7 @@ def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
             rows = [{"model": m, **s} for m, s in (summary["evaluation"]["models"] or {}).items()]
             print(f"\nModel {model} -> {summary['prediction'].get('out')}")
             print(_table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below"]))
+            _print_qa(summary["evaluation"]["models"] or {})
             print(f"Report: {summary['evaluation']['report']}")
     return summary
 
