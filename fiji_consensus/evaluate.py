@@ -795,9 +795,6 @@ def qubiq_dice(
     return out
 
 
-# ------------------------------------------------------------------------------------------ job helpers
-
-
 def spearman(x: Any, y: Any) -> float:
     """Spearman's rank correlation (average ranks for ties) over the pairs where both are finite.
 
@@ -851,6 +848,9 @@ def qa_agreement(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out["qa_review_first_roi_f1_rank"] = 1 + sum(
             1 for r in rs if math.isfinite(_float(r.get("roi_f1"))) and _float(r["roi_f1"]) < f1)
     return out
+
+
+# ------------------------------------------------------------------------------------------ job helpers
 
 
 def _float(v: Any) -> float:
