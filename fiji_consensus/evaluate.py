@@ -805,7 +805,7 @@ def spearman(x: Any, y: Any) -> float:
     >>> spearman([1, 2, 3], [5, 5, 5])
     nan
     """
-    from scipy.stats import rankdata
+    from scipy.stats import spearmanr
 
     a = np.asarray(x, dtype=np.float64).ravel()
     b = np.asarray(y, dtype=np.float64).ravel()
@@ -815,7 +815,7 @@ def spearman(x: Any, y: Any) -> float:
     a, b = a[ok], b[ok]
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
-    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def qa_agreement(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def within_lab(members: list[dict], lab: dict, min_size: int) -> dict | None:
     from fiji_consensus.metrics import dice, roi_f1
 
     oof = {}
-    for m in members:  # ensemble.json's members (val_per_image)
+    for m in members:  # ensemble.json's members (their val_per_image)
         oof.update(m.get("val_per_image") or {})
     ids = [i for i in lab["ids"] if i in oof]
     if not ids:
@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput: {pps:.2f} patches/s of {cfg.patch_size}^2 ({cfg.batch_size / pps:.2f} s per iteration of "
           f"batch {cfg.batch_size}, training steps only, {torch.get_num_threads()} threads)")
 
-    members = json.loads((args.out / "ensemble.json").read_text())["members"]
-    results = {"summary": summary, "labs": {}, "within_lab": within_lab(members, wue1, MIN_PIXEL["lab-wue1"])}
     ens = load_ensemble(args.out)
+    results = {"summary": summary, "labs": {},
+               "within_lab": within_lab(ens.metadata["members"], wue1, MIN_PIXEL["lab-wue1"])}
     ok = True
     for lab_name in ("lab-mue", "lab-inns1"):
         lab = read_lab(args.data / lab_name)
