@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(
-    os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020")
-)
+SHARED_DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
+"""The three Segebarth labs, carried by the repository (data/segebarth2020, Apache-2.0)."""
 IJ_JAR_CANDIDATES = [os.environ.get("IJ_JAR", ""), "/usr/share/java/ij.jar"]
 
 
@@ -26,8 +25,8 @@ def find_ij_jar() -> str | None:
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(
-            f"the shared Segebarth data is not at {SHARED_DATA}: put the repository beside shared/ "
-            "or set FIJI_CONSENSUS_SHARED_DATA to the segebarth2020 folder"
+            f"the Segebarth data is not at {SHARED_DATA}: it ships in the repository's data/segebarth2020 "
+            "(or set FIJI_CONSENSUS_DATA to a segebarth2020 folder)"
         )
     return SHARED_DATA
 

@@ -1,7 +1,7 @@
 """Recipe of the cfos-wue1 zoo model: train on all of lab-wue1, validate on lab-mue and lab-inns1, package.
 
 Rebuilds ``model_zoo/cfos-wue1/cfos-wue1.zip`` and its model card ``README.md`` from the Segebarth et al. 2020
-data in ``../shared/data/segebarth2020`` (or ``$FIJI_CONSENSUS_SHARED_DATA``):
+data in ``data/segebarth2020`` of this repository (or ``$FIJI_CONSENSUS_DATA``):
 
 1. ``tests/benchmarks/bench_train.py`` trains a 4-member U-Net ensemble (grouped 4-fold over the 9 groups of
    ``groups_wue1.csv``, the fraction of the 5 experts marking each pixel as soft targets, per-image 1-99.99

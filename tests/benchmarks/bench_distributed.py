@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-SHARED = Path(os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020"))
+SHARED = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
 LAB = SHARED / "lab-wue1" / "images"
 
 

@@ -5,7 +5,7 @@ Baselines (what one writes without thinking about it):
 - label -> ROIs: skimage.measure.find_contours per object (not exact: sub-pixel contours, no holes);
 - ROIs -> labels: skimage.draw.polygon per ROI (not exact against ImageJ).
 
-Run: python tests/benchmarks/bench_objects.py [--data ../shared/data/segebarth2020]
+Run: python tests/benchmarks/bench_objects.py [--data data/segebarth2020]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def timeit(fn, repeat=3):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "segebarth2020")
+    ap.add_argument("--data", type=Path, default=REPO / "data" / "segebarth2020")
     args = ap.parse_args()
     lab = args.data / "lab-mue"
     image_id = sorted(p.stem for p in (lab / "images").glob("*.png"))[0]

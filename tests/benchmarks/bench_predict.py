@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 SAMPLE = REPO / "fiji_consensus" / "data" / "segebarth2020_wue1" / "images" / "0001.png"
-SHARED = Path(os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020"))
+SHARED = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
 MIN_PIXEL = {"lab-inns1": 16, "lab-inns2": 60, "lab-mue": 30, "lab-wue1": 30, "lab-wue2": 112}
 
 

@@ -47,7 +47,7 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "segebarth2020")
+    ap.add_argument("--data", type=Path, default=REPO / "data" / "segebarth2020")
     ap.add_argument("--lab", default="lab-wue1")
     ap.add_argument("--repeat", type=int, default=1, help="time each call N times, keep the best")
     args = ap.parse_args()

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = Path(os.environ.get("FIJI_CONSENSUS_SHARED_DATA", REPO.parent / "shared" / "data" / "segebarth2020"))
+DEFAULT_DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
 MIN_PIXEL = {"lab-wue1": 30, "lab-mue": 30, "lab-inns1": 16}
 DEEPFLASH2_REFERENCE = (
-    "deepflash2 step cost not measured here (its venv is missing); shared/notes/anchors.md reports for a 2-core "
+    "deepflash2 step cost not measured here (its venv is missing); the project notes report for a 2-core "
     "CPU: ConvNeXt-tiny encoder, 512 px, batch 4: about 37 s per step; ResNet-18 encoder, 256 px: about 1.3 s"
 )
 

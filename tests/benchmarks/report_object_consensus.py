@@ -72,7 +72,7 @@ def merges(gt_labels: np.ndarray, oc_labels: np.ndarray) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "segebarth2020")
+    ap.add_argument("--data", type=Path, default=REPO / "data" / "segebarth2020")
     ap.add_argument("--per-image", action="store_true", help="print one row per image too")
     args = ap.parse_args()
 
