@@ -418,7 +418,7 @@ def _evaluate_parser(sub) -> None:
 
 def _run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from .config import EvaluateConfig
-    from .evaluate import run_evaluate
+    from .evaluate_job import run_evaluate
 
     models: dict[str, str] = {}
     for name, folder in a.model_predictions:
@@ -520,7 +520,7 @@ def _run_demo(a: argparse.Namespace) -> dict[str, Any]:
     summary["est_gt_differing_pixels"] = differing
     summary["command"] = "demo"
     if model is not None:
-        from .evaluate import run_evaluate
+        from .evaluate_job import run_evaluate
         from .predict import run_predict
 
         pred_out = out / "predictions" / model.stem

@@ -22,7 +22,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def sample_report(folder: Path) -> Path:
     from fiji_consensus import datasets
     from fiji_consensus.config import EvaluateConfig
-    from fiji_consensus.evaluate import run_evaluate
+    from fiji_consensus.evaluate_job import run_evaluate
 
     s = datasets.load_sample()
     run_evaluate(EvaluateConfig(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fiji_consensus import consensus, evaluate as E, metrics
+from fiji_consensus import consensus, evaluate as E, evaluate_job as J, metrics
 from fiji_consensus.cli import main
 from fiji_consensus.config import EvaluateConfig
 
@@ -309,6 +309,26 @@ def test_region_measures_count_inside_region_with_ignore_before_labelling():
 # ------------------------------------------------------------------------------------------ the job
 
 
+def test_statistics_never_import_the_job_or_the_report():
+    """``evaluate`` is statistics only: importing it loads neither the job nor the report (no cycle); the
+    job's names are still reachable from it for older callers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fiji_consensus.evaluate as E; "
+            "assert 'fiji_consensus.report' not in sys.modules, 'report'; "
+            "assert 'fiji_consensus.evaluate_job' not in sys.modules, 'job'; "
+            "assert 'fiji_consensus.jobs' not in sys.modules, 'jobs'; "
+            "import fiji_consensus.evaluate_job as J; "
+            "assert E.run_evaluate is J.run_evaluate and E.evaluate is J.evaluate; "
+            "assert E.TABLE_COLUMNS is J.TABLE_COLUMNS")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        E.nope  # noqa: B018
+
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     return make_project(tmp_path_factory.mktemp("eval_project"))
@@ -327,7 +347,7 @@ def test_evaluate_on_real_crops(project, tmp_path):
         strategies={"seeds": ["soft", "soft_seed1"]}, groups=p["root"] / "groups.csv", control="a",
         out=out, report=False,
     )
-    ev = E.evaluate(cfg)
+    ev = J.evaluate(cfg)
     objs = ev.tables["objectivity"]
     experts = p["experts"]
     # the consensus is STAPLE > 0.5 of the crops: expert 2's Dice against it computed directly
@@ -388,7 +408,7 @@ def test_evaluate_on_real_crops(project, tmp_path):
         assert (out / f"{name}.csv").is_file(), name
     assert not (out / "report.html").exists()
     rows = _read_csv(out / "objectivity.csv")
-    assert len(rows) == len(objs) and set(rows[0]) == set(E.TABLE_COLUMNS["objectivity"])
+    assert len(rows) == len(objs) and set(rows[0]) == set(J.TABLE_COLUMNS["objectivity"])
     inputs = _read_csv(out / "inputs.csv")
     assert len(inputs) == 5 * (1 + len(experts) + 4 + 2) and all(len(r["sha256"]) == 64 for r in inputs)
     record = json.loads((out / "config.json").read_text())
@@ -397,7 +417,7 @@ def test_evaluate_on_real_crops(project, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"]["empty"]["passes_selection"] is False
     with pytest.raises(FileExistsError, match="overwrite"):
-        E.run_evaluate(cfg)
+        J.run_evaluate(cfg)
 
 
 def test_evaluate_with_given_consensus_and_regions(project, tmp_path):
@@ -412,7 +432,7 @@ def test_evaluate_with_given_consensus_and_regions(project, tmp_path):
         tifffile.imwrite(regions / f"{i}.tif", r)
     cfg = EvaluateConfig(project=p["root"], consensus=p["est_gt"], regions=regions, min_size=30,
                          out=tmp_path / "o", report=False)
-    ev = E.evaluate(cfg)
+    ev = J.evaluate(cfg)
     from fiji_consensus import io
 
     for i in p["ids"]:
@@ -437,9 +457,9 @@ def test_evaluate_input_errors(project, tmp_path):
     with pytest.raises(ValueError, match="model names"):
         EvaluateConfig(project=p["root"], models={"consensus": "x"}, out=tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="model 'm'"):
-        E.evaluate(EvaluateConfig(project=p["root"], models={"m": tmp_path / "nope"}, out=tmp_path / "o"))
+        J.evaluate(EvaluateConfig(project=p["root"], models={"m": tmp_path / "nope"}, out=tmp_path / "o"))
     with pytest.raises(ValueError, match="not among the groups"):
-        E.evaluate(EvaluateConfig(project=p["root"], groups=p["root"] / "groups.csv", control="zz",
+        J.evaluate(EvaluateConfig(project=p["root"], groups=p["root"] / "groups.csv", control="zz",
                                   out=tmp_path / "o2"))
     bad = tmp_path / "bad_model"
     bad.mkdir()
@@ -447,7 +467,7 @@ def test_evaluate_input_errors(project, tmp_path):
 
     tifffile.imwrite(bad / f"{p['ids'][0]}.tif", np.zeros((3, 3), np.uint8))
     with pytest.raises(Exception, match="model 'bad'"):
-        E.evaluate(EvaluateConfig(project=p["root"], models={"bad": bad}, out=tmp_path / "o3"))
+        J.evaluate(EvaluateConfig(project=p["root"], models={"bad": bad}, out=tmp_path / "o3"))
 
 
 def test_cli_evaluate_json(project, tmp_path, capsys):
@@ -483,7 +503,7 @@ def test_wue1_expert_scores_reproduce_the_study(shared_data, tmp_path):
     lab = shared_data / "lab-wue1"
     cfg = EvaluateConfig(images=lab / "images", experts=[lab / "labels" / f"expert_{k}" for k in range(1, 6)],
                          min_size=30, groups=lab / "groups_wue1.csv", out=tmp_path / "wue1", report=False)
-    ev = E.evaluate(cfg)
+    ev = J.evaluate(cfg)
     summ = {r["rater"]: r for r in ev.tables["objectivity_summary"]}
     golden_f1 = [0.508, 0.812, 0.772, 0.789, 0.810]  # anchors.md, mean over the 36 images
     golden_dice = [0.532, 0.824, 0.790, 0.777, 0.810]
@@ -517,7 +537,7 @@ def test_evaluate_reads_the_output_of_predict(project, tmp_path, capsys):
                                          threads=1))["ok"]
     finally:
         torch.set_num_threads(old)
-    ev = E.evaluate(EvaluateConfig(project=project["root"], models={"thr": pred}, min_size=30,
+    ev = J.evaluate(EvaluateConfig(project=project["root"], models={"thr": pred}, min_size=30,
                                    out=tmp_path / "o", report=False))
     assert ev.provenance["models"]["thr"]["kind"] == "predict"
     assert ev.provenance["models"]["thr"]["uncertainty"] == "entropy"

@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from fiji_consensus import evaluate as E
+from fiji_consensus import evaluate_job as J
 from fiji_consensus.config import EvaluateConfig
 from fiji_consensus.report import write_report
 
@@ -26,7 +26,7 @@ def evaluation(tmp_path_factory):
         strategies={"seeds": ["soft", "soft_seed1"]}, groups=p["root"] / "groups.csv", control="a",
         note=NOTE, out=root / "eval",
     )
-    ev = E.evaluate(cfg)
+    ev = J.evaluate(cfg)
     return ev, root / "eval" / "report.html"
 
 
