@@ -15,8 +15,9 @@ from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
 from fiji_consensus import rois as R
 from fiji_consensus.rois import RoiError
+from fiji_consensus.rois import _base as RB, filling as RF
 
-DATA = Path(R.__file__).parent / "data" / "segebarth2020_wue1"
+DATA = Path(R.__file__).parents[1] / "data" / "segebarth2020_wue1"
 
 
 def _sample_masks():
@@ -102,14 +103,14 @@ def test_filler_matches_a_literal_transcription_of_imagej():
             k = n // 2
             pts = np.concatenate([pts[:k], [[np.nan, np.nan]], pts[k:]])
         w, h = int(rng.integers(1, 50)), int(rng.integers(1, 50))
-        ours = R._fill_polygon(pts[:, 0].copy(), pts[:, 1].copy(), w, h)
+        ours = RF._fill_polygon(pts[:, 0].copy(), pts[:, 1].copy(), w, h)
         ref = _reference_fill(pts[:, 0].tolist(), pts[:, 1].tolist(), w, h)
         assert np.array_equal(ours, ref), trial
 
 
 def test_java_round_is_exact():
     v = np.array([0.5, -0.5, 1.5, 2.4999999999999996, 0.49999999999999994, -1.5, 3.0])
-    assert R._java_round(v).tolist() == [1, 0, 2, 2, 0, -1, 3]
+    assert RB._java_round(v).tolist() == [1, 0, 2, 2, 0, -1, 3]
 
 
 def test_x_positions_accumulate_by_repeated_addition():
@@ -121,7 +122,7 @@ def test_x_positions_accumulate_by_repeated_addition():
     x0 = rng.uniform(-100, 1000, n)
     slope = rng.uniform(-3, 3, n) / 3.0
     slope[::7] = 0.0
-    rows, vals = R._edge_positions(first, length, x0, slope)
+    rows, vals = RF._edge_positions(first, length, x0, slope)
     exp_rows, exp_vals = [], []
     for f, ln, x, sl in zip(first.tolist(), length.tolist(), x0.tolist(), slope.tolist()):
         for k in range(ln):

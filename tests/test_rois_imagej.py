@@ -14,10 +14,11 @@ import pytest
 from roifile import ROI_OPTIONS, ROI_TYPE, ImagejRoi
 
 from fiji_consensus import rois as R
+from fiji_consensus.rois import filling as RF
 
 pytestmark = pytest.mark.imagej
 
-DATA = Path(R.__file__).parent / "data" / "segebarth2020_wue1"
+DATA = Path(R.__file__).parents[1] / "data" / "segebarth2020_wue1"
 H, W = 48, 56
 
 
@@ -128,9 +129,9 @@ def test_composites_made_by_imagej_match(ij):
         roi = ImagejRoi.frombytes(ij.encode(s))
         if roi.shape_roi_size > 0:
             rois.append(roi)
-    kinds = [R._path_from_array(r.multi_coordinates, "")[0] for r in rois]
-    assert sum(R._CUBICTO in k for k in kinds) > 10  # some hold curves
-    assert sum(k.count(R._MOVETO) > 1 for k in kinds) > 30  # several parts or holes
+    kinds = [RF._path_from_array(r.multi_coordinates, "")[0] for r in rois]
+    assert sum(RF._CUBICTO in k for k in kinds) > 10  # some hold curves
+    assert sum(k.count(RF._MOVETO) > 1 for k in kinds) > 30  # several parts or holes
     assert _assert_same(ij, rois) > 80
 
 
