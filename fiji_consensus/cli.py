@@ -253,7 +253,9 @@ def _train_parser(sub) -> None:
     n.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     n.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an existing ensemble folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an ensemble folder made by an earlier run (without it, running the same "
+                   "command again resumes an interrupted run from its checkpoints: there is no --resume flag)")
     _add_dask(p, task="member")
     _add_common(p)
     p.set_defaults(func=_run_train)

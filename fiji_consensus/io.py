@@ -42,6 +42,7 @@ __all__ = [
     "write_csv",
     "write_json",
     "read_json",
+    "one_line",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,24 +174,76 @@ def pair_annotations(
 # --------------------------------------------------------------------------------------------- reading
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``"TypeName: message"`` of an exception on one line (whitespace collapsed, at most ``limit`` chars)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def check_tiff_single_image(tif: Any, path: Path) -> None:
+    """Refuse a TIFF that holds more than one image (several series, e.g. two ``imwrite`` calls or a
+    thumbnail next to the image): only its first would be used, silently."""
+    series = [s for s in tif.series if not getattr(s, "is_reduced", False)]
+    if len(series) > 1:
+        shapes = ", ".join(str(tuple(s.shape)) for s in series[:4]) + (" ..." if len(series) > 4 else "")
+        raise AnnotationError(
+            f"{path} holds {len(series)} images (TIFF series of shapes {shapes}); expected one 2-D image: "
+            "save the one to use on its own (Fiji: Image > Duplicate..., then File > Save As > Tiff)"
+        )
+
+
 def _read_pixels(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise AnnotationError(f"{path} is empty (0 bytes); expected an image file")
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            return np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                check_tiff_single_image(tif, path)
+                return np.asarray(tif.series[0].asarray())
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
-    except FileNotFoundError:
+    except (FileNotFoundError, AnnotationError):
         raise
     except Exception as exc:  # imageio/tifffile raise many types for corrupt files
-        raise AnnotationError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        raise AnnotationError(f"cannot read {path}: {one_line(exc)}") from exc
+
+
+def _alpha_annotation(arr: np.ndarray, path: Path) -> np.ndarray:
+    """The annotation of a grey+alpha or RGBA mask image (last axis 2 or 4), chosen explicitly.
+
+    A uniform alpha carries nothing: the grey (or equal RGB) values are the annotation. When the alpha
+    varies, it is the annotation if the grey values are uniform (drawn only in the alpha channel), or the
+    grey values are if both mark the same pixels; anything else is ambiguous and refused.
+    """
+    colour, alpha = arr[..., :-1], arr[..., -1]
+    gray = colour[..., 0]
+    if any(not np.array_equal(gray, colour[..., c]) for c in range(1, colour.shape[-1])):
+        raise AnnotationError(
+            f"annotation {path} is a colour (RGB) image with unequal channels; expected a grayscale mask"
+        )
+    if alpha.min() == alpha.max():
+        return gray
+    if gray.min() == gray.max():
+        logger.info("annotation %s: its colour is uniform, the annotation is read from its alpha channel", path)
+        return alpha
+    if np.array_equal(gray > 0, alpha > 0):
+        return gray
+    raise AnnotationError(
+        f"annotation {path} has an alpha channel and grey values that mark different pixels "
+        f"({np.count_nonzero(alpha > 0)} vs {np.count_nonzero(gray > 0)} non-zero): ambiguous; expected a "
+        "mask without transparency"
+    )
 
 
 def _squeeze_gray(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     arr = np.squeeze(arr)
+    if what == "annotation" and arr.ndim == 3 and arr.shape[-1] in (2, 4) and min(arr.shape[:2]) > 4:
+        return _alpha_annotation(arr, path)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3]
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
@@ -221,11 +274,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def _tiff_has_overlay(path: Path) -> bool:
     import tifffile
 
+    if path.is_file() and path.stat().st_size == 0:
+        raise AnnotationError(f"{path} is empty (0 bytes); expected an image file")
     try:
         with tifffile.TiffFile(path) as tif:
             meta = tif.imagej_metadata or {}
+    except FileNotFoundError:
+        raise
     except Exception as exc:
-        raise AnnotationError(f"cannot read TIFF {path}: {type(exc).__name__}: {exc}") from exc
+        raise AnnotationError(f"cannot read TIFF {path}: {one_line(exc)}") from exc
     return bool(meta.get("Overlays") or meta.get("ROI"))
 
 
@@ -327,17 +384,35 @@ class ExpertDataset:
     def expert_names(self) -> list[str]:
         return list(self.experts)
 
+    def raters(self, image_id: str) -> list[str]:
+        """The experts who annotated ``image_id`` (all of them unless opened with ``missing_ok``)."""
+        return [name for name, paths in self.experts.items() if image_id in paths]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every expert annotated every image."""
+        return all(len(paths) == len(self.images) for paths in self.experts.values())
+
     def load(self, image_id: str) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
         """Return ``(image, {expert: label image}, ignore mask or None)`` for one image id.
 
-        Every annotation is checked to have the image's shape; the error names image, expert and shapes.
+        Only the experts who annotated the image are in the dict (see :meth:`raters`). Every annotation is checked to have the image's shape; the error names image, expert and shapes.
         """
         if image_id not in self.images:
             raise KeyError(f"no image with id {image_id!r}; ids: {', '.join(self.ids[:10])}")
         image = read_image(self.images[image_id])
+        if np.issubdtype(image.dtype, np.floating):
+            bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+            if bad:
+                raise AnnotationError(
+                    f"image {self.images[image_id]} has {bad} NaN or infinite pixel(s); expected finite values "
+                    "(replace them, e.g. Fiji: Process > Math > Remove NaNs...)"
+                )
         annotations = {}
         for name, paths in self.experts.items():
-            path = paths[image_id]
+            path = paths.get(image_id)
+            if path is None:
+                continue
             try:
                 annotations[name] = read_annotation(path, image.shape)
             except AnnotationError as exc:
@@ -357,6 +432,7 @@ def open_dataset(
     *,
     ignore: str | os.PathLike | None = None,
     expert_names: Sequence[str] | None = None,
+    missing_ok: bool = False,
 ) -> ExpertDataset:
     """Pair an image folder with one folder per expert (and optionally an ignore folder).
 
@@ -370,6 +446,9 @@ def open_dataset(
         Optional folder of ignore masks; images without one are fully scored.
     expert_names
         Names for the folders in ``experts`` (when it is a sequence).
+    missing_ok
+        Allow experts to have annotated only some images (missing raters); by default an image an expert
+        did not annotate is an error.
     """
     image_paths = list_images(images)
     if isinstance(experts, Mapping):
@@ -388,7 +467,8 @@ def open_dataset(
     if not named:
         raise ValueError("no expert folder given; expected at least one")
     pairs = {
-        name: pair_annotations(image_paths, folder, expert=name) for name, folder in named.items()
+        name: pair_annotations(image_paths, folder, expert=name, required=not missing_ok)
+        for name, folder in named.items()
     }
     ignore_pairs = (
         pair_annotations(image_paths, ignore, expert="ignore", required=False) if ignore else {}
@@ -396,8 +476,11 @@ def open_dataset(
     return ExpertDataset(images=image_paths, experts=pairs, ignore=ignore_pairs)
 
 
-def open_project(root: str | os.PathLike) -> ExpertDataset:
-    """Open a project folder: ``images/``, ``annotations/<expert>/`` and optional ``ignore/``."""
+def open_project(root: str | os.PathLike, *, missing_ok: bool = False) -> ExpertDataset:
+    """Open a project folder: ``images/``, ``annotations/<expert>/`` and optional ``ignore/``.
+
+    ``missing_ok`` as in :func:`open_dataset`.
+    """
     root = Path(root)
     if not root.is_dir():
         raise AnnotationError(f"project folder {root} does not exist")
@@ -411,7 +494,7 @@ def open_project(root: str | os.PathLike) -> ExpertDataset:
         raise AnnotationError(f"{ann} holds no expert folder (expected annotations/<expert>/)")
     ignore = root / "ignore"
     return open_dataset(
-        root / "images", expert_dirs, ignore=ignore if ignore.is_dir() else None
+        root / "images", expert_dirs, ignore=ignore if ignore.is_dir() else None, missing_ok=missing_ok
     )
 
 

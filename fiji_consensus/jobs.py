@@ -439,23 +439,30 @@ def read_groups(path: str | os.PathLike) -> dict[str, str]:
     Ids are kept as written (``0001`` stays ``0001``).
     """
     import csv
+    import io as _io
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
     groups: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {i + 1}: expected 'image id, group'; got {row}")
-            image_id, group = row[0].strip(), row[1].strip()
-            if i == 0 and image_id.lower() in ("file_id", "image", "image_id", "id"):
-                continue
-            if image_id in groups and groups[image_id] != group:
-                raise ValueError(f"{path}: image {image_id!r} is in two groups ({groups[image_id]}, {group})")
-            groups[image_id] = group
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the groups CSV as UTF-8"
+        ) from None
+    for i, row in enumerate(csv.reader(_io.StringIO(text, newline=""))):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}, line {i + 1}: expected 'image id, group'; got {row}")
+        image_id, group = row[0].strip(), row[1].strip()
+        if i == 0 and image_id.lower() in ("file_id", "image", "image_id", "id"):
+            continue
+        if image_id in groups and groups[image_id] != group:
+            raise ValueError(f"{path}: image {image_id!r} is in two groups ({groups[image_id]}, {group})")
+        groups[image_id] = group
     if not groups:
         raise ValueError(f"{path} holds no 'image id, group' rows")
     return groups
@@ -496,8 +503,10 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
     from ._validate import require
 
     require("torch", extra="train")
-    from .nn.train import train_ensemble
+    from ._atomic import claim_folder
+    from .nn.train import _is_ensemble_folder, train_ensemble
 
+    claim_folder(config.out, "train", legacy=_is_ensemble_folder, create=False)  # before the images: fail fast
     init = _load_init(config.init) if config.init is not None else None  # before the images: fail fast
     ds = _resolve_dataset(config)
     label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}

@@ -52,6 +52,7 @@ import numpy as np
 
 from . import __version__
 from . import io as fio
+from ._atomic import claim_folder, commit_staged, remove_temporary, staging_path
 from .config import PredictConfig
 from .instances import OBJECT_COLUMNS
 from .uncertainty import MEASURE_RANGE, MEASURES, review_order
@@ -113,11 +114,17 @@ def read_input(path: str | Path, *, channel: int | None = None) -> tuple[np.ndar
         raise ImageInputError(f"{path} does not exist or is not a file")
     spacing: tuple[float, float] | None = None
     unit: str | None = None
+    if path.stat().st_size == 0:
+        raise ImageInputError(f"{path} is empty (0 bytes); expected an image file")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
+                try:
+                    fio.check_tiff_single_image(tif, path)
+                except fio.AnnotationError as exc:
+                    raise ImageInputError(str(exc)) from None
                 series = tif.series[0]
                 axes = str(series.axes)
                 arr = np.asarray(series.asarray())
@@ -127,8 +134,10 @@ def read_input(path: str | Path, *, channel: int | None = None) -> tuple[np.ndar
 
             arr = np.asarray(iio.imread(path))
             axes = {2: "YX", 3: "YXS"}.get(arr.ndim, "Q" * arr.ndim)
+    except ImageInputError:
+        raise
     except Exception as exc:  # tifffile/imageio raise many types for corrupt files
-        raise ImageInputError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        raise ImageInputError(f"cannot read {path}: {fio.one_line(exc)}") from exc
     info: dict[str, Any] = {"axes": axes, "shape": list(arr.shape), "dtype": str(arr.dtype)}
     if len(axes) != arr.ndim:
         axes = "Q" * (arr.ndim - 2) + "YX"
@@ -167,8 +176,10 @@ def read_input(path: str | Path, *, channel: int | None = None) -> tuple[np.ndar
         raise ImageInputError(f"{path} has a single channel; channel {channel} does not exist")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise ImageInputError(f"{path} contains NaN or infinite values")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise ImageInputError(f"{path} has {bad} NaN or infinite pixel(s); expected finite values")
     info.update(spacing=spacing, unit=unit)
     return arr, info
 
@@ -233,15 +244,30 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _NOT_COMPARED}
 
 
+def _is_predict_folder(out: Path) -> bool:
+    """A prediction folder made before :data:`~fiji_consensus._atomic.OWNER_FILE` existed: its config.json."""
+    try:
+        return fio.read_json(out / "config.json").get("command") == "predict"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+#: Run-level outputs (besides the per-image files of :data:`_IMAGE_FILES`).
+_RUN_FILES = ("objects.csv", "images.csv", "summary.json")
+
+
 def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output path {out} exists and is not a folder")
+    """Claim ``out`` for this run: refuse a folder predict did not make (whatever it holds, also with
+    ``overwrite``) and, unless ``overwrite``, one holding finished images of other settings or another model.
+    With ``overwrite`` the previous run's outputs are deleted; temporary files of killed runs always are."""
+    claim_folder(out, "predict", legacy=_is_predict_folder, create=False)
     cfg_file = out / "config.json"
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    finished = (out / _PER_IMAGE).is_dir() and any((out / _PER_IMAGE).glob("*.json"))
+    if finished and not overwrite:  # a failed or killed run that finished no image binds nothing
         if not cfg_file.is_file():
             raise FileExistsError(
-                f"output folder {out} is not empty and holds no config.json of a prediction run; choose "
-                "another folder or pass overwrite=True (CLI: --overwrite)"
+                f"{out} holds finished predictions but no config.json (their settings are unknown); use "
+                "another folder, or overwrite=True (CLI: --overwrite) to predict every image again"
             )
         previous = fio.read_json(cfg_file)
         same = _comparable(previous.get("config", {})) == _comparable(record["config"])
@@ -251,7 +277,16 @@ def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
                 f"{out} holds predictions made with other settings or another model (see {cfg_file}); use "
                 "the same settings to continue, another folder, or overwrite=True (CLI: --overwrite)"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "predict", legacy=_is_predict_folder)
+    removed = remove_temporary(out)
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), out)
+    if overwrite:  # the previous run's outputs, also of images not given this time
+        for sub, suffix in _IMAGE_FILES:
+            for f in (out / sub).glob(f"*{suffix}") if (out / sub).is_dir() else ():
+                f.unlink()
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
 
 def _tiff_kwargs(info: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +306,6 @@ def _labels_dtype(labels: np.ndarray) -> np.ndarray:
 def _predict_one(
     ens: Any, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool
 ) -> dict[str, Any]:
-    from . import rois as R
     from .nn.predict import predict
 
     t0 = time.perf_counter()
@@ -298,54 +332,77 @@ def _predict_one(
             progress=progress,
         )
     t_pred = time.perf_counter() - t0
-    over = True  # this image is not done: files left by an interrupted run of the same settings are replaced
+    # every output is written under a hidden temporary name first and moved into place only when all are
+    # written, the per-image record last: a kill leaves either all of this image's files or none that looks
+    # finished (the temporary ones are removed by the next run)
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(sub: str, suffix: str) -> Path:
+        target = out / sub / f"{image_id}{suffix}"
+        tmp = staging_path(target)
+        staged.append((tmp, target))
+        return tmp
+
+    try:
+        _write_image_outputs(image, info, res, config, stage)
+        fg = res.probability > res.threshold
+        record = {
+            "image": image_id,
+            "path": str(path),
+            "input": {k: info[k] for k in ("axes", "shape", "dtype", "spacing", "unit")},
+            "channel": config.channel,
+            "shape": list(res.probability.shape),
+            "n_objects": len(res.objects),
+            "foreground_fraction": float(fg.mean()),
+            "qa_score": res.qa_score,
+            "measure": res.measure,
+            "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
+            "qa_scores": {k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan"))
+                          for k, v in res.maps.items()},
+            "threshold": res.threshold,
+            "views": list(res.views),
+            "n_members": res.n_members,
+            **({"packages": [{"name": p.name, "weights": p.weight_format, "executes_code": p.executes_code}
+                             for p in ens]} if isinstance(ens, list) else {}),
+            "seconds_predict": t_pred,
+            "seconds": time.perf_counter() - t0,
+        }
+        fio.write_json(stage(_PER_IMAGE, ".json"), record, overwrite=True)
+        commit_staged(staged)  # the record last
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return record
+
+
+def _write_image_outputs(image: np.ndarray, info: dict[str, Any], res: Any, config: PredictConfig, stage: Any) -> None:
+    """Write one image's files (not its record) to the names ``stage(subfolder, suffix)`` gives."""
+    from . import rois as R
+
     kw = _tiff_kwargs(info)
-    fio.write_tiff(out / "probability" / f"{image_id}.tif", res.probability.astype(np.float32), overwrite=over, **kw)
-    fio.write_tiff(out / "uncertainty" / f"{image_id}.tif", res.uncertainty.astype(np.float32), overwrite=over, **kw)
-    fio.write_tiff(out / "labels" / f"{image_id}.tif", _labels_dtype(res.labels), overwrite=over, **kw)
+    fio.write_tiff(stage("probability", ".tif"), res.probability.astype(np.float32, copy=False), overwrite=True, **kw)
+    fio.write_tiff(stage("uncertainty", ".tif"), res.uncertainty.astype(np.float32, copy=False), overwrite=True, **kw)
+    fio.write_tiff(stage("labels", ".tif"), _labels_dtype(res.labels), overwrite=True, **kw)
     names = {r["id"]: f"{r['id']:04d}_u{r['mean_uncertainty']:.3f}" for r in res.objects}
     rois = R.labels_to_rois(res.labels, names=names)
     rois = [R.set_stroke(roi, uncertainty_color(r["mean_uncertainty"], config.uncertainty))
             for roi, r in zip(rois, res.objects)]
-    R.write_roiset(out / "rois" / f"{image_id}.zip", rois, overwrite=over)
-    hyper = np.stack([image.astype(np.float32), res.probability, res.uncertainty]).astype(np.float32)
-    lut = _uncertainty_lut()
+    R.write_roiset(stage("rois", ".zip"), rois, overwrite=True)
+    hyper = np.empty((3, *res.probability.shape), np.float32)
+    hyper[0], hyper[1], hyper[2] = image, res.probability, res.uncertainty
     R.write_imagej_tiff(
-        out / "overlays" / f"{image_id}.tif",
+        stage("overlays", ".tif"),
         hyper,
         rois=rois,
-        overwrite=over,
+        overwrite=True,
         channel_names=["image", "probability", f"uncertainty ({config.uncertainty})"],
         spacing=info.get("spacing"),
         unit=info.get("unit"),
-        luts=["gray", "green", lut],
+        luts=["gray", "green", _uncertainty_lut()],
     )
+    del hyper
     rows = [{**r, "roi_name": names[r["id"]]} for r in res.objects]
-    fio.write_csv(out / "objects" / f"{image_id}.csv", rows, columns=[*OBJECT_COLUMNS, "roi_name"], overwrite=over)
-    fg = res.probability > res.threshold
-    record = {
-        "image": image_id,
-        "path": str(path),
-        "input": {k: info[k] for k in ("axes", "shape", "dtype", "spacing", "unit")},
-        "channel": config.channel,
-        "shape": list(res.probability.shape),
-        "n_objects": len(res.objects),
-        "foreground_fraction": float(fg.mean()),
-        "qa_score": res.qa_score,
-        "measure": res.measure,
-        "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
-        "qa_scores": {k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan"))
-                      for k, v in res.maps.items()},
-        "threshold": res.threshold,
-        "views": list(res.views),
-        "n_members": res.n_members,
-        **({"packages": [{"name": p.name, "weights": p.weight_format, "executes_code": p.executes_code}
-                         for p in ens]} if isinstance(ens, list) else {}),
-        "seconds_predict": t_pred,
-        "seconds": time.perf_counter() - t0,
-    }
-    fio.write_json(out / _PER_IMAGE / f"{image_id}.json", record, overwrite=True)
-    return record
+    fio.write_csv(stage("objects", ".csv"), rows, columns=[*OBJECT_COLUMNS, "roi_name"], overwrite=True)
 
 
 def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -531,6 +588,8 @@ def _run_image(
     stale = _remove_partial_files(out, image_id)
     if stale:
         logger.info("removed %d temporary file(s) of an interrupted write of %s", len(stale), image_id)
+    for sub, suffix in _IMAGE_FILES:  # not done: nothing of this image may look finished, even if it fails now
+        (out / sub / f"{image_id}{suffix}").unlink(missing_ok=True)
     try:
         return "predicted", _predict_one(ens, image_id, path, config, out, progress=progress)
     except ImageInputError as exc:

@@ -370,8 +370,10 @@ def test_job_resumes_and_never_overwrites_silently(job):
     stranger = job["dir"] / "stranger"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="holds no config.json"):
-        run_predict(cfg.model_copy(update={"out": stranger}))
+    for overwrite in (False, True):  # a folder predict did not make is never written into
+        with pytest.raises(FileExistsError, match=r"did not write \(notes.txt\)"):
+            run_predict(cfg.model_copy(update={"out": stranger, "overwrite": overwrite}))
+    assert sorted(p.name for p in stranger.iterdir()) == ["notes.txt"]
 
 
 def test_config_is_strict():

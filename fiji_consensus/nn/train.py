@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._atomic import claim_folder, remove_temporary
 from .._validate import as_binary, as_image_2d
 from ..config import AugmentOptions, TrainConfig
 from .data import (
@@ -220,6 +221,9 @@ def _check_inputs(
         img = as_image_2d(img, name=f"images[{k}] (id {iid!r})")
         if not (np.issubdtype(img.dtype, np.number) or img.dtype == bool):
             raise TypeError(f"images[{k}] (id {iid!r}) must be numeric; got {describe(img)}")
+        if np.issubdtype(img.dtype, np.floating) and not np.all(np.isfinite(img)):
+            bad = img.size - int(np.count_nonzero(np.isfinite(img)))
+            raise ValueError(f"images[{k}] (id {iid!r}) has {bad} NaN or infinite pixel(s); expected finite values")
         t = np.asarray(tgt)
         if t.shape != img.shape:
             raise ValueError(
@@ -275,6 +279,11 @@ def _check_inputs(
             lst.append(arr > (0.5 if arr.dtype != bool else 0))
         experts[str(name)] = lst
     return imgs, tgts, igns, experts
+
+
+def _is_ensemble_folder(out: Path) -> bool:
+    """An ensemble folder made before the owner file existed (its ensemble.json or member checkpoints)."""
+    return (out / "ensemble.json").is_file() or any((out / "checkpoints").glob("member_*.pt"))
 
 
 def _fingerprint(
@@ -464,13 +473,11 @@ def _train_member(
     )
     best_state: dict[str, Any] | None = None
 
-    if resume and ck_path.is_file():
-        ck = load_state_dict(ck_path, map_location="cpu")
-        if ck.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{ck_path} belongs to a run with other data or settings; use another output folder or "
-                "resume=False to start over"
-            )
+    ck = load_state_dict(ck_path, map_location="cpu") if resume and ck_path.is_file() else None
+    if ck is not None and ck.get("fingerprint") != fingerprint:  # an unfinished run of other settings
+        log.warning("member %d: %s belongs to a run with other data or settings; starting over", k, ck_path)
+        ck = None
+    if ck is not None:
         meta = json.loads(ck["meta"])
         if meta.get("finished"):
             log.info("member %d already trained; skipping", k)
@@ -560,10 +567,15 @@ def _train_member(
             loss = masked_bce_dice_loss(
                 logits, y, v, w if c.border_weight > 0 else None, bce_weight=c.bce_weight, dice_weight=c.dice_weight
             )
+            lv = float(loss.detach())
+            if not math.isfinite(lv):  # stop before the step spoils the weights; nothing is marked finished
+                raise FloatingPointError(
+                    f"member {k}: the training loss became {lv} at iteration {it + 1}; training stopped (no "
+                    f"member_{k}.pt written). Try a smaller --learning-rate; a rerun resumes from the last checkpoint"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            lv = float(loss.detach())
             now = time.perf_counter()
             state["train_seconds"] += now - t0
             state["iteration"] = it = it + 1
@@ -758,7 +770,8 @@ def train_ensemble(
     split_kind = config.split if config.split != "auto" else ("group_kfold" if groups else "kfold")
     seeds = member_seeds(config.seed, config.members)
     fp = _fingerprint(config, image_ids, imgs, tgts, igns, splits, init_info["weights_sha256"] if init_info else None)
-    out = Path(out_dir)
+    out = claim_folder(out_dir, "train", legacy=_is_ensemble_folder)  # never a folder train did not make
+    remove_temporary(out)  # what killed writers left (this run's members have not started)
     ej = out / ENSEMBLE_JSON
     if ej.is_file():
         try:
@@ -772,9 +785,8 @@ def train_ensemble(
         if resume:
             raise FileExistsError(
                 f"{out} already holds an ensemble trained with other data or settings; choose another "
-                "folder or pass resume=False to replace it"
+                "folder or start over there with --overwrite (Python: resume=False)"
             )
-    out.mkdir(parents=True, exist_ok=True)
     if not resume:
         for pattern in ("checkpoints/member_*.pt", "logs/member_*.csv", "member_*.pt", ENSEMBLE_JSON):
             for f in out.glob(pattern):
@@ -914,6 +926,7 @@ def train_ensemble(
                 (out / "checkpoints").rmdir()
             except OSError:
                 pass
+        remove_temporary(out)  # e.g. checkpoints half-written by a killed Dask worker
         final = json.loads(path.read_text(encoding="utf-8"))
         return _summary(final, out)
     finally:

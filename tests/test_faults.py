@@ -1,0 +1,217 @@
+"""Fault injection (issue 17): bad inputs, kills, reruns and foreign code, each tried on real data.
+
+Every case uses small crops of the real lab-wue1 images and expert masks (data/segebarth2020) and goes
+through the same door a user does (the CLI, or the job function the macros call). A case passes when the
+fault is refused with one line naming the file (and what was wrong), or handled explicitly, and nothing a
+user made is lost or looks finished when it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from fiji_consensus import io as fio
+from fiji_consensus.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = REPO / "data" / "segebarth2020" / "lab-wue1"
+EXPERTS = ["expert_1", "expert_2", "expert_3"]
+#: 96-px windows with several nuclei each (image id -> top-left corner)
+WINDOWS = {"0001": (320, 384), "0015": (320, 320), "0092": (832, 576)}
+SIZE = 96
+
+
+def _mask(path: Path) -> np.ndarray:
+    m = iio.imread(path)
+    return (m[..., 0] if m.ndim == 3 else m) > 0
+
+
+def _crop_project(root: Path, windows: dict[str, tuple[int, int]] = WINDOWS) -> dict[str, Path]:
+    """images/<id>.tif and <expert>/<id>_cFOS.png crops of the real lab-wue1 data."""
+    (root / "images").mkdir(parents=True)
+    for iid, (y, x) in windows.items():
+        win = np.s_[y : y + SIZE, x : x + SIZE]
+        tifffile.imwrite(root / "images" / f"{iid}.tif", iio.imread(LAB / "images" / f"{iid}.png")[win])
+        for e in EXPERTS:
+            (root / e).mkdir(exist_ok=True)
+            m = _mask(LAB / "labels" / e / f"{iid}_cFOS.png")[win]
+            iio.imwrite(root / e / f"{iid}_cFOS.png", m.astype(np.uint8) * 255)
+    return {"images": root / "images", **{e: root / e for e in EXPERTS}}
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _error_line(err: str) -> str:
+    """The CLI's error: exactly one line on stderr starting with 'fiji-consensus <command>: error:'."""
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("INFO", "WARNING"))]
+    assert len(lines) == 1, f"expected one error line, got {lines}"
+    assert " error: " in lines[0]
+    return lines[0]
+
+
+TINY = ["--members", "2", "--iterations", "4", "--validate-every", "4", "--patch-size", "48", "--batch-size", "2",
+        "--depth", "2", "--base-channels", "4", "--threads", "1", "--device", "cpu", "--no-progress", "-q"]
+
+
+def _agreement_argv(p: dict[str, Path]) -> list[str]:
+    return ["agreement", "--images", str(p["images"]), "--experts", *(str(p[e]) for e in EXPERTS), "--no-progress"]
+
+
+def _train_argv(p: dict[str, Path], out: Path) -> list[str]:
+    return ["train", "--images", str(p["images"]), "--experts", *(str(p[e]) for e in EXPERTS), "--out", str(out),
+            *TINY]
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def test_multi_page_tiff_is_refused_as_image_and_as_mask(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    img = tifffile.imread(p["images"] / "0001.tif")
+    m = _mask(p["expert_1"] / "0001_cFOS.png").astype(np.uint8) * 255
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tw:  # two series, as two imwrite calls make
+        tw.write(m)
+        tw.write(np.zeros_like(m))
+    (p["expert_1"] / "0001_cFOS.png").unlink()
+    (tmp_path / "two.tif").rename(p["expert_1"] / "0001_cFOS.tif")
+    code, _, err = _run(_agreement_argv(p), capsys)
+    line = _error_line(err)
+    assert code == 1 and "0001_cFOS.tif holds 2 images" in line and "expected one 2-D image" in line
+    # as an image, for prediction and for the experts' jobs
+    with tifffile.TiffWriter(tmp_path / "img2.tif") as tw:
+        tw.write(img)
+        tw.write(img[:50])
+    from fiji_consensus.predict import ImageInputError, read_input
+
+    with pytest.raises(ImageInputError, match=r"img2.tif holds 2 images .*\(96, 96\), \(50, 96\)"):
+        read_input(tmp_path / "img2.tif")
+    with pytest.raises(fio.AnnotationError, match="img2.tif holds 2 images"):
+        fio.read_image(tmp_path / "img2.tif")
+
+
+def test_rgba_mask_with_the_annotation_only_in_alpha_is_read_from_alpha(tmp_path):
+    truth = _mask(LAB / "labels" / "expert_2" / "0001_cFOS.png")[320:416, 384:480]
+    assert truth.sum() > 100
+    rgba = np.zeros((*truth.shape, 4), np.uint8)
+    rgba[..., 3] = truth * 255  # black everywhere, opaque where annotated
+    iio.imwrite(tmp_path / "alpha.png", rgba)
+    np.testing.assert_array_equal(fio.read_mask(tmp_path / "alpha.png", truth.shape), truth)
+    # grey+alpha marking the same pixels: the grey values; marking different pixels: refused, not guessed
+    rgba[..., :3] = (truth * 255)[..., None]
+    iio.imwrite(tmp_path / "same.png", rgba)
+    np.testing.assert_array_equal(fio.read_mask(tmp_path / "same.png", truth.shape), truth)
+    rgba[..., 3] = np.roll(truth, 20, axis=1) * 255
+    iio.imwrite(tmp_path / "differ.png", rgba)
+    with pytest.raises(fio.AnnotationError, match="differ.png has an alpha channel .* ambiguous"):
+        fio.read_mask(tmp_path / "differ.png", truth.shape)
+
+
+def test_zero_byte_mask_is_one_line_naming_the_file(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    (p["expert_3"] / "0015_cFOS.png").write_bytes(b"")
+    code, _, err = _run(_agreement_argv(p), capsys)
+    line = _error_line(err)
+    assert code == 1 and "0015_cFOS.png is empty (0 bytes)" in line and "expert_3" in line
+    (p["expert_3"] / "0015_cFOS.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = _run(_agreement_argv(p), capsys)
+    assert code == 1 and "cannot read" in _error_line(err) and "0015_cFOS.png" in err
+
+
+def test_non_utf8_groups_csv_names_the_file(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    groups = tmp_path / "groups.csv"
+    groups.write_bytes("file_id,group\n0001,Kontrolle\n0015,M\xe4use\n0092,M\xe4use\n".encode("latin-1"))
+    code, _, err = _run([*_train_argv(p, tmp_path / "model"), "--groups", str(groups)], capsys)
+    line = _error_line(err)
+    assert code == 1 and "groups.csv is not UTF-8 text (byte 0xe4" in line
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").glob("*.pt"))
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def test_nan_pixel_in_a_training_image_is_refused_naming_file_and_count(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    img = tifffile.imread(p["images"] / "0015.tif").astype(np.float32)
+    img[5, 7] = np.nan
+    img[50, 60] = np.inf
+    tifffile.imwrite(p["images"] / "0015.tif", img)
+    out = tmp_path / "model"
+    code, _, err = _run(_train_argv(p, out), capsys)
+    line = _error_line(err)
+    assert code == 1 and "0015.tif has 2 NaN or infinite pixel(s)" in line
+    assert not (out / "ensemble.json").exists() and not list(out.glob("**/*.pt"))
+    # the Python API refuses it too (with the id), before any training
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from fiji_consensus.nn.train import TrainConfig, train_ensemble
+
+    t = np.zeros(img.shape, np.float32)
+    t[10:20, 10:20] = 1
+    with pytest.raises(ValueError, match=r"images\[0\] \(id '0015'\) has 2 NaN or infinite"):
+        train_ensemble([img], [t], tmp_path / "api", TrainConfig(members=1, iterations=2, split="all"),
+                       image_ids=["0015"])
+    # the corrected rerun in the same folder needs no --overwrite (a failed run binds nothing)
+    tifffile.imwrite(p["images"] / "0015.tif", np.nan_to_num(img, posinf=0).astype(np.uint8))
+    code, _, err = _run(_train_argv(p, out), capsys)
+    assert code == 0, err
+    meta = json.loads((out / "ensemble.json").read_text())
+    assert len(meta["members"]) == 2 and all(m["selected"] for m in meta["members"])
+
+
+def test_member_whose_loss_becomes_non_finite_is_stopped_not_selected(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from fiji_consensus.nn import train as T
+
+    p = _crop_project(tmp_path)
+    images = [tifffile.imread(p["images"] / f"{i}.tif") for i in WINDOWS]
+    targets = [_mask(p["expert_1"] / f"{i}_cFOS.png").astype(np.float32) for i in WINDOWS]
+    real_loss, calls = T.masked_bce_dice_loss, []
+
+    def diverging(*a, **k):  # the loss of the real network, turning NaN at the 3rd iteration
+        loss = real_loss(*a, **k)
+        calls.append(1)
+        return loss * torch.tensor(float("nan")) if len(calls) == 3 else loss
+
+    monkeypatch.setattr(T, "masked_bce_dice_loss", diverging)
+    cfg = T.TrainConfig(members=2, iterations=6, validate_every=3, checkpoint_every=2, patch_size=48, batch_size=2,
+                        depth=2, base_channels=4, device="cpu", threads=1)
+    out = tmp_path / "model"
+    with pytest.raises(FloatingPointError, match="member 0: the training loss became nan at iteration 3"):
+        T.train_ensemble(images, targets, out, cfg, image_ids=list(WINDOWS))
+    assert not (out / "ensemble.json").exists() and not (out / "member_0.pt").exists()
+
+
+def test_train_never_writes_into_a_folder_it_did_not_make(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "member_0.pt").write_bytes(b"a user's weights")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = _run([*_train_argv(p, out), *extra], capsys)
+        line = _error_line(err)
+        assert code == 1 and "holds files that `train` did not write (member_0.pt)" in line
+    assert sorted(x.name for x in out.iterdir()) == ["member_0.pt"]
+    assert (out / "member_0.pt").read_bytes() == b"a user's weights"
+    # predict's folder is not train's either
+    code, _, err = _run(_train_argv(p, tmp_path / "model"), capsys)
+    assert code == 0, err
+    pred = tmp_path / "pred"
+    code, _, err = _run(["predict", str(p["images"]), "--model", str(tmp_path / "model"), "--out", str(pred),
+                         "--no-progress", "-q", "--tta", "none"], capsys)
+    assert code == 0, err
+    code, _, err = _run(_train_argv(p, pred), capsys)
+    assert code == 1 and "holds outputs of `predict`" in _error_line(err)
