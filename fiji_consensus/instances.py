@@ -197,11 +197,12 @@ def object_table(
     ...  for r in rows]
     [(1, 2, 0.5, 0.3, 0.4), (2, 2, 1.5, 0.1, 0.1)]
     """
+    from skimage.measure import regionprops_table
+
     L = as_label_image(labels)
-    maps: dict[str, np.ndarray | None] = {}
+    maps: dict[str, np.ndarray] = {}
     for name, m in (("image", image), ("probability", probability), ("uncertainty", uncertainty)):
         if m is None:
-            maps[name] = None
             continue
         a = np.asarray(m)
         if a.shape != L.shape:
@@ -209,46 +210,35 @@ def object_table(
         maps[name] = a.astype(np.float64, copy=False)
     if L.size == 0 or L.max() == 0:
         return []
-    flat = L.ravel().astype(np.intp, copy=False)
-    n = int(flat.max())
-    area = np.bincount(flat, minlength=n + 1)
-    ids = np.flatnonzero(area[1:]) + 1
-    yy, xx = np.indices(L.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cy = np.bincount(flat, weights=yy.ravel(), minlength=n + 1) / area
-        cx = np.bincount(flat, weights=xx.ravel(), minlength=n + 1) / area
-        means = {
-            k: (np.bincount(flat, weights=v.ravel(), minlength=n + 1) / area if v is not None else None)
-            for k, v in maps.items()
-        }
-    umax = (
-        np.asarray(ndi.maximum(maps["uncertainty"], L, ids), dtype=np.float64)
-        if maps["uncertainty"] is not None
-        else None
-    )
-    slices = ndi.find_objects(L)
-    border = np.zeros(n + 1, bool)
-    edge = np.concatenate([L[0], L[-1], L[:, 0], L[:, -1]]).astype(np.intp)
-    border[edge] = True
-    nan = float("nan")
-    rows = []
-    for k, i in enumerate(ids):
-        sl = slices[i - 1]
-        rows.append(
-            {
-                "id": int(i),
-                "area": int(area[i]),
-                "centroid_y": float(cy[i]),
-                "centroid_x": float(cx[i]),
-                "bbox_y0": int(sl[0].start),
-                "bbox_x0": int(sl[1].start),
-                "bbox_y1": int(sl[0].stop),
-                "bbox_x1": int(sl[1].stop),
-                "mean_intensity": float(means["image"][i]) if means["image"] is not None else nan,
-                "mean_probability": float(means["probability"][i]) if means["probability"] is not None else nan,
-                "mean_uncertainty": float(means["uncertainty"][i]) if means["uncertainty"] is not None else nan,
-                "max_uncertainty": float(umax[k]) if umax is not None else nan,
-                "touches_border": bool(border[i]),
-            }
-        )
-    return rows
+    props = ["label", "area", "centroid", "bbox"]
+    if maps:  # one channel per given map: intensity_mean-<c>, intensity_max-<c>
+        props += ["intensity_mean", "intensity_max"]
+    t = regionprops_table(L, intensity_image=np.stack(list(maps.values()), axis=-1) if maps else None,
+                          properties=props)
+    nan = np.full(t["label"].shape, math.nan)
+    channel = {name: c for c, name in enumerate(maps)}
+
+    def col(prop: str, name: str) -> np.ndarray:
+        return t[f"{prop}-{channel[name]}"] if name in channel else nan
+
+    h, w = L.shape
+    columns = {
+        "id": t["label"],
+        "area": t["area"],
+        "centroid_y": t["centroid-0"],
+        "centroid_x": t["centroid-1"],
+        "bbox_y0": t["bbox-0"],
+        "bbox_x0": t["bbox-1"],
+        "bbox_y1": t["bbox-2"],
+        "bbox_x1": t["bbox-3"],
+        "mean_intensity": col("intensity_mean", "image"),
+        "mean_probability": col("intensity_mean", "probability"),
+        "mean_uncertainty": col("intensity_mean", "uncertainty"),
+        "max_uncertainty": col("intensity_max", "uncertainty"),
+        # a pixel in the first or last row or column <=> the bounding box reaches that edge
+        "touches_border": (t["bbox-0"] == 0) | (t["bbox-1"] == 0) | (t["bbox-2"] == h) | (t["bbox-3"] == w),
+    }
+    kinds = {"touches_border": bool, **dict.fromkeys(("id", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"), int)}
+    return [
+        {k: kinds.get(k, float)(columns[k][i]) for k in OBJECT_COLUMNS} for i in range(len(t["label"]))
+    ]

@@ -123,6 +123,34 @@ def test_object_table_matches_regionprops_on_real_objects():
         assert r["mean_intensity"] == pytest.approx(p.intensity_mean)
 
 
+def test_object_table_every_column_against_per_object_masks():
+    """Every column of every real object against a plain numpy computation on that object's pixels."""
+    gt = iio.imread(SAMPLE / "labels" / "est_GT" / "0001_cFOS.png")
+    img = iio.imread(SAMPLE / "images" / "0001.png")
+    L = label_instances((gt > 0).astype(float), min_size=0)[256:768, 256:768]  # objects cut by the crop's edges
+    rng = np.random.default_rng(0)
+    prob, unc = rng.random(L.shape), rng.random(L.shape).astype(np.float32)
+    rows = object_table(L, image=img[256:768, 256:768], probability=prob, uncertainty=unc)
+    ids = np.unique(L[L > 0])
+    assert [r["id"] for r in rows] == ids.tolist() and len(ids) > 10
+    n_border = 0
+    for r in rows:
+        m = L == r["id"]
+        yy, xx = np.nonzero(m)
+        assert r["area"] == m.sum() and isinstance(r["area"], int)
+        assert (r["centroid_y"], r["centroid_x"]) == pytest.approx((yy.mean(), xx.mean()), rel=1e-12)
+        assert (r["bbox_y0"], r["bbox_x0"], r["bbox_y1"], r["bbox_x1"]) == (
+            yy.min(), xx.min(), yy.max() + 1, xx.max() + 1)
+        assert r["mean_intensity"] == pytest.approx(img[256:768, 256:768][m].mean(), rel=1e-12)
+        assert r["mean_probability"] == pytest.approx(prob[m].mean(), rel=1e-12)
+        assert r["mean_uncertainty"] == pytest.approx(unc[m].astype(np.float64).mean(), rel=1e-12)
+        assert r["max_uncertainty"] == float(unc[m].max())
+        edge = bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any())
+        assert r["touches_border"] is edge
+        n_border += edge
+    assert 0 < n_border < len(rows)
+
+
 def test_bad_inputs_say_what_they_got():
     with pytest.raises(ValueError, match=r"2-D \(Y, X\).*got shape \(2, 3, 4\)"):
         label_instances(np.zeros((2, 3, 4)))

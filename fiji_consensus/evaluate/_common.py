@@ -23,13 +23,6 @@ def _nansd(x: Any) -> float:
     return float(a.std(ddof=1)) if a.size >= 2 else math.nan
 
 
-def _tie_sum(ranks_source: np.ndarray) -> float:
-    """``Σ (t³ - t)`` over groups of tied values."""
-    _, t = np.unique(ranks_source, return_counts=True)
-    t = t.astype(np.float64)
-    return float((t**3 - t).sum())
-
-
 def _float(v: Any) -> float:
     try:
         return float(v) if v is not None and v != "" else math.nan

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _finite, _tie_sum
+from ._common import _finite
 
 __all__ = [
     "KruskalResult", "MannWhitneyResult", "GrubbsResult", "kruskal_wallis", "mann_whitney", "bonferroni",
@@ -64,20 +64,11 @@ def kruskal_wallis(samples: Sequence[Any]) -> KruskalResult:
     if k < 2 or n <= k:
         return KruskalResult(nan, nan, max(k - 1, 0), n, k, nan)
     allv = np.concatenate(arrays)
-    ranks = stats.rankdata(allv)
-    ties = _tie_sum(allv)
-    corr = 1.0 - ties / (n**3 - n)
-    if corr <= 0:
+    if np.all(allv == allv[0]):  # H is 0/0: every rank is tied
         return KruskalResult(nan, nan, k - 1, n, k, nan)
-    h = 0.0
-    start = 0
-    for a in arrays:
-        r = ranks[start : start + a.size]
-        h += r.sum() ** 2 / a.size
-        start += a.size
-    h = (12.0 / (n * (n + 1)) * h - 3.0 * (n + 1)) / corr
-    p = float(stats.chi2.sf(h, k - 1))
-    return KruskalResult(float(h), p, k - 1, n, k, float((h - k + 1) / (n - k)))
+    res = stats.kruskal(*arrays)  # tie-corrected H, p from chi2 with k - 1 degrees of freedom
+    h = float(res.statistic)
+    return KruskalResult(h, float(res.pvalue), k - 1, n, k, (h - k + 1) / (n - k))
 
 
 @dataclass(frozen=True)
@@ -140,16 +131,15 @@ def mann_whitney(
     med2 = float(np.median(y)) if n2 else nan
     if n1 == 0 or n2 == 0:
         return MannWhitneyResult(nan, nan, nan, n1, n2, nan, med1, med2)
-    allv = np.concatenate([x, y])
     n = n1 + n2
-    ranks = stats.rankdata(allv)
-    u = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
-    if np.all(allv == allv[0]):
-        return MannWhitneyResult(u, 0.0, 1.0, n1, n2, 0.0, med1, med2)
-    ties = _tie_sum(allv) / (n * (n - 1)) if tie_correction else 0.0
-    z = (u - n1 * n2 / 2.0) / math.sqrt(n1 * n2 / 12.0 * ((n + 1) - ties))
-    p = float(stats.mannwhitneyu(x, y, alternative="two-sided", method=method).pvalue)
-    return MannWhitneyResult(u, float(z), p, n1, n2, float(z * z / n), med1, med2)
+    if np.all(x == x[0]) and np.all(y == x[0]):  # every value tied: no evidence either way
+        return MannWhitneyResult(n1 * n2 / 2.0, 0.0, 1.0, n1, n2, 0.0, med1, med2)
+    res = stats.mannwhitneyu(x, y, alternative="two-sided", method=method)
+    u = float(res.statistic)  # U of the first sample
+    # var(U) = n1 n2 (N + 1) / 12, times scipy's tie factor 1 - sum(t^3 - t) / (N^3 - N) when asked for
+    factor = float(stats.tiecorrect(stats.rankdata(np.concatenate([x, y])))) if tie_correction else 1.0
+    z = (u - n1 * n2 / 2.0) / math.sqrt(n1 * n2 * (n + 1) / 12.0 * factor)
+    return MannWhitneyResult(u, float(z), float(res.pvalue), n1, n2, float(z * z / n), med1, med2)
 
 
 def bonferroni(p: Any, m: int) -> np.ndarray | float:
