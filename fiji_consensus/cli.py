@@ -39,20 +39,10 @@ def _setup_logging(verbosity: int, quiet: bool) -> None:
     root.propagate = False
 
 
-def _clean(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, Path):
-        return str(o)
-    return o
-
-
 def _emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(_clean(payload), allow_nan=False, default=str) + "\n")
+    from ._util import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(payload), allow_nan=False, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -9,7 +9,6 @@ imports it, so there is no ``evaluate <-> report`` cycle.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from ._util import sha256_file
 from .evaluate import (
     QUBIQ_THRESHOLDS,
     Evaluation,
@@ -130,14 +130,6 @@ def _example_window(any_mask: np.ndarray, size: int = 256) -> tuple[int, int, in
             if s > best:
                 best, pos = int(s), (y, x)
     return pos[0], pos[0] + sy, pos[1], pos[1] + sx
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _confusion(cand: np.ndarray, ref: np.ndarray, keep: np.ndarray | None) -> tuple[float, float]:
@@ -421,7 +413,7 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
                 files.append((f"uncertainty:{name}", src.uncertainty[image_id]))
         for role, path in files:
             inputs.append({"image": image_id, "role": role, "path": str(Path(path).resolve()),
-                           "bytes": Path(path).stat().st_size, "sha256": _sha256(Path(path))})
+                           "bytes": Path(path).stat().st_size, "sha256": sha256_file(path)})
 
     tables = _aggregate(
         config, experts, model_names, raters, kinds, strategies, obj_rows, pair_rows, count_rows, counts,

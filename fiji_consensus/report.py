@@ -30,12 +30,9 @@ from typing import Any
 import numpy as np
 
 from .evaluate import QUBIQ_THRESHOLDS, Evaluation
+from .style import CONSENSUS_FIGURE_COLOR, EXPERT_COLORS, MODEL_COLORS
 
 __all__ = ["write_report", "render_report", "MODEL_COLORS"]
-
-#: Colours of the models in figures (the experts use :data:`fiji_consensus.jobs.EXPERT_COLORS`).
-MODEL_COLORS = ("#D62728", "#9467BD", "#17BECF", "#8C564B", "#BCBD22", "#7F7F7F", "#1F77B4", "#FF7F0E")
-CONSENSUS_COLOR = "#000000"
 
 
 def _require_mpl():
@@ -59,10 +56,8 @@ def _fig(w: float, h: float):
 
 
 def _colors(ev: Evaluation) -> dict[str, str]:
-    from .jobs import EXPERT_COLORS
-
     c = {e: EXPERT_COLORS[i % len(EXPERT_COLORS)] for i, e in enumerate(ev.experts)}
-    c["consensus"] = CONSENSUS_COLOR
+    c["consensus"] = CONSENSUS_FIGURE_COLOR
     c.update({m: MODEL_COLORS[i % len(MODEL_COLORS)] for i, m in enumerate(ev.models)})
     return c
 
