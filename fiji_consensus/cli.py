@@ -335,6 +335,9 @@ def _predict_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="predict every image again, replacing files")
+    p.add_argument("--trust-code", action="store_true",
+                   help="run a bioimage.io package whose only usable weights are pytorch_state_dict: they import "
+                   "and run the Python file shipped in the package (refused without this flag)")
     p.add_argument("--chunk", type=int, default=1024, metavar="PIXELS",
                    help="zarr input: block (and output chunk) side in pixels, plus the halo (default 1024)")
     _add_dask(p, task="image")
@@ -350,7 +353,7 @@ def _run_predict(a: argparse.Namespace) -> dict[str, Any]:
         model=a.model, inputs=a.inputs, out=a.out, tta=a.tta, tile=a.tile, overlap=a.overlap,
         batch_size=a.batch_size, threshold=a.threshold, min_size=a.min_size, split=a.split,
         uncertainty=a.uncertainty, channel=a.channel, device=a.device, threads=a.threads, overwrite=a.overwrite,
-        chunk=a.chunk, dask=_dask_options(a),
+        chunk=a.chunk, dask=_dask_options(a), trust_code=a.trust_code,
     )
     summary = run_predict(cfg, progress=not (a.no_progress or a.quiet))
     if not a.json and "n_blocks" in summary:  # a zarr input

@@ -437,6 +437,11 @@ class PredictConfig(JobConfig):
     device: str = Field("cpu", description="Torch device for the network (cpu, cuda, cuda:1, mps).")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's).")
     overwrite: bool = Field(False, description="Predict every image again and replace existing files.")
+    trust_code: bool = Field(
+        False,
+        description="Allow bioimage.io packages whose only usable weights are pytorch_state_dict: they import and "
+        "run the Python file the package ships. Off: such packages are refused, naming that file.",
+    )
     dask: DaskOptions | None = Field(
         None,
         description="Predict on Dask, one task per image (results identical to a run in this process); "

@@ -67,7 +67,7 @@ _PER_IMAGE = "per_image"
 UNCERTAINTY_COLORS = ((0.0, (0, 255, 255)), (0.5, (255, 255, 0)), (1.0, (255, 0, 0)))
 
 #: Settings that do not change results (left out when resuming is checked).
-_NOT_COMPARED = {"inputs", "out", "overwrite", "batch_size", "device", "threads", "dask", "chunk"}
+_NOT_COMPARED = {"inputs", "out", "overwrite", "batch_size", "device", "threads", "dask", "chunk", "trust_code"}
 
 
 class ImageInputError(ValueError):
@@ -544,7 +544,7 @@ def _load_model(config: PredictConfig, model_json: Path) -> list[Any]:
     from .zoo import load_package
 
     device = "cuda" if config.device.startswith("cuda") else "cpu"
-    pkgs = [load_package(m, device=device) for m in config.models]
+    pkgs = [load_package(m, device=device, trust_code=config.trust_code) for m in config.models]
     for p in pkgs:
         logger.info("package %s: %s weights%s", p.name, p.weight_format,
                     " (runs the package's Python code)" if p.executes_code else "")

@@ -671,6 +671,9 @@ def package_ensemble(
     members = [m for m in meta["members"] if int(m["index"]) in ens.indices]
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    from ._atomic import remove_temporary
+
+    remove_temporary(out.parent, recursive=False, dirs_prefix=out.stem)  # left by killed runs of this package
     work = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
     try:
         import tifffile
@@ -1109,6 +1112,7 @@ def load_package(
     device: str = "cpu",
     output: str | None = None,
     output_channel: int = 0,
+    trust_code: bool = False,
 ) -> Package:
     """Load a bioimage.io model package (ours or anyone's) for :func:`predict_packages`.
 
@@ -1123,6 +1127,10 @@ def load_package(
         ``cpu`` or ``cuda``.
     output, output_channel :
         Probability output of a foreign package (default its first output) and its channel.
+    trust_code : bool
+        Allow ``pytorch_state_dict`` weights, which import and run the Python architecture file the package
+        ships. Without it a package that has no onnx or torchscript weights (or whose pytorch_state_dict
+        weights are asked for) is refused, naming the file that would run (CLI: ``--trust-code``).
 
     Raises
     ------
@@ -1144,10 +1152,12 @@ def load_package(
             warnings.simplefilter("ignore")
             descr = load_description(src, format_version="latest")
     except Exception as exc:  # unreadable zips and YAML raise many types
-        raise ValueError(f"{path} is not a valid bioimage.io description: {type(exc).__name__}: {exc}") from exc
+        text = " ".join(str(exc).split())
+        raise ValueError(
+            f"{path} is not a valid bioimage.io description: {type(exc).__name__}: {text[:300]}"
+        ) from None
     if isinstance(descr, InvalidDescr):
-        reason = descr.validation_summary.format() if hasattr(descr, "validation_summary") else ""
-        raise ValueError(f"{path} is not a valid bioimage.io description: {str(reason)[:2000]}")
+        raise ValueError(f"{path} is not a valid bioimage.io description: {_first_validation_error(descr)}")
     if getattr(descr, "type", None) != "model" or not isinstance(descr, bm.ModelDescr):
         raise ValueError(f"{path} describes a {getattr(descr, 'type', '?')!r}, not a model (format 0.5)")
     name = str(descr.name)
@@ -1196,6 +1206,12 @@ def load_package(
             "(TensorFlow/Keras weights are not supported)"
         )
     executes_code = wf == "pytorch_state_dict"
+    if executes_code and not trust_code:
+        raise PermissionError(
+            f"package {name} ({path}) would run its own Python code ({_code_of(descr.weights.pytorch_state_dict)}) "
+            f"through its pytorch_state_dict weights{'' if weight_format else ' (it has no onnx or torchscript weights)'}"
+            "; refused: run it only if you trust its source, with --trust-code (Python: trust_code=True)"
+        )
     if executes_code:
         logger.warning(
             "package %s: running its pytorch_state_dict weights, which execute the architecture code shipped "
@@ -1239,6 +1255,30 @@ def load_package(
         probability_output=prob_id, uncertainty_output=unc_id, output_channel=channel, threshold=threshold,
         min_size=min_size, sha256=sha, descr=descr, pipeline=pp, _param_axes=param_axes,
     )
+
+
+def _first_validation_error(descr: Any) -> str:
+    """``field a.b.c: message (and N more)`` of an invalid description, on one line."""
+    errors = []
+    for d in getattr(getattr(descr, "validation_summary", None), "details", None) or ():
+        errors += [e for e in (d.errors or ())]
+    if not errors:
+        return "no details given by bioimageio.spec"
+    e = errors[0]
+    loc = ".".join(str(x) for x in (e.loc or ()) if "[" not in str(x) and "function-" not in str(x)) or "(root)"
+    msg = " ".join(str(e.msg).split())
+    msg = msg if len(msg) <= 160 else msg[:157] + "..."
+    return f"field {loc}: {msg}" + (f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else "")
+
+
+def _code_of(weights: Any) -> str:
+    """The Python that ``pytorch_state_dict`` weights run: ``file.py:callable`` or ``module.callable``."""
+    arch = getattr(weights, "architecture", None)
+    src = getattr(arch, "source", None)
+    if src is not None:
+        name = getattr(src, "path", None) or getattr(src, "name", None) or str(src)
+        return f"{Path(str(name)).name}:{getattr(arch, 'callable', '?')}"
+    return f"{getattr(arch, 'import_from', '?')}.{getattr(arch, 'callable', '?')}"
 
 
 def predict_packages(
@@ -1397,7 +1437,9 @@ def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> 
         raise ValueError(f"the weights {weights['source']!r} in {path} do not match their SHA-256 in the rdf")
     import io as _io
 
-    sd = torch.load(_io.BytesIO(data), map_location="cpu", weights_only=True)
+    from .nn.ensemble import load_state_dict
+
+    sd = load_state_dict(_io.BytesIO(data), name=f"{weights['source']} in {path}")  # tensors only, or refused
     cfg = dict(kwargs["unet_config"])
     n = int(kwargs.get("n_members", 0))
     members = []

@@ -215,3 +215,200 @@ def test_train_never_writes_into_a_folder_it_did_not_make(tmp_path, capsys):
     assert code == 0, err
     code, _, err = _run(_train_argv(p, pred), capsys)
     assert code == 1 and "holds outputs of `predict`" in _error_line(err)
+
+
+# --------------------------------------------------------------------------------------------- kills and reruns
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny ensemble trained by the CLI on the real crops (shared by the tests below)."""
+    root = tmp_path_factory.mktemp("trained")
+    p = _crop_project(root / "project")
+    assert main(_train_argv(p, root / "model")) == 0
+    return p, root / "model"
+
+
+_KILL_AFTER_FIRST_WRITES = """
+import os, sys
+import fiji_consensus.rois as R
+from fiji_consensus.config import PredictConfig
+from fiji_consensus.predict import run_predict
+R.write_roiset = lambda *a, **k: os._exit(9)   # SIGKILL-like: no cleanup runs, after 3 outputs were written
+run_predict(PredictConfig(model=sys.argv[1], inputs=[sys.argv[2]], out=sys.argv[3], tta="none"))
+"""
+
+
+def test_a_kill_mid_image_leaves_nothing_that_looks_finished_and_rerun_cleans(trained, tmp_path, capsys):
+    p, model = trained
+    out = tmp_path / "pred"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", _KILL_AFTER_FIRST_WRITES, str(model), str(p["images"]), str(out)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 9, r.stderr
+    parts = sorted(x.name for x in out.rglob(".*.part"))
+    assert parts, "the killed writer should have left its temporary files"
+    visible = [x for x in out.rglob("*") if x.is_file() and not x.name.startswith(".") and x.name != "config.json"]
+    assert visible == [], f"a killed image left files that look finished: {visible}"
+    # the rerun predicts everything, removes the temporary files and leaves a complete folder
+    code, _, err = _run(["predict", str(p["images"]), "--model", str(model), "--out", str(out), "--tta", "none",
+                         "--no-progress", "-q"], capsys)
+    assert code == 0, err
+    assert list(out.rglob("*.part")) == []
+    for iid in WINDOWS:
+        for sub, suffix in [("probability", ".tif"), ("uncertainty", ".tif"), ("labels", ".tif"), ("rois", ".zip"),
+                            ("overlays", ".tif"), ("objects", ".csv"), ("per_image", ".json")]:
+            assert (out / sub / f"{iid}{suffix}").is_file(), (sub, iid)
+
+
+def test_overwrite_clears_the_previous_predictions_and_temp_files_of_training_go(trained, tmp_path, capsys):
+    p, model = trained
+    out = tmp_path / "pred"
+    args = [str(p["images"]), "--model", str(model), "--out", str(out), "--tta", "none", "--no-progress", "-q"]
+    assert _run(["predict", *args], capsys)[0] == 0
+    (p["images"] / "0092.tif").rename(tmp_path / "0092.tif")  # the next run is given fewer images
+    try:
+        code, _, err = _run(["predict", *args, "--overwrite"], capsys)
+    finally:
+        (tmp_path / "0092.tif").rename(p["images"] / "0092.tif")
+    assert code == 0, err
+    assert sorted(x.stem for x in (out / "probability").iterdir()) == ["0001", "0015"]
+    assert sorted(x.stem for x in (out / "per_image").iterdir()) == ["0001", "0015"]
+    # a temporary checkpoint a killed (Dask) worker left is removed by the next training run
+    import shutil
+
+    model2 = tmp_path / "model"
+    shutil.copytree(model, model2)
+    (model2 / "checkpoints").mkdir(exist_ok=True)
+    stale = model2 / "checkpoints" / ".member_0.pt.k2j4x9_q.part"
+    stale.write_bytes(b"\0" * 2048)
+    assert main(_train_argv(p, model2)) == 0  # the same ensemble: nothing to train, and cleaned
+    assert not stale.exists()
+
+
+# --------------------------------------------------------------------------------------------- foreign code
+
+
+def _foreign_state_dict_package(tmp: Path, marker: Path) -> Path:
+    """A foreign bioimage.io package whose only weights are pytorch_state_dict; its architecture file
+    appends a line to ``marker`` when it is imported (to see whether it ran)."""
+    torch = pytest.importorskip("torch")
+    from bioimageio.spec.model import v0_5 as bm
+
+    d = tmp / "foreign"
+    d.mkdir()
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Sigmoid())
+    img = iio.imread(LAB / "images" / "0001.png")[320:352, 384:416].astype(np.float32)[None, None] / 255
+    with torch.no_grad():
+        y = net(torch.from_numpy(img)).numpy()
+    np.save(d / "in.npy", img)
+    np.save(d / "out.npy", y)
+    (d / "README.md").write_text("# Foreign\n")
+    torch.save(net.state_dict(), d / "sd.pt")
+    (d / "arch.py").write_text(
+        f"open({str(marker)!r}, 'a').write('ran\\n')\nimport torch\n\ndef Net():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Sigmoid())\n"
+    )
+
+    def axes(out: bool) -> list:
+        ref = lambda a: bm.SizeReference(tensor_id=bm.TensorId("raw"), axis_id=bm.AxisId(a))  # noqa: E731
+        return [bm.BatchAxis(), bm.ChannelAxis(channel_names=[bm.Identifier("c0")])] + [
+            (bm.SpaceOutputAxis(id=bm.AxisId(a), size=ref(a)) if out
+             else bm.SpaceInputAxis(id=bm.AxisId(a), size=bm.ParameterizedSize(min=16, step=16))) for a in "yx"]
+
+    from fiji_consensus.zoo import _quiet_bioimageio
+
+    with _quiet_bioimageio():
+        descr = _descr(bm, d, axes)
+    return _save(descr, tmp)
+
+
+def _descr(bm, d, axes):
+    return bm.ModelDescr(
+        name="foreign-sd", description="a foreign model", authors=[bm.Author(name="someone")],
+        cite=[bm.CiteEntry(text="someone", doi=bm.Doi("10.7554/eLife.59780"))], license=bm.LicenseId("MIT"),
+        documentation=bm.FileDescr(source=d / "README.md"),
+        inputs=[bm.InputTensorDescr(id=bm.TensorId("raw"), axes=axes(False), test_tensor=bm.FileDescr(source=d / "in.npy"))],
+        outputs=[bm.OutputTensorDescr(id=bm.TensorId("fg"), axes=axes(True), test_tensor=bm.FileDescr(source=d / "out.npy"))],
+        weights=bm.WeightsDescr(pytorch_state_dict=bm.PytorchStateDictWeightsDescr(
+            source=d / "sd.pt", pytorch_version=bm.Version("2.0"),
+            architecture=bm.ArchitectureFromFileDescr(source=d / "arch.py", callable=bm.Identifier("Net")))),
+    )
+
+
+def _save(descr, tmp: Path) -> Path:
+    from bioimageio.spec import save_bioimageio_package
+
+    from fiji_consensus.zoo import _quiet_bioimageio
+
+    with _quiet_bioimageio():
+        return save_bioimageio_package(descr, output_path=tmp / "foreign-sd.zip")
+
+
+def test_package_that_runs_its_own_code_needs_trust_code(trained, tmp_path, capsys):
+    pytest.importorskip("bioimageio.core")
+    from fiji_consensus import zoo
+
+    p, _ = trained
+    marker = tmp_path / "code_ran.txt"
+    pkg = _foreign_state_dict_package(tmp_path, marker)
+    out = tmp_path / "pred"
+    argv = ["predict", str(p["images"] / "0001.tif"), "--model", str(pkg), "--out", str(out), "--no-progress", "-q",
+            "--tta", "flips"]
+    code, _, err = _run(argv, capsys)
+    line = _error_line(err)
+    assert code == 1 and "would run its own Python code (arch.py:Net)" in line and "--trust-code" in line
+    assert str(pkg) in line and not marker.exists()
+    with pytest.raises(PermissionError, match="trust_code=True"):
+        zoo.load_package(pkg)
+    assert not marker.exists()
+    # opted in: it runs (and the run says so)
+    code, _, err = _run([*argv, "--trust-code"], capsys)
+    assert code == 0, err
+    assert marker.exists() and (out / "probability" / "0001.tif").is_file()
+    rec = json.loads((out / "per_image" / "0001.json").read_text())
+    assert rec["packages"][0]["executes_code"] is True
+
+
+def test_refused_pickle_and_invalid_package_are_one_line(trained, tmp_path, capsys):
+    import shutil
+
+    torch = pytest.importorskip("torch")
+    p, model = trained
+    evil_model = tmp_path / "evil"
+    shutil.copytree(model, evil_model)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"weight": Evil()}, evil_model / "member_0.pt")
+    meta = json.loads((evil_model / "ensemble.json").read_text())
+    from fiji_consensus.nn.ensemble import sha256_file
+
+    meta["members"][0]["sha256"] = sha256_file(evil_model / "member_0.pt")
+    (evil_model / "ensemble.json").write_text(json.dumps(meta))
+    code, _, err = _run(["predict", str(p["images"]), "--model", str(evil_model), "--out", str(tmp_path / "o"),
+                         "--no-progress", "-q"], capsys)
+    line = _error_line(err)
+    assert code == 1 and line.count("refusing to unpickle") == 1 and "member_0.pt" in line
+    assert "can run code" in line and "weights_only" not in err and "False" not in err
+    assert not marker.exists()
+    # an invalid bioimage.io description: one line naming the field and the file
+    pytest.importorskip("bioimageio.core")
+    import zipfile
+
+    bad = tmp_path / "bad.zip"
+    pkg = _foreign_state_dict_package(tmp_path, tmp_path / "m")
+    with zipfile.ZipFile(pkg) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "rdf.yaml":
+                data = data.replace(b"license: MIT", b"license: NOT-A-LICENCE")
+            zout.writestr(item, data)
+    code, _, err = _run(["predict", str(p["images"]), "--model", str(bad), "--out", str(tmp_path / "o2"),
+                         "--no-progress", "-q", "--trust-code"], capsys)
+    line = _error_line(err)
+    assert code == 1 and "bad.zip is not a valid bioimage.io description: field license" in line

@@ -315,7 +315,7 @@ def test_package_predictions_match_our_predict(package, reference, image, weight
     path, _ = package
     ref = reference
     with caplog.at_level("WARNING", logger="fiji_consensus.zoo"):
-        pkg = zoo.load_package(path, weight_format=weight_format)
+        pkg = zoo.load_package(path, weight_format=weight_format, trust_code=True)
     assert pkg.ours and pkg.measure == "entropy" and pkg.weight_format == weight_format
     assert pkg.executes_code == (weight_format == "pytorch_state_dict")
     assert ("execute the architecture code" in caplog.text) == pkg.executes_code
@@ -492,10 +492,12 @@ def test_foreign_packages_run_or_fail_clearly(tmp_path, image, caplog):
     with pytest.raises(ValueError, match="channel 2 does not exist"):
         zoo.load_package(path, output_channel=2)
 
-    # only code-bearing weights: runs, and says so
+    # only code-bearing weights: refused unless trusted; then runs, and says so
     sd_only = _foreign(tmp_path, "foreign-sd", net=_conv_sigmoid(1, 1), formats=("pytorch_state_dict",))
+    with pytest.raises(PermissionError, match=r"would run its own Python code \(arch.py:Net\)"):
+        zoo.load_package(sd_only)
     with caplog.at_level("WARNING", logger="fiji_consensus.zoo"):
-        with zoo.load_package(sd_only) as pkg:
+        with zoo.load_package(sd_only, trust_code=True) as pkg:
             assert pkg.executes_code and pkg.weight_format == "pytorch_state_dict"
     assert "execute the architecture code" in caplog.text
     with pytest.raises(ValueError, match="has no onnx weights"):

@@ -23,6 +23,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,17 +106,37 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_state_dict(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a weight or checkpoint file without unpickling arbitrary objects (``weights_only=True``)."""
+def _refusal_reason(text: str) -> str | None:
+    m = re.search(r"(unsupported GLOBAL \S+|Unsupported global: [^\n]+|Unsupported operand \d+)", text, re.I)
+    return m.group(1).strip() if m else None
+
+
+def load_state_dict(
+    path: Any, *, map_location: str | torch.device = "cpu", name: str | None = None
+) -> dict[str, Any]:
+    """Load a weight or checkpoint file (a path, or a file object with ``name``) without unpickling arbitrary
+    objects (``weights_only=True``).
+
+    A file holding anything but tensors and plain containers is refused with one line that says so and why
+    (unpickling it could run code); a corrupt file with one line too. Neither suggests turning the
+    protection off.
+    """
+    label = name or str(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # pickle errors, truncated files, disallowed globals
+    except pickle.UnpicklingError as exc:
+        reason = _refusal_reason(str(exc)) or "not a plain tensor pickle"
         raise ValueError(
-            f"could not load {path} as plain tensors (weights_only=True): {exc}. The file is corrupt or "
-            "holds Python objects other than tensors, which are refused for safety"
-        ) from exc
+            f"refusing to unpickle {label}: it holds more than tensors ({reason}), and unpickling that can run "
+            "code; fiji-consensus loads only plain weights"
+        ) from None
+    except Exception as exc:  # truncated or corrupt archives
+        text = " ".join(str(exc).split())
+        raise ValueError(
+            f"cannot read {label} as weights: the file is corrupt or truncated ({type(exc).__name__}: {text[:100]})"
+        ) from None
 
 
 def save_ensemble(
