@@ -107,8 +107,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _refusal_reason(text: str) -> str | None:
-    m = re.search(r"(unsupported GLOBAL \S+|Unsupported global: [^\n]+|Unsupported operand \d+)", text, re.I)
-    return m.group(1).strip() if m else None
+    m = re.search(r"GLOBAL ([\w.]+)", text)
+    if m:
+        return f"the Python object {m.group(1)}"
+    m = re.search(r"Unsupported operand \d+", text)
+    return m.group(0) if m else None
 
 
 def load_state_dict(
