@@ -67,3 +67,119 @@ def start(jar: str) -> types.SimpleNamespace:
     ns.decode, ns.encode, ns.fill, ns.fill_labels = decode, encode, fill, fill_labels
     _IJ = ns
     return ns
+
+
+# ============================================================================ ImageJ with its GUI under Xvfb
+
+
+class Display:
+    """An Xvfb display of its own (``Xvfb -displayfd``), for ImageJ windows and xdotool clicks."""
+
+    def __init__(self) -> None:
+        import os
+        import shutil
+        import subprocess
+
+        for tool in ("Xvfb", "xdotool", "java"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"{tool} not found: run scripts/install-system-deps.sh (xvfb, xdotool, Java)")
+        r, w = os.pipe()
+        self.proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                                     pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        with os.fdopen(r) as f:
+            number = f.readline().strip()
+        if not number:
+            self.proc.kill()
+            raise RuntimeError("Xvfb did not start")
+        self.name = f":{number}"
+        self.env = {**os.environ, "DISPLAY": self.name, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+
+    def xdotool(self, *args: str) -> str:
+        import subprocess
+
+        r = subprocess.run(["xdotool", *args], capture_output=True, text=True, env=self.env, timeout=20)
+        return r.stdout.strip()
+
+    def windows(self) -> dict[str, str]:
+        """Visible windows: id -> title."""
+        ids = self.xdotool("search", "--onlyvisible", "--name", ".").split()
+        return {i: self.xdotool("getwindowname", i) for i in ids}
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+#: Windows of ImageJ itself (not dialogs); image windows are told apart by the test's own titles.
+_NOT_DIALOGS = ("ImageJ", "Log", "ROI Manager", "Results")
+
+
+def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_images=(), timeout: int = 90,
+            ijpath=None, driver_code: str | None = None):
+    """Run ``macro`` as a user would: ImageJ with its GUI on ``display``, the macro started without arguments
+    (so it shows its dialogs), each dialog answered by xdotool as ``steps`` say.
+
+    ``steps`` is a sequence of ``(title_regex, actions)``: wait for a visible window whose title matches, click
+    into it (focus; AWT takes keys only after a click), run the xdotool ``actions`` (lists of arguments; default
+    press Return = OK), and wait until it has closed. A driver macro opens ``open_images`` first, runs the macro
+    with ``runMacro`` (which returns ``[aborted]`` if the macro stops with an error), prints ``DRIVER <result>
+    images=<n> rois=<ROI Manager count> title=<title>`` and saves the Log to ``log``. Returns ``(log text,
+    titles of the dialogs handled)``.
+    """
+    import re
+    import subprocess
+    import time
+    from pathlib import Path
+
+    log = Path(log)
+    driver = log.with_suffix(".driver.ijm")
+    driver.write_text(driver_code or (
+        'a = split(getArgument(), "\\n");\n'
+        'for (i = 2; i < a.length; i++) open(a[i]);\n'
+        'r = runMacro(a[0], "");\n'
+        't = "none"; if (nImages > 0) t = getTitle();\n'
+        'print("DRIVER " + r + " images=" + nImages + " rois=" + roiManager("count") + " title=" + t);\n'
+        'File.saveString(getInfo("log"), a[1]);\n'), "ascii")
+    arg = "\n".join([str(macro), str(log), *map(str, open_images)])
+    cmd = ["java", f"-Duser.home={home}", "-jar", ij_jar]
+    if ijpath is not None:
+        cmd += ["-ijpath", str(ijpath)]
+    cmd += ["-macro", str(driver), arg]
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=display.env, text=True)
+    handled: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        for title_re, *rest in steps:
+            actions = rest[0] if rest else [["key", "Return"]]
+            wid = None
+            while wid is None:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"no window {title_re!r} appeared; windows: {display.windows()}; "
+                                         f"handled: {handled}; log: {log.read_text('utf-8') if log.exists() else ''}")
+                wins = display.windows()
+                wid = next((i for i, t in wins.items() if re.search(title_re, t)), None)
+                time.sleep(0.3)
+            handled.append(display.xdotool("getwindowname", wid))
+            geo = dict(ln.split("=", 1) for ln in display.xdotool("getwindowgeometry", "--shell", wid).splitlines())
+            time.sleep(0.5)
+            display.xdotool("mousemove", str(int(geo["X"]) + 5), str(int(geo["Y"]) + 5), "click", "1")
+            time.sleep(0.3)
+            for act in actions:
+                display.xdotool(*act)
+                time.sleep(0.2)
+            while wid in display.windows():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"window {handled[-1]!r} did not close; windows: {display.windows()}")
+                time.sleep(0.2)
+        while not log.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                wins = display.windows()
+                raise AssertionError(f"the macro did not finish; open windows: {wins}; handled: {handled}")
+            time.sleep(0.3)
+        time.sleep(0.3)
+        return log.read_text("utf-8"), handled
+    finally:
+        proc.kill()
+        proc.wait()

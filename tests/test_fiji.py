@@ -89,6 +89,10 @@ def test_find_ij_jar(tmp_path, monkeypatch):
         fiji.find_ij_jar(tmp_path / "nope.jar")
     with pytest.raises(FileNotFoundError, match="without jars"):
         fiji.find_ij_jar(tmp_path)  # an explicit folder without a jar is not replaced by another jar
+    # an IJ_JAR that does not exist is an error, not a silent fall-back to Debian's jar (issue 16)
+    monkeypatch.setenv("IJ_JAR", str(tmp_path / "missing" / "ij.jar"))
+    with pytest.raises(FileNotFoundError, match=r"IJ_JAR=.*missing.*not found"):
+        fiji.find_ij_jar()
 
 
 def test_install_macros(tmp_path):
@@ -97,9 +101,14 @@ def test_install_macros(tmp_path):
     written = fiji.install_macros(app)
     names = sorted(p.name for p in written)
     assert names == sorted([*fiji.MACROS, "Fiji Consensus.ijm"])
+    helpers = fiji.macro_files()[fiji.HELPERS].read_text("ascii")
     for name in fiji.MACROS:
-        assert (app / "plugins" / "Fiji_Consensus" / name).read_bytes() == fiji.macro_files()[name].read_bytes()
-    assert (app / "macros" / "toolsets" / "Fiji Consensus.ijm").is_file()
+        installed = (app / "plugins" / "Fiji_Consensus" / name).read_text("ascii")
+        assert installed == fiji.macro_text(name) and installed.endswith(helpers)  # helpers appended, once
+        assert installed.count("function fcPython()") == 1
+    assert not (app / "plugins" / "Fiji_Consensus" / fiji.HELPERS).exists()
+    assert (app / "macros" / "toolsets" / "Fiji Consensus.ijm").read_bytes() == \
+        fiji.macro_files()[fiji.TOOLSET].read_bytes()
     assert fiji.install_macros(app) == []  # identical files are left alone
     target = app / "plugins" / "Fiji_Consensus" / "Compute_Consensus.ijm"
     target.write_text("// edited by the user\n")

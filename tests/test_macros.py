@@ -1,9 +1,11 @@
-"""The Fiji macros, run end to end in ImageJ 1.53t under Xvfb: ``java -jar ij.jar -batch macro.ijm ARGS``.
+"""The Fiji macros, run end to end in ImageJ 1.53t under Xvfb: ``java -jar ij.jar -batch macro.ijm ARGS``, and
+clicked through their dialogs as a user would (ImageJ's GUI on an Xvfb display, xdotool).
 
 ImageJ exits 0 even after a macro error and hangs on an error dialog, so every run has a timeout, must print
 the sentinel ``FIJI_CONSENSUS_DONE`` (or, for expected failures, ``FIJI_CONSENSUS_ERROR: ...``) and must not
 print "Exception". The project folder's path has spaces, a quote and non-ASCII characters; the macros call
-this venv's Python (``sys.executable``) through ``exec()``.
+this venv's Python (``sys.executable``) through ``exec()``. The macros run are the installed ones (the sources
+with the helper block appended, as ``fiji-consensus fiji install-macros`` writes them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +26,23 @@ import tifffile
 
 from fiji_consensus import datasets, fiji, matching, rois
 
-MACROS = Path(fiji.__file__).parent / "macros"
+from _imagej import Display, run_gui
+
 CROPS = {"0015": (128, 128), "0001": (256, 384)}  # 160 x 160 crops
 SIZE = 160
 EXPERTS = 3
+_BUILT: Path | None = None
+
+
+def built(name: str) -> Path:
+    """The installed form of a shipped macro (written once per test session into a temporary Fiji.app)."""
+    global _BUILT
+    if _BUILT is None:
+        _BUILT = Path(tempfile.mkdtemp(prefix="fc-macros-"))
+        fiji.write_macros(_BUILT)
+    if name == fiji.TOOLSET:
+        return _BUILT / "macros" / "toolsets" / "Fiji Consensus.ijm"
+    return _BUILT / "plugins" / "Fiji_Consensus" / name
 
 
 def _need(tool: str) -> None:
@@ -40,7 +56,7 @@ def run_macro(macro: str | Path, args: dict[str, str], *, ij_jar: str, home: Pat
     _need("java")
     arg = "\n".join(f"{k}={v}" for k, v in args.items())
     cmd = ["xvfb-run", "-a", "timeout", "-k", "5", str(timeout), "java", f"-Duser.home={home}",
-           "-jar", ij_jar, "-batch", str(MACROS / macro if isinstance(macro, str) else macro), arg]
+           "-jar", ij_jar, "-batch", str(built(macro) if isinstance(macro, str) else macro), arg]
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}  # Java needs a UTF-8 locale for such paths
     r = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", timeout=timeout + 30, env=env)
     out = r.stdout + r.stderr
@@ -88,19 +104,30 @@ def home(tmp_path_factory):
 
 # ============================================================================================ static checks (no Java)
 
-
-def _helpers(text: str) -> str:
-    start = text.index("// ---- fiji-consensus helpers")
-    return text[start:text.index("// ---- end of fiji-consensus helpers")]
+_FUNCTION = re.compile(r"^function (fc\w+)\(", re.M)
 
 
-def test_macros_are_shipped_ascii_and_share_one_helper_block():
+def test_the_helpers_exist_once_and_every_installed_macro_carries_them():
     files = fiji.macro_files()
-    assert set(files) == {*fiji.MACROS, fiji.TOOLSET}
-    blocks = {name: _helpers(files[name].read_text("ascii")) for name in fiji.MACROS}
-    assert len(set(blocks.values())) == 1, "the helper blocks of the macros differ"
-    for name, path in files.items():
-        text = path.read_text("ascii")  # ImageJ reads macro files in the platform charset: keep them ASCII
+    assert set(files) == {*fiji.MACROS, fiji.TOOLSET, fiji.HELPERS}
+    helpers = files[fiji.HELPERS].read_text("ascii")
+    defined = _FUNCTION.findall(helpers)
+    assert {"fcInit", "fcPython", "fcProject", "fcNum", "fcImageId", "fcJsonGet"} <= set(defined)
+    for name in fiji.MACROS:
+        source = files[name].read_text("ascii")
+        assert not _FUNCTION.findall(source), f"{name} defines helpers of its own: keep them in {fiji.HELPERS}"
+        assert source.rstrip().endswith("appended from helpers.ijm when installed ----"), name
+        text = fiji.macro_text(name)
+        assert text.endswith(helpers) and _FUNCTION.findall(text) == defined
+        assert built(name).read_text("ascii") == text
+    n_helper_lines = len(helpers.splitlines())
+    total = sum(len(files[n].read_text("ascii").splitlines()) for n in files)
+    assert n_helper_lines > 150 and total < 1000  # the block is kept once, not pasted into every macro
+
+
+def test_installed_macros_are_ascii_and_avoid_imagej_traps():
+    for name in (*fiji.MACROS, fiji.TOOLSET):
+        text = built(name).read_text("ascii")  # ImageJ reads macro files in the platform charset: keep them ASCII
         for call in re.findall(r"\bexec\((.*?)\);", text):
             assert "," in call, f"{name}: exec() with one string goes through a tokenizer; use exec(a, b, ...)"
         # ImageJ 1.53t traps that hang a macro: a user function's result in a comparison, and
@@ -108,6 +135,12 @@ def test_macros_are_shipped_ascii_and_share_one_helper_block():
         assert not re.search(r"\bfc[A-Za-z]+\([^;{]*\)\s*[!=]=", text), name
         assert not re.search(r"[!=]=\s*fc[A-Za-z]+\(", text), name
         assert not re.search(r"getFileList\([^)]*\)\.length", text), name
+        assert not re.search(r"\breturn\s+fc[A-Za-z]+\(", text), name
+        # "" + Dialog.getNumber() gives "5.0": numbers from dialogs go through fcNum (issue 16, bug 1)
+        assert not re.search(r'"\s*\+\s*Dialog\.getNumber', text), name
+        # ImageJ shows "_" in a dialog label as a space ("letters, digits,   . -"; issue 16, bug 8)
+        for label in re.findall(r'(?:Dialog\.add(?:String|Number|Choice|Checkbox)|getString)\("([^"]*)"', text):
+            assert "_" not in label, f"{name}: dialog label {label!r} loses its underscore in ImageJ"
 
 
 def test_toolset_commands_name_shipped_macros():
@@ -115,6 +148,7 @@ def test_toolset_commands_name_shipped_macros():
     items = re.search(r'newMenu\("Fiji Consensus Menu Tool", newArray\((.*?)\)\)', text).group(1)
     commands = [c for c in re.findall(r'"([^"]+)"', items) if c not in ("-", "Settings...", "About")]
     assert sorted(c.replace(" ", "_") + ".ijm" for c in commands) == sorted(fiji.MACROS)
+    assert "Next Planned Image" in commands
     for name in re.findall(r'fcRunMacro\("([^"]+)"\)', text):
         assert name in fiji.MACROS
 
@@ -168,7 +202,8 @@ def test_compute_consensus_shows_the_cli_error(project, home, ij_jar, tmp_path):
     out = run_macro("Compute_Consensus.ijm", {"python": sys.executable, "project": str(bad)},
                     ij_jar=ij_jar, home=home)
     err = error_line(out)
-    assert "fiji-consensus consensus failed" in err and "expert 'expert_2' has no annotation" in err
+    assert "fiji-consensus consensus failed" in err and "0001" in err  # the CLI's own message, naming the image
+    assert not (bad / "consensus" / "staple").exists()  # a failed run leaves no folder behind
     err = error_line(run_macro("Compute_Consensus.ijm", {"python": sys.executable, "project": str(bad),
                                                          "method": "vote"}, ij_jar=ij_jar, home=home))
     assert "method must be staple, majority or objects" in err

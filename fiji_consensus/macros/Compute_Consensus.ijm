@@ -1,6 +1,8 @@
 // Compute_Consensus.ijm - fiji-consensus
 // Runs `fiji-consensus consensus` on the project folder (images/, annotations/<expert>/) and opens the
-// result: the image with the consensus (white) and each expert's outlines (one colour each) as overlay.
+// result: the image with the consensus (white) and each expert's outlines (one colour each) as overlay,
+// and every expert's scores against the consensus in the Results table.
+// A run that failed leaves nothing behind; an unfinished result (no summary.json) is replaced.
 // Non-interactive: argument lines python=, project=, method=staple|majority|objects, min_size=, image=,
 // overwrite=1.
 
@@ -18,13 +20,13 @@ if (!FC_BATCH) {
 	Dialog.addNumber("Smallest object (pixels)", parseInt(minSize));
 	Dialog.show();
 	method = Dialog.getChoice();
-	minSize = "" + Dialog.getNumber();
+	minSize = fcNum(Dialog.getNumber());
 	fcSetPref("method", method);
 	fcSetPref("min_size", minSize);
 }
 if (method != "staple" && method != "majority" && method != "objects")
 	fcFail("method must be staple, majority or objects; got " + method);
-if (isNaN(parseInt(minSize)) || parseInt(minSize) < 0)
+if (isNaN(parseInt(minSize)) || parseInt(minSize) < 0 || parseInt(minSize) != parseFloat(minSize))
 	fcFail("the smallest object size must be a whole number >= 0; got " + minSize);
 minSize = "" + parseInt(minSize);
 
@@ -34,207 +36,67 @@ existing = newArray(0);
 if (File.isDirectory(out))
 	existing = getFileList(out);
 if (existing.length > 0) {
-	flag = fcArg("overwrite", "0");
-	if (FC_BATCH)
-		overwrite = (flag == "1");
-	else
-		overwrite = getBoolean(out + " exists.\nReplace its files with a new consensus?");
-	if (!overwrite)
-		fcFail(out + " exists and is not empty; not replaced");
+	if (!File.exists(out + "/summary.json")) {
+		overwrite = true;  // an earlier run did not finish: its files are replaced
+		print("Replacing the unfinished result in " + out);
+	} else {
+		flag = fcArg("overwrite", "0");
+		if (FC_BATCH)
+			overwrite = (flag == "1");
+		else
+			overwrite = getBoolean(out + " exists.\nReplace its files with a new consensus?");
+		if (!overwrite)
+			fcFail(out + " exists and is not empty; not replaced");
+	}
 }
-showStatus("fiji-consensus: computing the consensus...");
+showStatus("fiji-consensus: computing the " + method + " consensus of " + project + " ...");
+showProgress(0.05);
 if (overwrite)
 	res = exec(py, "-c", FC_CODE, "consensus", "--project", project, "--method", method, "--min-size", minSize, "--out", out, "--overwrite", "--no-progress", "--json");
 else
 	res = exec(py, "-c", FC_CODE, "consensus", "--project", project, "--method", method, "--min-size", minSize, "--out", out, "--no-progress", "--json");
+json = fcJsonLine(res, "ok");
+ok = fcJsonGet(json, "ok");
+if (ok != "true" && !File.exists(out + "/summary.json"))
+	fcRemoveTree(out);  // nothing half-made is left to block the next run or to be shown as a result
 json = fcResult(res, "consensus");
+showProgress(1);
 outDir = fcJsonGet(json, "out");
+fcSetPref("last_result", "consensus/" + method);
 print("Consensus (" + method + ") of " + fcJsonGet(json, "n_images") + " images -> " + outDir);
-print("Per-expert scores: " + outDir + "/experts.csv; agreement: " + outDir + "/agreement.csv");
+print("Per-expert scores: " + outDir + "/experts.csv (in the Results table); agreement: " + outDir + "/agreement.csv");
+
+rows = 0;
+if (File.exists(outDir + "/experts.csv")) {
+	run("Clear Results");
+	open(outDir + "/experts.csv");
+	if (isOpen("experts.csv")) {
+		Table.rename("experts.csv", "Results");
+	}
+	rows = nResults;
+}
 
 id = fcArg("image", "");
+asked = (id != "");
 if (id == "" && nImages > 0)
-	id = fcStem(getTitle());
-if (id == "" || !File.exists(outDir + "/overlays/" + id + ".tif")) {
+	id = fcImageId();
+if (id != "" && !File.exists(outDir + "/overlays/" + id + ".tif")) {
+	if (asked)
+		fcFail("the consensus has no image " + id + " (image=" + id + "): no " + outDir + "/overlays/" + id + ".tif");
+	print("The open image " + id + " is not in the project; showing the first image instead");
+	id = "";
+}
+if (id == "") {
 	files = getFileList(outDir + "/overlays");
 	if (files.length == 0)
 		fcFail("no overlay images in " + outDir + "/overlays");
 	id = fcStem(files[0]);
 }
 open(outDir + "/overlays/" + id + ".tif");
-print("FIJI_CONSENSUS_DONE consensus " + outDir + " image=" + id + " overlay=" + Overlay.size);
+fcShowRange();
+rename(id + " - consensus (" + method + ") and experts");
+getMinAndMax(lo, hi);
+showStatus("Consensus (" + method + ") done: " + fcJsonGet(json, "n_images") + " images; expert scores in the Results table");
+print("FIJI_CONSENSUS_DONE consensus " + outDir + " image=" + id + " overlay=" + Overlay.size + " results=" + rows + " display=" + lo + "-" + hi);
 
-// ---- fiji-consensus helpers: the same block in every macro of this folder (tests check it) ----
-// Settings are ImageJ preferences "fiji_consensus.*" (asked once; hold Shift when starting a macro to
-// change them). Without a display of its own, a macro can be driven by its argument: lines "key=value"
-// (python=, project=, ...); it then never asks, prints FIJI_CONSENSUS_ERROR: <message> on failure and
-// FIJI_CONSENSUS_DONE ... on success. The CLI runs through exec() with one argument per word, never a shell.
-// (ImageJ 1.53t cannot compare a user function's result in an expression: assign it to a variable first.)
-var FC_ARGS = "";
-var FC_BATCH = false;
-var FC_CODE = "import runpy, sys; sys.stderr = sys.stdout; sys.argv[0] = 'fiji-consensus'; runpy.run_module('fiji_consensus', run_name='__main__', alter_sys=True)";
-
-function fcInit() {
-	FC_ARGS = getArgument();
-	FC_BATCH = (FC_ARGS != "");
-}
-
-function fcArg(key, dflt) {
-	lines = split(FC_ARGS, "\n");
-	for (i = 0; i < lines.length; i++) {
-		k = indexOf(lines[i], "=");
-		if (k > 0 && substring(lines[i], 0, k) == key)
-			return replace(substring(lines[i], k + 1), "\r", "");
-	}
-	return dflt;
-}
-
-function fcPref(key, dflt) {
-	return call("ij.Prefs.get", "fiji_consensus." + key, dflt);
-}
-
-function fcSetPref(key, value) {
-	call("ij.Prefs.set", "fiji_consensus." + key, value);
-}
-
-function fcFail(msg) {
-	if (FC_BATCH) {
-		print("FIJI_CONSENSUS_ERROR: " + msg);
-		exit();
-	}
-	exit("Fiji consensus:\n \n" + msg);
-}
-
-function fcTail(text, n) {
-	lines = split(text, "\n");
-	s = "";
-	for (i = maxOf(0, lines.length - n); i < lines.length; i++)
-		s = s + lines[i] + "\n";
-	return s;
-}
-
-function fcPython() {
-	py = fcArg("python", "");
-	if (py == "")
-		py = fcPref("python", "");
-	if (FC_BATCH && py == "")
-		fcFail("no Python executable given (argument python=...)");
-	if (!FC_BATCH && (py == "" || !File.exists(py) || isKeyDown("shift"))) {
-		showMessage("Fiji consensus", "Choose the Python executable in which fiji-consensus is installed,\ne.g. .../venv/bin/python or ...\\Scripts\\python.exe\n(it prints itself with:  python -c \"import sys; print(sys.executable)\")");
-		py = File.openDialog("Python executable with fiji-consensus");
-	}
-	if (!File.exists(py))
-		fcFail("the Python executable " + py + " does not exist");
-	v = exec(py, "-c", FC_CODE, "--version");
-	if (!startsWith(v, "fiji-consensus"))
-		fcFail("fiji-consensus does not run with " + py + "\n(install it there: " + py + " -m pip install fiji-consensus)\nIts output:\n" + fcTail(v, 12));
-	if (!FC_BATCH)
-		fcSetPref("python", py);
-	return py;
-}
-
-function fcProject(create) {
-	p = fcArg("project", "");
-	if (p == "")
-		p = fcPref("project", "");
-	if (FC_BATCH && p == "")
-		fcFail("no project folder given (argument project=...)");
-	if (!FC_BATCH && (p == "" || !File.isDirectory(p) || isKeyDown("shift")))
-		p = getDirectory("Choose the fiji-consensus project folder (images/, annotations/<expert>/)");
-	if (endsWith(p, "/") || endsWith(p, "\\"))
-		p = substring(p, 0, lengthOf(p) - 1);
-	if (create && !File.isDirectory(p))
-		File.makeDirectory(p);
-	if (!File.isDirectory(p))
-		fcFail("the project folder " + p + " does not exist");
-	if (!FC_BATCH)
-		fcSetPref("project", p);
-	return p;
-}
-
-function fcMakeDirs(path) {
-	if (File.isDirectory(path))
-		return;
-	parent = File.getParent(path);
-	if (parent != "" && !File.isDirectory(parent))
-		fcMakeDirs(parent);
-	File.makeDirectory(path);
-	if (!File.isDirectory(path))
-		fcFail("cannot create the folder " + path);
-}
-
-function fcStem(name) {
-	k = lastIndexOf(name, ".");
-	if (k > 0)
-		return substring(name, 0, k);
-	return name;
-}
-
-function fcValidName(s) {
-	return matches(s, "[A-Za-z0-9][A-Za-z0-9_.-]*");
-}
-
-function fcJsonLine(text) {
-	lines = split(text, "\n");
-	for (i = lines.length - 1; i >= 0; i--) {
-		l = replace(lines[i], "\r", "");
-		if (startsWith(l, "{") && indexOf(l, "\"ok\"") >= 0)
-			return l;
-	}
-	return "";
-}
-
-function fcJsonGet(json, key) {
-	k = indexOf(json, "\"" + key + "\":");
-	if (k < 0)
-		return "";
-	i = k + lengthOf(key) + 3;
-	while (substring(json, i, i + 1) == " ")
-		i++;
-	if (substring(json, i, i + 1) != "\"") {
-		j = i;
-		while (j < lengthOf(json) && indexOf(",}]", substring(json, j, j + 1)) < 0)
-			j++;
-		return substring(json, i, j);
-	}
-	r = "";
-	i++;
-	while (i < lengthOf(json)) {
-		c = substring(json, i, i + 1);
-		if (c == "\"")
-			return r;
-		if (c == "\\") {
-			n = substring(json, i + 1, i + 2);
-			if (n == "u") {
-				r = r + fromCharCode(parseInt(substring(json, i + 2, i + 6), 16));
-				i = i + 6;
-			} else {
-				if (n == "n")
-					r = r + "\n";
-				else if (n == "t")
-					r = r + "\t";
-				else if (n != "r" && n != "b" && n != "f")
-					r = r + n;
-				i = i + 2;
-			}
-		} else {
-			r = r + c;
-			i++;
-		}
-	}
-	return r;
-}
-
-function fcResult(output, command) {
-	json = fcJsonLine(output);
-	if (json == "") {
-		if (indexOf(output, "invalid choice: '" + command + "'") >= 0)
-			fcFail("this fiji-consensus has no '" + command + "' command yet: update it\n(pip install -U 'fiji-consensus[train]')");
-		fcFail("fiji-consensus " + command + " gave no result. Its output:\n" + fcTail(output, 15));
-	}
-	ok = fcJsonGet(json, "ok");
-	if (ok != "true")
-		fcFail("fiji-consensus " + command + " failed:\n" + fcJsonGet(json, "error"));
-	return json;
-}
-// ---- end of fiji-consensus helpers ----
+// ---- fiji-consensus helpers: appended from helpers.ijm when installed ----

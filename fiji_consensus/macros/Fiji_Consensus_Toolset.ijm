@@ -1,9 +1,10 @@
 // Fiji Consensus toolset - fiji-consensus
-// Install: copy to Fiji.app/macros/toolsets/ (or run `fiji-consensus fiji install-macros /path/to/Fiji.app`,
-// which also puts the macros in Fiji.app/plugins/Fiji_Consensus/), then choose "Fiji Consensus" in the
-// toolbar's >> menu.
+// Installed as Fiji.app/macros/toolsets/Fiji Consensus.ijm by `fiji-consensus fiji install-macros
+// /path/to/Fiji.app`, which also puts the macros in Fiji.app/plugins/Fiji_Consensus/; then choose
+// "Fiji Consensus" in the toolbar's >> menu. (By hand: `fiji-consensus fiji write-macros FOLDER` and copy
+// FOLDER's plugins/ and macros/ folders into Fiji.app.)
 
-var fcCommands = newMenu("Fiji Consensus Menu Tool", newArray("Save Expert Annotations", "Compute Consensus", "Show Results", "-", "Train Ensemble", "Predict Ensemble", "-", "Settings...", "About"));
+var fcCommands = newMenu("Fiji Consensus Menu Tool", newArray("Next Planned Image", "Save Expert Annotations", "Compute Consensus", "Show Results", "-", "Train Ensemble", "Predict Ensemble", "-", "Settings...", "About"));
 
 macro "Fiji Consensus Menu Tool - C000F0077Cf90F9077C5beF0977C0a7F9977Cfff" {
 	cmd = getArgument();
@@ -34,13 +35,17 @@ macro "Compute Consensus Action Tool - C059O11aaCf90O55aaCfffO3399" {
 	fcRunMacro("Compute_Consensus.ijm");
 }
 
+// The installed macros: plugins/Fiji_Consensus/ (install-macros), or plugins/ and macros/ (copied by hand).
 function fcRunMacro(file) {
-	dirs = newArray(getDirectory("plugins") + "Fiji_Consensus" + File.separator, getDirectory("macros") + "fiji-consensus" + File.separator, getDirectory("macros") + "toolsets" + File.separator);
+	s = File.separator;
+	dirs = newArray(getDirectory("plugins") + "Fiji_Consensus" + s, getDirectory("plugins"), getDirectory("macros") + "Fiji_Consensus" + s, getDirectory("macros") + "fiji-consensus" + s, getDirectory("macros"), getDirectory("macros") + "toolsets" + s);
 	for (i = 0; i < dirs.length; i++) {
 		if (File.exists(dirs[i] + file)) {
 			runMacro(dirs[i] + file);
 			return;
 		}
 	}
-	showMessage("Fiji consensus", file + " was not found in Fiji.app/plugins/Fiji_Consensus/.\nInstall the macros with:  fiji-consensus fiji install-macros /path/to/Fiji.app");
+	msg = file + " was not found in " + dirs[0] + " (nor in " + dirs[1] + " or " + dirs[4] + ").\nInstall the macros with:  fiji-consensus fiji install-macros /path/to/Fiji.app";
+	print("FIJI_CONSENSUS_ERROR: " + msg);
+	showMessage("Fiji consensus", msg);
 }

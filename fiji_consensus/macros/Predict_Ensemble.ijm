@@ -1,221 +1,70 @@
 // Predict_Ensemble.ijm - fiji-consensus
-// Runs `fiji-consensus predict --model <project>/models/<name> <image> --out <project>/predictions/<name>
-// --json` on the current image (saved on disk) and opens its result with the objects as overlay.
-// Non-interactive: argument lines python=, project=, model=, image= (a file).
+// Runs `fiji-consensus predict --model <model> <image> --out <project>/predictions/<model> --json` on the
+// current image (saved on disk) and opens its result with the objects as overlay. The model is an ensemble
+// folder in <project>/models/ or a bioimage.io package (.zip) there, e.g. one of the zoo.
+// Non-interactive: argument lines python=, project=, model= (a name in models/, or a path), image= (a file).
 
 fcInit();
 py = fcPython();
 project = fcProject(false);
 models = getFileList(project + "/models");
 names = newArray(0);
-for (i = 0; i < models.length; i++)
-	if (endsWith(models[i], "/"))
-		names = Array.concat(names, substring(models[i], 0, lengthOf(models[i]) - 1));
-model = fcArg("model", fcPref("model_name", ""));
+for (i = 0; i < models.length; i++) {
+	m = models[i];
+	if (endsWith(m, "/") && File.exists(project + "/models/" + m + "ensemble.json"))
+		names = Array.concat(names, substring(m, 0, lengthOf(m) - 1));
+	else if (endsWith(toLowerCase(m), ".zip"))
+		names = Array.concat(names, m);
+}
+model = fcArg("model", fcPref("predict_model", ""));
 if (FC_BATCH) {
 	image = fcArg("image", "");
 } else {
 	if (names.length == 0)
-		fcFail("the project has no model in " + project + "/models: train one first (Train Ensemble)");
+		fcFail("the project has no model in " + project + "/models: train one first (Train Ensemble), or copy a bioimage.io model (.zip) there");
 	if (nImages == 0)
 		fcFail("open the image to segment first");
-	image = getDirectory("image") + getInfo("image.filename");
 	if (getInfo("image.filename") == "")
 		fcFail("save the image first: the model reads it from disk");
+	image = getDirectory("image") + getInfo("image.filename");
 	Dialog.create("Fiji consensus: Predict");
-	Dialog.addChoice("Model", names, model);
+	Dialog.addMessage("Image: " + image);
+	Dialog.addChoice("Model (ensemble folder or .zip package)", names, model);
 	Dialog.show();
 	model = Dialog.getChoice();
-	fcSetPref("model_name", model);
+	fcSetPref("predict_model", model);
 }
-if (!fcValidName(model))
-	fcFail("the model name '" + model + "' is not valid");
+if (model == "")
+	fcFail("no model given (argument model=<name in " + project + "/models>)");
+modelPath = project + "/models/" + model;
+if (!File.exists(modelPath) && File.exists(model))
+	modelPath = model;  // a path
+if (!File.exists(modelPath))
+	fcFail("the model " + model + " does not exist (looked for " + project + "/models/" + model + ")");
+label = File.getName(modelPath);
+if (endsWith(toLowerCase(label), ".zip"))
+	label = substring(label, 0, lengthOf(label) - 4);
+if (!fcValidName(label))
+	fcFail("the model name '" + label + "' is not valid: use letters, digits, underscore, dot or minus");
 if (!File.exists(image))
 	fcFail("the image file " + image + " does not exist");
-modelDir = project + "/models/" + model;
-out = project + "/predictions/" + model;
-showStatus("fiji-consensus: predicting...");
-res = exec(py, "-c", FC_CODE, "predict", "--model", modelDir, image, "--out", out, "--json");
+out = project + "/predictions/" + label;
+showStatus("fiji-consensus: predicting " + File.getName(image) + " with " + label + "; ImageJ waits until it is done...");
+showProgress(0.05);
+res = exec(py, "-c", FC_CODE, "predict", "--model", modelPath, image, "--out", out, "--no-progress", "--json");
 json = fcResult(res, "predict");
+showProgress(1);
 outDir = fcJsonGet(json, "out");
+fcSetPref("last_result", "predictions/" + label);
 id = fcStem(File.getName(image));
 result = outDir + "/overlays/" + id + ".tif";
 if (!File.exists(result))
 	fcFail("the prediction has no overlay image " + result);
 open(result);
+fcShowRange();
+rename(id + " - prediction (" + label + ")");
+showStatus("Prediction with " + label + ": " + Overlay.size + " objects (outlines coloured by uncertainty)");
+print("Prediction of " + id + " with " + label + ": " + Overlay.size + " objects -> " + outDir);
 print("FIJI_CONSENSUS_DONE predict " + outDir + " image=" + id + " overlay=" + Overlay.size);
 
-// ---- fiji-consensus helpers: the same block in every macro of this folder (tests check it) ----
-// Settings are ImageJ preferences "fiji_consensus.*" (asked once; hold Shift when starting a macro to
-// change them). Without a display of its own, a macro can be driven by its argument: lines "key=value"
-// (python=, project=, ...); it then never asks, prints FIJI_CONSENSUS_ERROR: <message> on failure and
-// FIJI_CONSENSUS_DONE ... on success. The CLI runs through exec() with one argument per word, never a shell.
-// (ImageJ 1.53t cannot compare a user function's result in an expression: assign it to a variable first.)
-var FC_ARGS = "";
-var FC_BATCH = false;
-var FC_CODE = "import runpy, sys; sys.stderr = sys.stdout; sys.argv[0] = 'fiji-consensus'; runpy.run_module('fiji_consensus', run_name='__main__', alter_sys=True)";
-
-function fcInit() {
-	FC_ARGS = getArgument();
-	FC_BATCH = (FC_ARGS != "");
-}
-
-function fcArg(key, dflt) {
-	lines = split(FC_ARGS, "\n");
-	for (i = 0; i < lines.length; i++) {
-		k = indexOf(lines[i], "=");
-		if (k > 0 && substring(lines[i], 0, k) == key)
-			return replace(substring(lines[i], k + 1), "\r", "");
-	}
-	return dflt;
-}
-
-function fcPref(key, dflt) {
-	return call("ij.Prefs.get", "fiji_consensus." + key, dflt);
-}
-
-function fcSetPref(key, value) {
-	call("ij.Prefs.set", "fiji_consensus." + key, value);
-}
-
-function fcFail(msg) {
-	if (FC_BATCH) {
-		print("FIJI_CONSENSUS_ERROR: " + msg);
-		exit();
-	}
-	exit("Fiji consensus:\n \n" + msg);
-}
-
-function fcTail(text, n) {
-	lines = split(text, "\n");
-	s = "";
-	for (i = maxOf(0, lines.length - n); i < lines.length; i++)
-		s = s + lines[i] + "\n";
-	return s;
-}
-
-function fcPython() {
-	py = fcArg("python", "");
-	if (py == "")
-		py = fcPref("python", "");
-	if (FC_BATCH && py == "")
-		fcFail("no Python executable given (argument python=...)");
-	if (!FC_BATCH && (py == "" || !File.exists(py) || isKeyDown("shift"))) {
-		showMessage("Fiji consensus", "Choose the Python executable in which fiji-consensus is installed,\ne.g. .../venv/bin/python or ...\\Scripts\\python.exe\n(it prints itself with:  python -c \"import sys; print(sys.executable)\")");
-		py = File.openDialog("Python executable with fiji-consensus");
-	}
-	if (!File.exists(py))
-		fcFail("the Python executable " + py + " does not exist");
-	v = exec(py, "-c", FC_CODE, "--version");
-	if (!startsWith(v, "fiji-consensus"))
-		fcFail("fiji-consensus does not run with " + py + "\n(install it there: " + py + " -m pip install fiji-consensus)\nIts output:\n" + fcTail(v, 12));
-	if (!FC_BATCH)
-		fcSetPref("python", py);
-	return py;
-}
-
-function fcProject(create) {
-	p = fcArg("project", "");
-	if (p == "")
-		p = fcPref("project", "");
-	if (FC_BATCH && p == "")
-		fcFail("no project folder given (argument project=...)");
-	if (!FC_BATCH && (p == "" || !File.isDirectory(p) || isKeyDown("shift")))
-		p = getDirectory("Choose the fiji-consensus project folder (images/, annotations/<expert>/)");
-	if (endsWith(p, "/") || endsWith(p, "\\"))
-		p = substring(p, 0, lengthOf(p) - 1);
-	if (create && !File.isDirectory(p))
-		File.makeDirectory(p);
-	if (!File.isDirectory(p))
-		fcFail("the project folder " + p + " does not exist");
-	if (!FC_BATCH)
-		fcSetPref("project", p);
-	return p;
-}
-
-function fcMakeDirs(path) {
-	if (File.isDirectory(path))
-		return;
-	parent = File.getParent(path);
-	if (parent != "" && !File.isDirectory(parent))
-		fcMakeDirs(parent);
-	File.makeDirectory(path);
-	if (!File.isDirectory(path))
-		fcFail("cannot create the folder " + path);
-}
-
-function fcStem(name) {
-	k = lastIndexOf(name, ".");
-	if (k > 0)
-		return substring(name, 0, k);
-	return name;
-}
-
-function fcValidName(s) {
-	return matches(s, "[A-Za-z0-9][A-Za-z0-9_.-]*");
-}
-
-function fcJsonLine(text) {
-	lines = split(text, "\n");
-	for (i = lines.length - 1; i >= 0; i--) {
-		l = replace(lines[i], "\r", "");
-		if (startsWith(l, "{") && indexOf(l, "\"ok\"") >= 0)
-			return l;
-	}
-	return "";
-}
-
-function fcJsonGet(json, key) {
-	k = indexOf(json, "\"" + key + "\":");
-	if (k < 0)
-		return "";
-	i = k + lengthOf(key) + 3;
-	while (substring(json, i, i + 1) == " ")
-		i++;
-	if (substring(json, i, i + 1) != "\"") {
-		j = i;
-		while (j < lengthOf(json) && indexOf(",}]", substring(json, j, j + 1)) < 0)
-			j++;
-		return substring(json, i, j);
-	}
-	r = "";
-	i++;
-	while (i < lengthOf(json)) {
-		c = substring(json, i, i + 1);
-		if (c == "\"")
-			return r;
-		if (c == "\\") {
-			n = substring(json, i + 1, i + 2);
-			if (n == "u") {
-				r = r + fromCharCode(parseInt(substring(json, i + 2, i + 6), 16));
-				i = i + 6;
-			} else {
-				if (n == "n")
-					r = r + "\n";
-				else if (n == "t")
-					r = r + "\t";
-				else if (n != "r" && n != "b" && n != "f")
-					r = r + n;
-				i = i + 2;
-			}
-		} else {
-			r = r + c;
-			i++;
-		}
-	}
-	return r;
-}
-
-function fcResult(output, command) {
-	json = fcJsonLine(output);
-	if (json == "") {
-		if (indexOf(output, "invalid choice: '" + command + "'") >= 0)
-			fcFail("this fiji-consensus has no '" + command + "' command yet: update it\n(pip install -U 'fiji-consensus[train]')");
-		fcFail("fiji-consensus " + command + " gave no result. Its output:\n" + fcTail(output, 15));
-	}
-	ok = fcJsonGet(json, "ok");
-	if (ok != "true")
-		fcFail("fiji-consensus " + command + " failed:\n" + fcJsonGet(json, "error"));
-	return json;
-}
-// ---- end of fiji-consensus helpers ----
+// ---- fiji-consensus helpers: appended from helpers.ijm when installed ----

@@ -1,7 +1,7 @@
 // Show_Results.ijm - fiji-consensus
-// Opens a result of the project (a consensus or a prediction) for one image: the image with its outlines
-// as overlay, plus the consensus probability (STAPLE) with the Fire LUT when there is one, and lists the
-// outlines per source in the Log.
+// Opens a finished result of the project (a consensus or a prediction) for one image: the image with its
+// outlines as overlay, plus the consensus or prediction probability (Fire LUT, 0..1) when there is one, and
+// lists the outlines per source in the Log. The result offered first is the one computed last.
 // Non-interactive: argument lines project=, result=consensus/<method> or predictions/<model>, image=<id>.
 
 fcInit();
@@ -10,17 +10,25 @@ results = newArray(0);
 kinds = newArray("consensus", "predictions");
 for (k = 0; k < kinds.length; k++) {
 	subs = getFileList(project + "/" + kinds[k]);
-	for (i = 0; i < subs.length; i++)
-		if (endsWith(subs[i], "/") && File.isDirectory(project + "/" + kinds[k] + "/" + subs[i] + "overlays"))
+	for (i = 0; i < subs.length; i++) {
+		d = project + "/" + kinds[k] + "/" + subs[i];
+		// only finished results: a run that failed or is still running has no summary.json
+		if (endsWith(subs[i], "/") && File.isDirectory(d + "overlays") && File.exists(d + "summary.json"))
 			results = Array.concat(results, kinds[k] + "/" + substring(subs[i], 0, lengthOf(subs[i]) - 1));
+	}
 }
 if (results.length == 0)
-	fcFail("the project " + project + " has no results yet (run Compute Consensus first)");
-result = fcArg("result", results[0]);
+	fcFail("the project " + project + " has no finished results yet (run Compute Consensus or Predict Ensemble first)");
+last = fcPref("last_result", "");
+dflt = results[0];
+for (i = 0; i < results.length; i++)
+	if (results[i] == last)
+		dflt = last;
+result = fcArg("result", dflt);
 id = fcArg("image", "");
 if (!FC_BATCH) {
 	if (nImages > 0)
-		id = fcStem(getTitle());
+		id = fcImageId();
 	Dialog.create("Fiji consensus: Show Results");
 	Dialog.addChoice("Result", results, result);
 	Dialog.addString("Image id (empty: the first)", id, 20);
@@ -38,8 +46,15 @@ if (id == "") {
 path = dir + "/overlays/" + id + ".tif";
 if (!File.exists(path))
 	fcFail("no result for image " + id + ": " + path + " does not exist");
+// ROIs named "<source>:<name>" (consensus, experts); a prediction's objects carry no prefix
+plain = "unnamed";
+if (startsWith(result, "predictions/"))
+	plain = "prediction";
 open(path);
-title = getTitle();
+fcShowRange();
+what = replace(result, "/", " ");
+rename(id + " - " + what + " (overlay)");
+overlayId = getImageID();
 counts = "";
 sources = newArray(0);
 tally = newArray(0);
@@ -47,7 +62,7 @@ for (i = 0; i < Overlay.size; i++) {
 	Overlay.activateSelection(i);
 	nm = getInfo("selection.name");
 	k = indexOf(nm, ":");
-	src = "unnamed";
+	src = plain;
 	if (k > 0)
 		src = substring(nm, 0, k);
 	found = -1;
@@ -70,181 +85,9 @@ if (File.exists(prob)) {
 	open(prob);
 	run("Fire");
 	setMinAndMax(0, 1);
-	selectImage(title);
+	rename(id + " - " + what + " (probability)");
+	selectImage(overlayId);
 }
 print("FIJI_CONSENSUS_DONE show " + path + counts);
 
-// ---- fiji-consensus helpers: the same block in every macro of this folder (tests check it) ----
-// Settings are ImageJ preferences "fiji_consensus.*" (asked once; hold Shift when starting a macro to
-// change them). Without a display of its own, a macro can be driven by its argument: lines "key=value"
-// (python=, project=, ...); it then never asks, prints FIJI_CONSENSUS_ERROR: <message> on failure and
-// FIJI_CONSENSUS_DONE ... on success. The CLI runs through exec() with one argument per word, never a shell.
-// (ImageJ 1.53t cannot compare a user function's result in an expression: assign it to a variable first.)
-var FC_ARGS = "";
-var FC_BATCH = false;
-var FC_CODE = "import runpy, sys; sys.stderr = sys.stdout; sys.argv[0] = 'fiji-consensus'; runpy.run_module('fiji_consensus', run_name='__main__', alter_sys=True)";
-
-function fcInit() {
-	FC_ARGS = getArgument();
-	FC_BATCH = (FC_ARGS != "");
-}
-
-function fcArg(key, dflt) {
-	lines = split(FC_ARGS, "\n");
-	for (i = 0; i < lines.length; i++) {
-		k = indexOf(lines[i], "=");
-		if (k > 0 && substring(lines[i], 0, k) == key)
-			return replace(substring(lines[i], k + 1), "\r", "");
-	}
-	return dflt;
-}
-
-function fcPref(key, dflt) {
-	return call("ij.Prefs.get", "fiji_consensus." + key, dflt);
-}
-
-function fcSetPref(key, value) {
-	call("ij.Prefs.set", "fiji_consensus." + key, value);
-}
-
-function fcFail(msg) {
-	if (FC_BATCH) {
-		print("FIJI_CONSENSUS_ERROR: " + msg);
-		exit();
-	}
-	exit("Fiji consensus:\n \n" + msg);
-}
-
-function fcTail(text, n) {
-	lines = split(text, "\n");
-	s = "";
-	for (i = maxOf(0, lines.length - n); i < lines.length; i++)
-		s = s + lines[i] + "\n";
-	return s;
-}
-
-function fcPython() {
-	py = fcArg("python", "");
-	if (py == "")
-		py = fcPref("python", "");
-	if (FC_BATCH && py == "")
-		fcFail("no Python executable given (argument python=...)");
-	if (!FC_BATCH && (py == "" || !File.exists(py) || isKeyDown("shift"))) {
-		showMessage("Fiji consensus", "Choose the Python executable in which fiji-consensus is installed,\ne.g. .../venv/bin/python or ...\\Scripts\\python.exe\n(it prints itself with:  python -c \"import sys; print(sys.executable)\")");
-		py = File.openDialog("Python executable with fiji-consensus");
-	}
-	if (!File.exists(py))
-		fcFail("the Python executable " + py + " does not exist");
-	v = exec(py, "-c", FC_CODE, "--version");
-	if (!startsWith(v, "fiji-consensus"))
-		fcFail("fiji-consensus does not run with " + py + "\n(install it there: " + py + " -m pip install fiji-consensus)\nIts output:\n" + fcTail(v, 12));
-	if (!FC_BATCH)
-		fcSetPref("python", py);
-	return py;
-}
-
-function fcProject(create) {
-	p = fcArg("project", "");
-	if (p == "")
-		p = fcPref("project", "");
-	if (FC_BATCH && p == "")
-		fcFail("no project folder given (argument project=...)");
-	if (!FC_BATCH && (p == "" || !File.isDirectory(p) || isKeyDown("shift")))
-		p = getDirectory("Choose the fiji-consensus project folder (images/, annotations/<expert>/)");
-	if (endsWith(p, "/") || endsWith(p, "\\"))
-		p = substring(p, 0, lengthOf(p) - 1);
-	if (create && !File.isDirectory(p))
-		File.makeDirectory(p);
-	if (!File.isDirectory(p))
-		fcFail("the project folder " + p + " does not exist");
-	if (!FC_BATCH)
-		fcSetPref("project", p);
-	return p;
-}
-
-function fcMakeDirs(path) {
-	if (File.isDirectory(path))
-		return;
-	parent = File.getParent(path);
-	if (parent != "" && !File.isDirectory(parent))
-		fcMakeDirs(parent);
-	File.makeDirectory(path);
-	if (!File.isDirectory(path))
-		fcFail("cannot create the folder " + path);
-}
-
-function fcStem(name) {
-	k = lastIndexOf(name, ".");
-	if (k > 0)
-		return substring(name, 0, k);
-	return name;
-}
-
-function fcValidName(s) {
-	return matches(s, "[A-Za-z0-9][A-Za-z0-9_.-]*");
-}
-
-function fcJsonLine(text) {
-	lines = split(text, "\n");
-	for (i = lines.length - 1; i >= 0; i--) {
-		l = replace(lines[i], "\r", "");
-		if (startsWith(l, "{") && indexOf(l, "\"ok\"") >= 0)
-			return l;
-	}
-	return "";
-}
-
-function fcJsonGet(json, key) {
-	k = indexOf(json, "\"" + key + "\":");
-	if (k < 0)
-		return "";
-	i = k + lengthOf(key) + 3;
-	while (substring(json, i, i + 1) == " ")
-		i++;
-	if (substring(json, i, i + 1) != "\"") {
-		j = i;
-		while (j < lengthOf(json) && indexOf(",}]", substring(json, j, j + 1)) < 0)
-			j++;
-		return substring(json, i, j);
-	}
-	r = "";
-	i++;
-	while (i < lengthOf(json)) {
-		c = substring(json, i, i + 1);
-		if (c == "\"")
-			return r;
-		if (c == "\\") {
-			n = substring(json, i + 1, i + 2);
-			if (n == "u") {
-				r = r + fromCharCode(parseInt(substring(json, i + 2, i + 6), 16));
-				i = i + 6;
-			} else {
-				if (n == "n")
-					r = r + "\n";
-				else if (n == "t")
-					r = r + "\t";
-				else if (n != "r" && n != "b" && n != "f")
-					r = r + n;
-				i = i + 2;
-			}
-		} else {
-			r = r + c;
-			i++;
-		}
-	}
-	return r;
-}
-
-function fcResult(output, command) {
-	json = fcJsonLine(output);
-	if (json == "") {
-		if (indexOf(output, "invalid choice: '" + command + "'") >= 0)
-			fcFail("this fiji-consensus has no '" + command + "' command yet: update it\n(pip install -U 'fiji-consensus[train]')");
-		fcFail("fiji-consensus " + command + " gave no result. Its output:\n" + fcTail(output, 15));
-	}
-	ok = fcJsonGet(json, "ok");
-	if (ok != "true")
-		fcFail("fiji-consensus " + command + " failed:\n" + fcJsonGet(json, "error"));
-	return json;
-}
-// ---- end of fiji-consensus helpers ----
+// ---- fiji-consensus helpers: appended from helpers.ijm when installed ----
