@@ -567,14 +567,34 @@ def _fiji_parser(sub) -> None:
     q = fsub.add_parser(
         "install-macros",
         help="install the macros and the toolset into a Fiji.app (or ImageJ) folder",
-        description="Copy the fiji-consensus macros into FIJI_DIR/plugins/Fiji_Consensus/ and the toolset "
+        description="Write the fiji-consensus macros into FIJI_DIR/plugins/Fiji_Consensus/ and the toolset "
         "into FIJI_DIR/macros/toolsets/ (then: toolbar >> 'Fiji Consensus'). Changed files are only "
         "replaced with --overwrite.",
     )
     q.add_argument("fiji_dir", type=Path, metavar="FIJI_DIR", help="the Fiji.app (or ImageJ) folder")
     q.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
     _add_common(q)
-    q.set_defaults(func=_run_install_macros)
+    # "command" names the subcommand in --json output and error messages (the parent parser sets "fiji")
+    q.set_defaults(func=_run_install_macros, command="fiji install-macros")
+    w = fsub.add_parser(
+        "write-macros",
+        help="write the installable macros into a folder, to copy into a Fiji.app by hand",
+        description="Write OUT/plugins/Fiji_Consensus/*.ijm and OUT/macros/toolsets/Fiji Consensus.ijm, the "
+        "files install-macros puts into a Fiji.app; copy OUT's plugins/ and macros/ folders into Fiji.app.",
+    )
+    w.add_argument("out", type=Path, metavar="OUT", help="the folder to write into (created if needed)")
+    w.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
+    _add_common(w)
+    w.set_defaults(func=_run_write_macros, command="fiji write-macros")
+    s = fsub.add_parser(
+        "model-summary",
+        help="an ensemble's validation scores next to the experts' (what Train Ensemble shows)",
+        description="Read MODEL/ensemble.json: mean validation ROI-F1 and Dice of the members, the experts' "
+        "median ROI-F1 against the consensus, and a warning when the model is not useful.",
+    )
+    s.add_argument("model", type=Path, metavar="MODEL", help="an ensemble folder (models/NAME)")
+    _add_common(s)
+    s.set_defaults(func=_run_model_summary, command="fiji model-summary")
 
 
 def _run_install_macros(a: argparse.Namespace) -> dict[str, Any]:
@@ -585,6 +605,25 @@ def _run_install_macros(a: argparse.Namespace) -> dict[str, Any]:
         for f in files:
             print(f"installed {f}")
     return {"ok": True, "command": "fiji install-macros", "written": [str(f) for f in files]}
+
+
+def _run_write_macros(a: argparse.Namespace) -> dict[str, Any]:
+    from . import fiji
+
+    files = fiji.write_macros(a.out, overwrite=a.overwrite)
+    if not a.json:
+        for f in files:
+            print(f"wrote {f}")
+    return {"ok": True, "command": "fiji write-macros", "written": [str(f) for f in files]}
+
+
+def _run_model_summary(a: argparse.Namespace) -> dict[str, Any]:
+    from . import fiji
+
+    summary = fiji.model_summary(a.model)
+    if not a.json:
+        print(summary["text"])
+    return {"ok": True, "command": "fiji model-summary", **summary}
 
 
 def _package_parser(sub) -> None:
