@@ -95,6 +95,17 @@ class ConsensusConfig(_ExpertInputs):
         description="STAPLE foreground prior; default: estimated from the data (as SimpleITK does).",
     )
     max_iter: int = Field(1000, ge=1, description="STAPLE iteration cap.")
+    staple_estimate: Literal["auto", "image", "pooled"] = Field(
+        "auto",
+        description="STAPLE's estimate of the experts' sensitivity/specificity: image = per image (SimpleITK's "
+        "filter; reproduces the published est_GT); pooled = each expert's from all images that expert "
+        "annotated, each image's posterior from its own experts (for experts who annotated different "
+        "images); auto = image when every expert annotated every image, else pooled.",
+    )
+    skip_incomplete: bool = Field(
+        False,
+        description="Leave out (and list) images annotated by fewer than 2 experts instead of stopping.",
+    )
     min_votes: int | None = Field(
         None,
         ge=1,
@@ -164,6 +175,14 @@ class AugmentOptions(BaseModel):
         description="Range (min, max) of the apparent object size relative to the training images, drawn "
         "log-uniformly for every patch (e.g. (0.5, 1.3) teaches objects half to 1.3 times as large: use it "
         "when the model must work on other microscopes or magnifications); None = only the affine's scale.",
+    )
+
+    background: float = Field(
+        0.0,
+        ge=0,
+        description="Largest peak (normalised units) of a random smooth background (ramp + wide bump) added "
+        "to, or multiplied into, half of the patches: teaches the model to ignore bright, uneven tissue "
+        "background and illumination gradients of other microscopes (0 = off).",
     )
 
     @model_validator(mode="after")
@@ -247,6 +266,11 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for validation scores.")
     min_size: int = Field(0, ge=0, description="MIN_PIXEL of the ROI-F1: objects smaller than this are dropped.")
+    balance_labs: bool = Field(
+        True,
+        description="Multi-lab training: draw every lab's patches equally often (each image with weight "
+        "1 / images of its lab), so a large lab does not drown a small one.",
+    )
     selection_metric: Literal["roi_f1", "dice"] = Field(
         "roi_f1", description="Validation score that picks each member's best checkpoint."
     )
@@ -374,6 +398,36 @@ class TrainJobConfig(JobConfig):
 
 
 # ------------------------------------------------------------------------------------------ prediction
+
+
+class CrossvalConfig(JobConfig):
+    """Leave-one-lab-out cross-validation: train on all labs but one, score the left-out lab's images against
+    its consensus and each of its experts, for every lab in turn."""
+
+    labs: list[Path] = Field(
+        ...,
+        min_length=2,
+        description="Lab folders (a project folder: images/ + annotations/<expert>/, or the Segebarth layout: "
+        "images/ + labels/expert_*/), each with its own experts and consensus.",
+    )
+    lab_names: list[str] | None = Field(None, description="Names of the labs (default: folder names).")
+    min_sizes: dict[str, int] = Field(
+        default_factory=dict,
+        description="MIN_PIXEL per lab name (default: 30 for lab-wue1 and lab-mue, 16 for lab-inns1, else 0).",
+    )
+    hold_out: list[str] | None = Field(None, description="Labs to leave out in turn (default: every lab).")
+    targets: Literal["staple", "staple-soft", "fraction", "majority"] = Field(
+        "fraction", description="Training targets computed from each lab's own experts."
+    )
+    tta: Literal["none", "flips", "dihedral"] = Field("flips", description="Test-time views when predicting.")
+    out: Path = Field(..., description="Output folder (crossval.csv, summary.json, one folder per fold).")
+    train: TrainConfig = Field(..., description="Training settings of every fold.")
+
+    @model_validator(mode="after")
+    def _names(self):
+        if self.lab_names is not None and len(self.lab_names) != len(self.labs):
+            raise ValueError(f"lab_names must name every lab: {len(self.labs)} labs, {len(self.lab_names)} names")
+        return self
 
 
 class PredictConfig(JobConfig):

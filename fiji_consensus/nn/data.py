@@ -34,6 +34,7 @@ __all__ = [
     "AugmentConfig",
     "PatchSampler",
     "TrainingImage",
+    "smooth_background",
 ]
 
 _BLOCK = 4  # patch centres are drawn from 4x4 blocks (weights summed per block), then uniformly inside
@@ -146,7 +147,11 @@ class AugmentConfig:
     ``[1/(1+gamma), 1+gamma]``; ``contrast``/``brightness``: ``x * c + b`` with ``c`` in ``1 +- contrast`` and
     ``b`` in ``+- brightness``; ``noise``: Gaussian noise with a standard deviation up to this value;
     ``blur``: Gaussian blur (sigma up to this value) on a third of the patches; ``zoom``: apparent object size
-    drawn log-uniformly in ``[min, max]`` for every patch (replaces the affine's ``scale``).
+    drawn log-uniformly in ``[min, max]`` for every patch (replaces the affine's ``scale``);
+    ``background``: a random smooth background added to half of the patches, what differs most between
+    microscopes (autofluorescent tissue, vignetting, a brighter centre of the field): a linear ramp plus a
+    Gaussian bump wider than the patch, scaled to a peak drawn in ``[0, background]`` (normalised units),
+    and the same field as a gain ``x * (1 + field)`` on half of those.
     """
 
     flip: bool = True
@@ -160,6 +165,28 @@ class AugmentConfig:
     noise: float = 0.0
     blur: float = 0.0
     zoom: tuple[float, float] | None = None
+    background: float = 0.0
+
+
+def smooth_background(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random smooth field in ``[0, 1]`` over ``shape``: a linear ramp plus a Gaussian bump, both wider than
+    the patch (what a brighter tissue region or an uneven illumination looks like at patch scale).
+
+    >>> f = smooth_background((64, 64), np.random.default_rng(0))
+    >>> f.shape, float(f.min()) >= 0.0, round(float(f.max()), 6)
+    ((64, 64), True, 1.0)
+    """
+    h, w = shape
+    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing="ij")
+    th = rng.uniform(0.0, 2.0 * math.pi)
+    ramp = math.cos(th) * yy + math.sin(th) * xx
+    cy, cx = rng.uniform(-1.0, 1.0, 2)
+    sigma = rng.uniform(0.4, 1.5)
+    bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2.0 * sigma**2))
+    f = rng.uniform(0.0, 1.0) * ramp + rng.uniform(0.0, 1.0) * bump
+    f = f - f.min()
+    m = f.max()
+    return (f / m if m > 0 else f).astype(np.float32)
 
 
 @dataclass
@@ -173,6 +200,7 @@ class TrainingImage:
     weight: np.ndarray | None  # float32 loss weights (border weighting) or None
     block_cdf: np.ndarray = field(repr=False)  # cumulative sampling weights over 4x4 blocks
     block_shape: tuple[int, int] = (0, 0)
+    sample_weight: float = 1.0  # relative chance of being drawn (multi-lab training: 1 / images of its lab)
 
     @classmethod
     def prepare(
@@ -231,6 +259,11 @@ class PatchSampler:
         if not usable:
             raise ValueError("no training image has any pixel left to sample (all are ignored)")
         self.images = usable
+        w = np.array([im.sample_weight for im in usable], np.float64)
+        if not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError(f"sample weights must be finite and > 0; got {w.tolist()}")
+        # equal weights keep the original draw (rng.integers), so earlier runs resume bit for bit
+        self._cdf = None if np.all(w == w[0]) else np.cumsum(w / w.sum())
         self.patch_size = int(patch_size)
         self.augment = augment or AugmentConfig()
         self.rng = np.random.default_rng(seed)
@@ -264,7 +297,10 @@ class PatchSampler:
 
     def _one(self) -> dict[str, np.ndarray]:
         rng, a = self.rng, self.augment
-        im = self.images[int(rng.integers(len(self.images)))]
+        if self._cdf is None:
+            im = self.images[int(rng.integers(len(self.images)))]
+        else:
+            im = self.images[min(int(np.searchsorted(self._cdf, rng.random(), side="right")), len(self.images) - 1)]
         cy, cx = self._centre(im)
         m = np.eye(2)
         if a.flip and rng.random() < 0.5:
@@ -312,6 +348,9 @@ class PatchSampler:
             c = rng.uniform(1.0 - a.contrast, 1.0 + a.contrast)
             bshift = rng.uniform(-a.brightness, a.brightness)
             image = image * c + bshift
+        if a.background > 0 and rng.random() < 0.5:
+            field = a.background * rng.uniform(0.0, 1.0) * smooth_background(image.shape, rng)
+            image = image * (1.0 + field) if rng.random() < 0.5 else image + field
         if a.blur > 0 and rng.random() < 1.0 / 3.0:
             image = ndi.gaussian_filter(image, rng.uniform(0.0, a.blur), mode="mirror")
         if a.noise > 0:

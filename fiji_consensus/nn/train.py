@@ -270,6 +270,9 @@ def _check_inputs(
             raise ValueError(f"expert_masks[{name!r}] must hold one mask per image ({n}); got {len(masks)}")
         lst = []
         for k, m in enumerate(masks):
+            if m is None:  # this expert did not annotate this image (multi-lab, or missing raters)
+                lst.append(None)
+                continue
             arr = np.asarray(m)
             if arr.shape != imgs[k].shape:
                 raise ValueError(
@@ -287,12 +290,15 @@ def _is_ensemble_folder(out: Path) -> bool:
 
 
 def _fingerprint(
-    config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits, init_sha256: str | None = None
+    config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits, init_sha256: str | None = None,
+    labs: dict[str, Any] | None = None,
 ) -> str:
     cfg = config.model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints"})
     record = {"config": cfg, "ids": list(image_ids), "splits": splits}
     if init_sha256:
         record["init"] = init_sha256
+    if labs:
+        record["labs"] = labs
     h = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
     for arrs in (images, targets, ignore):
         for a in arrs:
@@ -392,8 +398,11 @@ def predict_full(net, image: np.ndarray, *, depth: int, device) -> np.ndarray:
 
 
 class _ValImage:
-    def __init__(self, iid: str, image: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None):
+    def __init__(
+        self, iid: str, image: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None, min_size: int | None = None
+    ):
         self.id, self.image, self.reference, self.ignore = iid, image, reference, ignore
+        self.min_size = min_size  # the image's lab's MIN_PIXEL (multi-lab training); None = the config's
 
 
 def _validate(net, val: list[_ValImage], c: TrainConfig, depth: int, device) -> dict[str, dict[str, float]]:
@@ -404,9 +413,13 @@ def _validate(net, val: list[_ValImage], c: TrainConfig, depth: int, device) -> 
         pred = predict_full(net, v.image, depth=depth, device=device) > c.threshold
         out[v.id] = {
             "dice": float(dice(v.reference, pred, ignore=v.ignore)),
-            "roi_f1": float(roi_f1(v.reference, pred, min_size=c.min_size, ignore=v.ignore)),
+            "roi_f1": float(roi_f1(v.reference, pred, min_size=_min_size(v, c), ignore=v.ignore)),
         }
     return out
+
+
+def _min_size(v: _ValImage, c: TrainConfig) -> int:
+    return c.min_size if v.min_size is None else v.min_size
 
 
 def _mean(scores: dict[str, dict[str, float]], key: str) -> float:
@@ -695,6 +708,8 @@ def train_ensemble(
     callback: Callable[..., Any] | None = None,
     member_runner: Callable[[TrainingPlan, list[int]], Sequence[dict[str, Any]]] | None = None,
     init: Any = None,
+    labs: dict[str, str] | None = None,
+    min_sizes: dict[str, int] | None = None,
 ) -> dict:
     """Train a U-Net ensemble on (consensus) targets and write it to ``out_dir``.
 
@@ -737,6 +752,12 @@ def train_ensemble(
         :func:`fiji_consensus.zoo.ensemble_from_package` for a package); member ``k`` starts from its member
         ``k mod K``, and its architecture and normalisation replace those of ``config``. Use a smaller
         ``learning_rate`` and few iterations, and ``split="all"`` when there are only a few images.
+    labs : dict, optional
+        Multi-lab training: image id -> lab name. With ``config.balance_labs`` every lab is drawn equally
+        often (each image with weight ``1 / images of its lab``); the labs are recorded in ``ensemble.json``.
+        ``split="group_kfold"`` with ``groups`` = the labs holds out whole labs.
+    min_sizes : dict, optional
+        Image id -> MIN_PIXEL for its validation ROI-F1 (each lab its own); default ``config.min_size``.
 
     Returns
     -------
@@ -769,7 +790,18 @@ def train_ensemble(
     )
     split_kind = config.split if config.split != "auto" else ("group_kfold" if groups else "kfold")
     seeds = member_seeds(config.seed, config.members)
-    fp = _fingerprint(config, image_ids, imgs, tgts, igns, splits, init_info["weights_sha256"] if init_info else None)
+    labs = {i: str(labs[i]) for i in image_ids} if labs else None
+    if labs is not None and len(labs) != len(image_ids):  # pragma: no cover - dict comprehension above
+        raise ValueError("labs must name the lab of every image")
+    if min_sizes is not None:
+        missing = [i for i in image_ids if i not in min_sizes]
+        if missing:
+            raise ValueError(f"min_sizes has no entry for {len(missing)} image(s), e.g. {missing[:3]}")
+    lab_counts = {lab: sum(1 for v in labs.values() if v == lab) for lab in sorted(set(labs.values()))} if labs else {}
+    fp = _fingerprint(
+        config, image_ids, imgs, tgts, igns, splits, init_info["weights_sha256"] if init_info else None,
+        labs={"labs": labs, "min_sizes": min_sizes} if (labs or min_sizes) else None,
+    )
     out = claim_folder(out_dir, "train", legacy=_is_ensemble_folder)  # never a folder train did not make
     remove_temporary(out)  # what killed writers left (this run's members have not started)
     ej = out / ENSEMBLE_JSON
@@ -822,15 +854,23 @@ def train_ensemble(
                 iid, x, tv, valid, weight=weight,
                 foreground=config.foreground_sampling, boundary=config.boundary_sampling,
             )
-            val_images[iid] = _ValImage(iid, x, t > config.threshold, ig)
+            if labs and config.balance_labs:
+                prepared[iid].sample_weight = 1.0 / lab_counts[labs[iid]]
+            val_images[iid] = _ValImage(iid, x, t > config.threshold, ig, None if min_sizes is None else min_sizes[iid])
+        from ..domain import fit_reference, image_stats
+
+        pct = (config.low_percentile, config.high_percentile)
+        domain_stats = {iid: image_stats(img, t > 0.5, percentiles=pct) for iid, img, t in zip(image_ids, imgs, tgts)}
         expert_f1: dict[str, dict[str, float]] = {}
         if experts:
             from ..metrics import roi_f1
 
             for j, iid in enumerate(image_ids):
                 expert_f1[iid] = {
-                    name: float(roi_f1(val_images[iid].reference, masks[j], min_size=config.min_size, ignore=igns[j]))
+                    name: float(roi_f1(val_images[iid].reference, masks[j], min_size=_min_size(val_images[iid], config),
+                                       ignore=igns[j]))
                     for name, masks in experts.items()
+                    if masks[j] is not None
                 }
         for k, (train_ids, _) in enumerate(splits):
             if not any(float(prepared[i].target.max()) > 0 for i in train_ids):
@@ -855,7 +895,9 @@ def train_ensemble(
         for res in results:
             res["selected"] = True
             if experts:
-                res["lowest_expert_roi_f1"] = {i: min(expert_f1[i].values()) for i in res["val_ids"]}
+                res["lowest_expert_roi_f1"] = {
+                    i: min(expert_f1[i].values()) if expert_f1[i] else float("nan") for i in res["val_ids"]
+                }
             if config.paper_selection:
                 ok = True
                 for i in res["val_ids"]:
@@ -896,6 +938,11 @@ def train_ensemble(
                 "training_values": norm_values,
             },
             "threshold": config.threshold,
+            "domain": {
+                **fit_reference(list(domain_stats.values())),
+                "definition": "fiji_consensus.domain: statistics of the training images (their targets > 0.5 as "
+                "the foreground) on the model's normalised scale; an image outside this range is out of domain",
+            },
             "members": results,
             "selection": selection,
             "training": config.model_dump(mode="json"),
@@ -907,6 +954,11 @@ def train_ensemble(
                 "splits": [{"train": r["train_ids"], "validation": r["val_ids"]} for r in results],
                 "seeds": seeds,
                 "init": init_info,
+                "labs": (
+                    {lab: sorted(i for i in image_ids if labs[i] == lab) for lab in lab_counts} if labs else None
+                ),
+                "balance_labs": bool(labs and config.balance_labs),
+                "min_sizes": min_sizes,
                 "experts": sorted(experts) if experts else (provenance or {}).get("experts"),
                 "expert_roi_f1": expert_f1 or None,
                 "device": str(device),

@@ -1,0 +1,140 @@
+"""Is an image like the images a model was trained on? Per-image statistics and an out-of-domain check.
+
+A model trained on one microscope can fail silently on another: a bright, uneven tissue background read as
+nuclei, or nuclei a few grey levels above the background missed. :func:`image_stats` measures what differs
+between labs on the model's own normalised scale (the per-image percentile normalisation it was trained
+with): the background level and its unevenness, the objects' contrast above it, the foreground fraction,
+the object count and size. :func:`fit_reference` stores their range over the training images (with their
+consensus as the foreground), and :func:`check` names every statistic of a new image (with the prediction as
+the foreground) that lies outside that range widened by half its width on each side.
+
+Core module: numpy and scipy only.
+
+>>> rng = np.random.default_rng(0)
+>>> imgs = [rng.normal(20, 3, (128, 128)) for _ in range(4)]
+>>> fgs = [np.zeros((128, 128), bool) for _ in range(4)]
+>>> for im, fg in zip(imgs, fgs):
+...     fg[40:50, 40:50] = True
+...     im[fg] += 15
+>>> ref = fit_reference([image_stats(im, fg, percentiles=(1, 99.9)) for im, fg in zip(imgs, fgs)])
+>>> check(image_stats(imgs[0], fgs[0], percentiles=(1, 99.9)), ref)
+[]
+>>> yy, xx = np.mgrid[:128, :128]
+>>> bright = imgs[0] + 60 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / (2 * 40.0**2))
+>>> [f["statistic"] for f in check(image_stats(bright, fgs[0], percentiles=(1, 99.9)), ref)]
+['background_level', 'background_unevenness', 'object_contrast']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["STATISTICS", "image_stats", "fit_reference", "check", "describe_flags"]
+
+STATISTICS = {
+    "background_level": "median normalised intensity of the background",
+    "background_unevenness": "spread (5th-95th percentile) of the background smoothed over ~32 px",
+    "object_contrast": "median normalised intensity of the objects above the background level",
+    "foreground_fraction": "fraction of the image marked as objects",
+    "objects_per_megapixel": "number of objects per million pixels",
+    "median_object_area": "median object area (pixels)",
+}
+_LOG = {"foreground_fraction", "objects_per_megapixel", "median_object_area"}  # compared on a log scale
+MARGIN = 0.5
+"""The accepted range is the training range widened by this fraction of its width on each side."""
+
+
+def image_stats(
+    image: np.ndarray, foreground: np.ndarray, *, percentiles: tuple[float, float] = (1.0, 99.9)
+) -> dict[str, float]:
+    """The statistics of :data:`STATISTICS` for one 2-D image and its foreground mask.
+
+    ``percentiles`` are the model's normalisation (``scale_range``); the values are on that scale.
+    """
+    img = np.asarray(image, np.float64)
+    fg = np.asarray(foreground, bool)
+    if img.ndim != 2 or fg.shape != img.shape:
+        raise ValueError(
+            f"image_stats needs a 2-D image and a foreground mask of the same shape; got {img.shape} and {fg.shape}"
+        )
+    lo, hi = np.percentile(img, percentiles)
+    x = (img - lo) / (hi - lo + 1e-6)
+    bg = ~ndi.binary_dilation(fg, iterations=3) if fg.any() else np.ones_like(fg)
+    if not bg.any():
+        bg = np.ones_like(fg)
+    level = float(np.median(x[bg]))
+    # smooth background: block means (8 x 8) then a Gaussian of 4 blocks (about 32 px), over background blocks
+    b = 8
+    h, w = (x.shape[0] // b) * b, (x.shape[1] // b) * b
+    if h >= b and w >= b:
+        xs = np.where(bg, x, level)[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3))
+        sm = ndi.gaussian_filter(xs, 4.0, mode="reflect")
+        q5, q95 = np.percentile(sm, [5, 95])
+        uneven = float(q95 - q5)
+    else:
+        uneven = 0.0
+    labels, n = ndi.label(fg)
+    areas = np.bincount(labels.ravel())[1:] if n else np.array([])
+    return {
+        "background_level": level,
+        "background_unevenness": uneven,
+        "object_contrast": float(np.median(x[fg]) - level) if fg.any() else float("nan"),
+        "foreground_fraction": float(fg.mean()),
+        "objects_per_megapixel": float(n / (fg.size / 1e6)),
+        "median_object_area": float(np.median(areas)) if n else float("nan"),
+    }
+
+
+def _t(name: str, v: float) -> float:
+    if name in _LOG:
+        return math.log10(max(v, 1e-6))
+    return v
+
+
+def fit_reference(stats: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """The training distribution: per statistic the number of images, min, median, max (finite values)."""
+    if not stats:
+        raise ValueError("fit_reference needs the statistics of at least one training image; got none")
+    ref: dict[str, Any] = {"margin": MARGIN, "statistics": {}}
+    for name in STATISTICS:
+        vals = [s[name] for s in stats if name in s and s[name] is not None and math.isfinite(s[name])]
+        if vals:
+            ref["statistics"][name] = {
+                "n": len(vals), "min": float(min(vals)), "median": float(np.median(vals)), "max": float(max(vals)),
+            }
+    return ref
+
+
+def check(stats: dict[str, float], reference: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Statistics of one image outside the training range (widened by ``margin`` of its width per side;
+    log scale for fraction, count and area). Returns ``[{statistic, value, low, high, direction}]``."""
+    if not reference:
+        return []
+    margin = float(reference.get("margin", MARGIN))
+    flags = []
+    for name, r in reference.get("statistics", {}).items():
+        v = stats.get(name)
+        if v is None or not math.isfinite(v) or r.get("n", 0) < 2:
+            continue
+        a, b = _t(name, r["min"]), _t(name, r["max"])
+        width = max(b - a, 1e-3 if name not in _LOG else 0.1)
+        lo, hi = a - margin * width, b + margin * width
+        tv = _t(name, v)
+        if tv < lo or tv > hi:
+            inv = (lambda z: 10**z) if name in _LOG else (lambda z: z)
+            flags.append({"statistic": name, "value": float(v), "low": float(inv(lo)), "high": float(inv(hi)),
+                          "direction": "above" if tv > hi else "below"})
+    return flags
+
+
+def describe_flags(flags: Sequence[dict[str, Any]]) -> str:
+    """One line: ``background_level 0.41 above the training range [0.02, 0.19]; ...``."""
+    return "; ".join(
+        f"{f['statistic']} {f['value']:.3g} {f['direction']} the training range [{f['low']:.3g}, {f['high']:.3g}]"
+        for f in flags
+    )

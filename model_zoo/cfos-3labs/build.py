@@ -1,0 +1,83 @@
+"""Recipe of the cfos-3labs zoo model: one ensemble trained on the consensus of all three Segebarth labs.
+
+Trains on lab-wue1 (36 images, 5 experts), lab-mue (5 images, 4 experts) and lab-inns1 (5 images, 4 experts)
+of ``data/segebarth2020`` together, each lab with its own experts, consensus (fraction of the lab's experts
+marking each pixel) and MIN_PIXEL, patches drawn equally often from each lab, with the multi-lab recipe of
+``tests/benchmarks/bench_crossval.py`` (the settings whose leave-one-lab-out scores are in the model card:
+1-99.9 percentile normalisation, contrast 1 +- 0.5, gamma, noise and random smooth background fields).
+Then ``fiji-consensus package`` writes it as one bioimage.io model.
+
+Usage (from the repository root)::
+
+    python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs            # train (resumes) + package
+    python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs --skip-training
+
+Nothing is replaced without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+NAME = "cfos-3labs"
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+
+
+def train(args: argparse.Namespace) -> None:
+    import bench_crossval as bc
+
+    from fiji_consensus import __version__
+    from fiji_consensus.crossval import load_lab, multi_lab_inputs
+    from fiji_consensus.nn.train import train_ensemble
+
+    rargs = bc.main.__globals__["argparse"].Namespace(
+        members=args.members, folds=4, seed=0, base_channels=14, iterations=None, minutes=args.minutes,
+        high_percentile=99.9, contrast=0.5, background=0.6, threads=args.threads, validate_every=200,
+    )
+    cfg = bc.recipe(rargs)
+    labs = [load_lab(bc.DATA / lab) for lab in bc.LABS]
+    kw = multi_lab_inputs(labs, "fraction")
+    summary = train_ensemble(
+        kw["images"], kw["targets"], args.ensemble, cfg, image_ids=kw["image_ids"], groups=None,
+        expert_masks=kw["expert_masks"], labs=kw["labs"], min_sizes=kw["min_sizes"],
+        provenance={"tool": "fiji-consensus", "version": __version__, "recipe": "model_zoo/cfos-3labs/build.py",
+                    "targets": "fraction of each lab's own experts", "data": "data/segebarth2020 (3 labs)"},
+        progress=False, resume=True,
+    )
+    for m in summary["members"]:
+        logging.info("member %s: %s iterations, validation ROI-F1 %.3f Dice %.3f", m["index"], m["iterations"],
+                     m["val_roi_f1"], m["val_dice"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ensemble", type=Path, default=REPO / "out" / NAME)
+    ap.add_argument("--members", type=int, default=3)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--skip-package", action="store_true")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if not args.skip_training:
+        train(args)
+    if args.skip_package:
+        return 0
+    out = HERE / f"{NAME}.zip"
+    cmd = [sys.executable, "-m", "fiji_consensus", "package", str(args.ensemble), "--out", str(out),
+           "--name", NAME]
+    if args.overwrite:
+        cmd.append("--overwrite")
+    logging.info("packaging: %s", " ".join(cmd))
+    return subprocess.call(cmd, cwd=REPO)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
