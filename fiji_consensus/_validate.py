@@ -66,6 +66,11 @@ def as_binary(mask: Any, *, name: str = "mask") -> np.ndarray:
         raise TypeError(f"{name} must be a numeric or boolean array; got {_describe(arr)}")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must not contain NaN or infinite values")
+    if np.issubdtype(arr.dtype, np.integer) and arr.size:
+        # fast path (no sort): 0/1 or 0/255 integer masks are checked with min/max and one count
+        lo, hi = arr.min(), arr.max()
+        if lo >= 0 and (hi <= 1 or (hi == 255 and np.count_nonzero(arr) == np.count_nonzero(arr == 255))):
+            return arr > 0
     values = np.unique(arr)
     if values.size > 2 or not set(values.tolist()) <= {0, 1} and not set(values.tolist()) <= {0, 255}:
         shown = values[:8].tolist()

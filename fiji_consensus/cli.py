@@ -120,6 +120,12 @@ def _consensus_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="STAPLE posterior threshold (default 0.5)")
     p.add_argument("--prior", type=float, help="STAPLE foreground prior (default: estimated)")
     p.add_argument("--max-iter", type=int, default=1000, help="STAPLE iteration cap (default 1000)")
+    p.add_argument("--staple-estimate", choices=["auto", "image", "pooled"], default="auto",
+                   help="STAPLE per image (as SimpleITK, the published est_GT) or pooled over the images each "
+                   "expert annotated (experts annotated different images); auto: per image when every expert "
+                   "annotated every image, else pooled")
+    p.add_argument("--skip-incomplete", action="store_true",
+                   help="leave out images annotated by fewer than 2 experts (default: stop and list them)")
     p.add_argument("--min-votes", type=int, help="majority: experts needed per pixel (default: > half)")
     p.add_argument("--min-experts", type=int, help="objects: experts needed per object (default: > half)")
     p.add_argument("--iou-threshold", type=float, default=0.5, help="objects: matching IoU (default 0.5)")
@@ -145,6 +151,7 @@ def _run_consensus(a: argparse.Namespace) -> dict[str, Any]:
         **_inputs_kwargs(a), method=a.method, threshold=a.threshold, prior=a.prior, max_iter=a.max_iter,
         min_votes=a.min_votes, min_experts=a.min_experts, iou_threshold=a.iou_threshold, out=a.out,
         overwrite=a.overwrite, resume=a.resume, write_overlays=not a.no_overlays,
+        staple_estimate=a.staple_estimate, skip_incomplete=a.skip_incomplete,
     )
     summary = run_consensus(cfg, progress=not (a.no_progress or a.quiet))
     if not a.json:
@@ -153,7 +160,22 @@ def _run_consensus(a: argparse.Namespace) -> dict[str, Any]:
         print(_table(rows, ["expert", "dice", "roi_f1", "sensitivity"]))
         print(f"Fleiss' kappa (pixels, mean over images): {_fmt(summary['mean_fleiss_kappa'])}; "
               f"ICC(2,1) of object counts: {_fmt(summary['icc_object_counts'])}")
+        _print_design(summary)
     return summary
+
+
+def _print_design(summary: dict[str, Any]) -> None:
+    """Who annotated what, when the experts annotated different images."""
+    if summary.get("design", "").startswith("every"):
+        return
+    print("annotated images per expert: " + ", ".join(f"{e} {n}" for e, n in summary["annotated_by"].items()))
+    none = [f"{p['rater_a']}-{p['rater_b']}" for p in summary["pair_overlap"] if not p["n_images"]]
+    if none:
+        print("no shared image (no agreement): " + ", ".join(none))
+    if summary.get("staple"):
+        print(f"STAPLE estimate: {summary['staple']['estimate']}")
+    if summary.get("skipped_images"):
+        print(f"left out (fewer than 2 experts): {', '.join(summary['skipped_images'])}")
 
 
 def _agreement_parser(sub) -> None:
@@ -180,11 +202,12 @@ def _run_agreement(a: argparse.Namespace) -> dict[str, Any]:
     summary = run_agreement(cfg, progress=not (a.no_progress or a.quiet))
     if not a.json:
         print(f"agreement of {len(summary['experts'])} experts on {summary['n_images']} images")
-        print(_table(summary["pairwise"], ["rater_a", "rater_b", "dice", "iou", "roi_f1", "cohen_kappa"]))
+        print(_table(summary["pairwise"], ["rater_a", "rater_b", "n_images", "dice", "iou", "roi_f1", "cohen_kappa"]))
         if summary["vs_reference"]:
             print("\nvs reference:")
             print(_table(summary["vs_reference"], ["expert", "dice", "roi_f1", "sensitivity", "specificity"]))
         print(f"Fleiss' kappa (pixels, mean over images): {_fmt(summary['mean_fleiss_kappa'])}")
+        _print_design(summary)
     return summary
 
 
@@ -748,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except KeyboardInterrupt:
-        msg = "interrupted; rerun the same command with --resume to continue"
+        msg = ("interrupted; rerun the same command with --resume to continue" if hasattr(args, "resume")
+               else "interrupted; rerun the same command")
         if args.json:
             _emit_json({"ok": False, "command": args.command, "error": msg})
         print(f"fiji-consensus: {msg}", file=sys.stderr)

@@ -106,6 +106,17 @@ class ConsensusConfig(_ExpertInputs):
         False,
         description="Leave out (and list) images annotated by fewer than 2 experts instead of stopping.",
     )
+    staple_estimate: Literal["auto", "image", "pooled"] = Field(
+        "auto",
+        description="STAPLE's estimate of the experts' sensitivity/specificity: image = per image (SimpleITK's "
+        "filter; reproduces the published est_GT); pooled = each expert's from all images that expert "
+        "annotated, each image's posterior from its own experts (for experts who annotated different "
+        "images); auto = image when every expert annotated every image, else pooled.",
+    )
+    skip_incomplete: bool = Field(
+        False,
+        description="Leave out (and list) images annotated by fewer than 2 experts instead of stopping.",
+    )
     min_votes: int | None = Field(
         None,
         ge=1,

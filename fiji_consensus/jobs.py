@@ -22,6 +22,7 @@ from .config import AgreementConfig, ConsensusConfig, TrainJobConfig
 
 __all__ = [
     "run_consensus", "run_agreement", "run_train", "read_groups", "consensus_of", "score_raters", "EXPERT_COLORS",
+    "design_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,13 @@ def consensus_of(
     config: ConsensusConfig,
     *,
     ignore: np.ndarray | None = None,
+    pooled: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> dict[str, Any]:
     """Compute the consensus of one image's ``(R, Y, X)`` expert masks as ``config`` asks.
+
+    ``masks`` holds the experts who annotated this image (``R >= 2``). With ``pooled = (sensitivity,
+    specificity, prior)`` of those experts (from :func:`fiji_consensus.consensus.staple_fit` over all
+    images), the STAPLE posterior uses that pooled estimate instead of a per-image one.
 
     Returns a dict with ``mask`` (bool (Y, X)), ``labels`` (int32 (Y, X), one label per consensus
     object, ``min_size`` applied), ``probability`` (float32 (Y, X) for STAPLE, else None) and
@@ -54,7 +60,16 @@ def consensus_of(
     from . import consensus, matching
 
     out: dict[str, Any] = {"probability": None, "sensitivity": None, "specificity": None}
-    if config.method == "staple":
+    if config.method == "staple" and pooled is not None:
+        sens, spec, prior = pooled
+        prob = consensus.staple_posterior(masks, sens, spec, prior, ignore=ignore)
+        out["probability"] = prob.astype(np.float32)
+        out["mask"] = prob > config.threshold
+        out["sensitivity"] = np.asarray(sens, dtype=float)
+        out["specificity"] = np.asarray(spec, dtype=float)
+        out["prior"] = float(prior)
+        out["labels"] = matching.label_objects(out["mask"], min_size=config.min_size)
+    elif config.method == "staple":
         res = consensus.staple(masks, prior=config.prior, max_iter=config.max_iter, ignore=ignore)
         out["probability"] = res.probability.astype(np.float32)
         out["mask"] = res.probability > config.threshold
@@ -154,12 +169,52 @@ def _comparable(cfg_json: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg_json.items() if k not in ("overwrite", "resume")}
 
 
-def _prepare_out(out: Path, config_json: dict[str, Any], *, overwrite: bool, resume: bool) -> set[str]:
-    """Create/check the output folder; return the image ids already done (resume)."""
+#: What ``consensus`` / ``agreement`` write into their output folder (``--overwrite`` clears exactly these).
+_CONSENSUS_DIRS = ("masks", "probability", "labels", "rois", "overlays", "per_image")
+_OUTPUT_FILES = (
+    "config.json", "summary.json", "experts.csv", "experts_summary.csv", "agreement.csv", "annotations.csv",
+    "staple_fit.json", "agreement_matrix_dice.csv", "agreement_matrix_roi_f1.csv",
+    "agreement_matrix_cohen_kappa.csv",
+)
+
+
+def _made_by_us(out: Path) -> bool:
+    """A folder written before owner files existed: its config.json says fiji-consensus made it."""
+    try:
+        return fio.read_json(out / "config.json").get("tool") == "fiji-consensus"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clear_outputs(out: Path, dirs: Sequence[str]) -> None:
+    """Remove the outputs an earlier run of this command left (``--overwrite``), nothing else."""
+    import shutil
+
+    for d in dirs:
+        if (out / d).is_dir() and not (out / d).is_symlink():
+            shutil.rmtree(out / d)
+    for f in _OUTPUT_FILES:
+        (out / f).unlink(missing_ok=True)
+
+
+def _prepare_out(
+    out: Path, config_json: dict[str, Any], *, overwrite: bool, resume: bool, command: str = "consensus",
+    dirs: Sequence[str] = _CONSENSUS_DIRS,
+) -> set[str]:
+    """Create/check the output folder; return the image ids already done (resume).
+
+    Only a new or empty folder, or one this command made, is written into. ``overwrite`` first removes
+    the previous run's outputs (so no stale mask or probability map is left beside the new ones);
+    ``resume`` keeps them and removes the temporary files a killed run left.
+    """
+    from ._atomic import claim_folder, remove_temporary
+
     done: set[str] = set()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    claim_folder(out, command, legacy=_made_by_us, create=False)
+    has_outputs = out.is_dir() and any(p.name in (*dirs, *_OUTPUT_FILES) for p in out.iterdir())
+    if has_outputs:
         if resume:
             cfg_file = out / "config.json"
             if not cfg_file.is_file():
@@ -172,14 +227,40 @@ def _prepare_out(out: Path, config_json: dict[str, Any], *, overwrite: bool, res
                     f"cannot resume in {out}: it was made with other settings "
                     f"(see {cfg_file}); use the same settings, or --overwrite, or a new folder"
                 )
+            remove_temporary(out)
             done = {p.stem for p in (out / _PER_IMAGE).glob("*.json")}
-        elif not overwrite:
+        elif overwrite:
+            remove_temporary(out)
+            _clear_outputs(out, dirs)
+        else:
+            hint = ", --resume to continue an interrupted run," if command == "consensus" else ""
             raise FileExistsError(
-                f"output folder {out} exists and is not empty; use --overwrite to replace its files, "
-                "--resume to continue an interrupted run, or choose another folder"
+                f"output folder {out} exists and is not empty; use --overwrite to replace its files{hint} "
+                "or choose another folder"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, command, legacy=_made_by_us)
     return done
+
+
+def _discard_failed(out: Path, existed: bool) -> None:
+    """After a failure before any image was finished: remove what the run wrote (its config.json, empty
+    output folders, the owner file, the folder itself if the run created it), so that the corrected rerun
+    needs no --overwrite or --resume."""
+    from ._atomic import OWNER_FILE, remove_temporary
+
+    if any((out / _PER_IMAGE).glob("*.json")):
+        return  # finished images stay: the rerun continues with --resume
+    remove_temporary(out)
+    for d in _CONSENSUS_DIRS:
+        p = out / d
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    leftovers = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if leftovers <= {"config.json", OWNER_FILE}:
+        for name in leftovers:
+            (out / name).unlink(missing_ok=True)
+        if not existed and out.is_dir():
+            out.rmdir()
 
 
 def _config_record(config: Any) -> dict[str, Any]:
@@ -198,19 +279,61 @@ def _config_record(config: Any) -> dict[str, Any]:
     }
 
 
-def _resolve_dataset(config: ConsensusConfig | AgreementConfig | TrainJobConfig) -> fio.ExpertDataset:
-    """The images and experts a job config names: a project folder, image + expert folders, or images only."""
+def _resolve_dataset(
+    config: ConsensusConfig | AgreementConfig | TrainJobConfig, *, missing_ok: bool = False
+) -> fio.ExpertDataset:
+    """The images and experts a job config names: a project folder, image + expert folders, or images only.
+
+    ``missing_ok``: experts may have annotated only some of the images (see :func:`design_of`).
+    """
     if config.project is not None:
-        ds = fio.open_project(config.project)
+        ds = fio.open_project(config.project, missing_ok=missing_ok)
     elif config.experts:
         return fio.open_dataset(
-            config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names
+            config.images, config.experts, ignore=config.ignore, expert_names=config.expert_names,
+            missing_ok=missing_ok,
         )
     else:
         ds = fio.ExpertDataset(images=fio.list_images(config.images), experts={})
     if config.ignore is not None:
         ds.ignore = fio.pair_annotations(ds.images, config.ignore, expert="ignore", required=False)
     return ds
+
+
+def _nanmean(values: Sequence[Any]) -> float:
+    """Mean of the finite values (``None`` counts as missing); NaN, without a warning, when there are none."""
+    vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    return float(vals.mean()) if vals.size else float("nan")
+
+
+def design_of(ds: fio.ExpertDataset, ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Who annotated what: per-image raters, images per expert, and images shared by every pair.
+
+    Returns ``{"raters": {id: [experts]}, "annotated_by": {expert: n}, "overlap": [{"rater_a", "rater_b",
+    "n_images"}], "complete": bool, "pairs_without_overlap": [[a, b], ...]}``.
+    """
+    ids = ds.ids if ids is None else list(ids)
+    experts = ds.expert_names
+    raters = {i: ds.raters(i) for i in ids}
+    overlap = []
+    for a_i, a in enumerate(experts):
+        for b in experts[a_i + 1:]:
+            n = sum(1 for i in ids if a in raters[i] and b in raters[i])
+            overlap.append({"rater_a": a, "rater_b": b, "n_images": n})
+    return {
+        "raters": raters,
+        "annotated_by": {e: sum(1 for i in ids if e in raters[i]) for e in experts},
+        "overlap": overlap,
+        "complete": all(len(r) == len(experts) for r in raters.values()),
+        "pairs_without_overlap": [[o["rater_a"], o["rater_b"]] for o in overlap if o["n_images"] == 0],
+    }
+
+
+def _write_design(out: Path, design: dict[str, Any], experts: Sequence[str], *, overwrite: bool) -> None:
+    rows = [{"image": i, "n_experts": len(r), **{e: int(e in r) for e in experts}}
+            for i, r in design["raters"].items()]
+    fio.write_csv(out / "annotations.csv", rows, columns=["image", "n_experts", *experts], overwrite=overwrite)
 
 
 def _mean_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str], by: Sequence[str]) -> list[dict]:
@@ -239,76 +362,159 @@ def _progress(iterable, *, total: int, enabled: bool, desc: str):
 # --------------------------------------------------------------------------------------------- jobs
 
 
+def _consensus_images(ds: fio.ExpertDataset, config: ConsensusConfig) -> tuple[list[str], list[str]]:
+    """The images to build a consensus of, and those left out (fewer than 2 raters, --skip-incomplete)."""
+    few = {i: ds.raters(i) for i in ds.ids if len(ds.raters(i)) < 2}
+    if few and not config.skip_incomplete:
+        items = list(few.items())
+        shown = "; ".join(f"{i} ({', '.join(r) or 'nobody'})" for i, r in items[:8])
+        raise ValueError(
+            f"{len(few)} image(s) have fewer than 2 experts' annotations: {shown}{' ...' if len(items) > 8 else ''}; "
+            "a consensus needs at least 2 per image: have them annotated (`fiji-consensus plan` proposes "
+            "by whom) or pass --skip-incomplete to leave them out"
+        )
+    ids = [i for i in ds.ids if i not in few]
+    if not ids:
+        raise ValueError(f"none of the {len(ds.ids)} images has annotations by at least 2 experts")
+    need = {"majority": ("min_votes", config.min_votes), "objects": ("min_experts", config.min_experts)}
+    name, value = need.get(config.method, (None, None))
+    if value is not None:
+        low = [i for i in ids if len(ds.raters(i)) < value]
+        if low:
+            raise ValueError(
+                f"--{name.replace('_', '-')} {value} but {len(low)} image(s) have fewer experts' annotations: "
+                + ", ".join(f"{i} ({len(ds.raters(i))})" for i in low[:8])
+                + "; lower it or leave it at its default (a strict majority of each image's experts)"
+            )
+    return ids, sorted(few)
+
+
+def _staple_estimate(config: ConsensusConfig, design: dict[str, Any]) -> str | None:
+    """'image' (STAPLE per image, as SimpleITK and the published est_GT) or 'pooled' (missing raters)."""
+    if config.method != "staple":
+        return None
+    if config.staple_estimate == "auto":
+        return "image" if design["complete"] else "pooled"
+    return config.staple_estimate
+
+
+def _fit_pooled(ds: fio.ExpertDataset, ids: Sequence[str], config: ConsensusConfig, *, progress: bool) -> Any:
+    """Pass 1 of a pooled STAPLE: every image's vote patterns (no image kept in memory), then the fit."""
+    from . import consensus
+
+    experts = ds.expert_names
+    pats, raters = [], []
+    for image_id in _progress(ids, total=len(ids), enabled=progress, desc="STAPLE fit"):
+        _, ann, ignore = ds.load(image_id)
+        names = ds.raters(image_id)
+        pats.append(consensus.vote_patterns(np.stack([ann[e] > 0 for e in names]), ignore=ignore))
+        raters.append([experts.index(e) for e in names])
+    return consensus.staple_fit(pats, raters, n_experts=len(experts), prior=config.prior, max_iter=config.max_iter)
+
+
 def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[str, Any]:
     """Consensus of every image, per-expert scores and pairwise agreement, written to ``config.out``.
+
+    Experts may have annotated different images (at least 2 per image). With every expert on every image,
+    STAPLE runs per image (SimpleITK's filter, the published est_GT pixel for pixel); with missing raters it
+    estimates every expert's sensitivity and specificity pooled over the images that expert annotated and
+    each image's posterior from its own raters (``config.staple_estimate`` chooses). Majority and object
+    consensus use each image's own raters.
 
     Writes ``masks/<id>.tif`` (uint8 0/255), ``probability/<id>.tif`` (float32, STAPLE),
     ``labels/<id>.tif`` (uint16 objects), ``rois/<id>.zip``, ``overlays/<id>.tif`` (the image with
     consensus and expert outlines), ``per_image/<id>.json``, ``experts.csv``, ``experts_summary.csv``,
-    ``agreement.csv``, ``summary.json`` and ``config.json``. Returns the summary.
+    ``agreement.csv``, ``annotations.csv`` (who annotated what), ``staple_fit.json`` (pooled STAPLE),
+    ``summary.json`` and ``config.json``. Returns the summary.
     """
     from . import metrics, rois
 
-    ds = _resolve_dataset(config)
+    ds = _resolve_dataset(config, missing_ok=True)
     if len(ds.experts) < 2:
         raise ValueError(
             f"a consensus needs at least 2 experts; got {len(ds.experts)}: {', '.join(ds.experts)}"
         )
+    ids, skipped = _consensus_images(ds, config)
+    design = design_of(ds, ids)
+    estimate = _staple_estimate(config, design)
     out = Path(config.out)
     record = _config_record(config)
+    existed = out.exists()
     done = _prepare_out(out, record["config"], overwrite=config.overwrite, resume=config.resume)
-    fio.write_json(out / "config.json", record, overwrite=True)
-    write_over = config.overwrite or config.resume
     experts = ds.expert_names
-    colors = {e: EXPERT_COLORS[i % len(EXPERT_COLORS)] for i, e in enumerate(experts)}
-    todo = [i for i in ds.ids if i not in done]
-    if done:
-        logger.info("resuming: %d of %d images already done", len(done & set(ds.ids)), len(ds.ids))
-    for image_id in _progress(todo, total=len(todo), enabled=progress, desc="consensus"):
-        image, ann, ignore = ds.load(image_id)
-        masks = np.stack([ann[e] > 0 for e in experts])
-        res = consensus_of(masks, config, ignore=ignore)
-        cmask = res["mask"]
-        if ignore is not None:
-            cmask = cmask & ~ignore
-        fio.write_tiff(out / "masks" / f"{image_id}.tif", cmask.astype(np.uint8) * 255, overwrite=write_over)
-        if res["probability"] is not None:
+    try:
+        fio.write_json(out / "config.json", record, overwrite=True)
+        fit = _fit_pooled(ds, ids, config, progress=progress) if estimate == "pooled" else None
+        if fit is not None:
+            fio.write_json(out / "staple_fit.json", {
+                "estimate": "pooled over images", "experts": experts,
+                "sensitivity": fit.sensitivity.tolist(), "specificity": fit.specificity.tolist(),
+                "images_per_expert": design["annotated_by"], "n_iter": fit.n_iter, "converged": fit.converged,
+                "priors": dict(zip(ids, fit.priors.tolist())),
+            }, overwrite=True)
+        write_over = config.overwrite or config.resume
+        colors = {e: EXPERT_COLORS[i % len(EXPERT_COLORS)] for i, e in enumerate(experts)}
+        todo = [i for i in ids if i not in done]
+        if done:
+            logger.info("resuming: %d of %d images already done", len(done & set(ids)), len(ids))
+        for image_id in _progress(todo, total=len(todo), enabled=progress, desc="consensus"):
+            image, ann, ignore = ds.load(image_id)
+            names = ds.raters(image_id)
+            masks = np.stack([ann[e] > 0 for e in names])
+            pooled = None
+            if fit is not None:
+                n, k = ids.index(image_id), [experts.index(e) for e in names]
+                pooled = (fit.sensitivity[k], fit.specificity[k], float(fit.priors[n]))
+            res = consensus_of(masks, config, ignore=ignore, pooled=pooled)
+            cmask = res["mask"]
+            if ignore is not None:
+                cmask = cmask & ~ignore
+            fio.write_tiff(out / "masks" / f"{image_id}.tif", cmask.astype(np.uint8) * 255, overwrite=write_over)
+            if res["probability"] is not None:
+                fio.write_tiff(
+                    out / "probability" / f"{image_id}.tif", res["probability"], overwrite=write_over
+                )
+            labels = res["labels"]
             fio.write_tiff(
-                out / "probability" / f"{image_id}.tif", res["probability"], overwrite=write_over
+                out / "labels" / f"{image_id}.tif",
+                labels.astype(np.uint16 if labels.max() < 65536 else np.int32), overwrite=write_over,
             )
-        labels = res["labels"]
-        fio.write_tiff(
-            out / "labels" / f"{image_id}.tif", labels.astype(np.uint16 if labels.max() < 65536 else np.int32),
-            overwrite=write_over,
-        )
-        c_rois = rois.labels_to_rois(labels, name_prefix="consensus:", stroke_color=CONSENSUS_COLOR)
-        rois.write_roiset(out / "rois" / f"{image_id}.zip", c_rois, overwrite=write_over)
-        if config.write_overlays:
-            overlay = []
-            for k, e in enumerate(experts):
-                overlay += rois.mask_to_rois(masks[k], name_prefix=f"{e}:", stroke_color=colors[e])
-            overlay += [rois.set_stroke(r, CONSENSUS_COLOR, 2) for r in c_rois]  # drawn last, on top
-            rois.write_imagej_tiff(out / "overlays" / f"{image_id}.tif", image, rois=overlay, overwrite=write_over)
-        raters = {e: masks[k] for k, e in enumerate(experts)}
-        rows, _ = score_raters(raters, reference=cmask, min_size=config.min_size, ignore=ignore)
-        for k, r in enumerate(rows):
-            r["image"] = image_id
-            r["staple_sensitivity"] = None if res["sensitivity"] is None else float(res["sensitivity"][k])
-            r["staple_specificity"] = None if res["specificity"] is None else float(res["specificity"][k])
-        _, pairs = score_raters({**raters, "consensus": cmask}, min_size=config.min_size, ignore=ignore)
-        for p in pairs:
-            p["image"] = image_id
-        record_img = {
-            "image": image_id,
-            "experts": rows,
-            "pairs": pairs,
-            "fleiss_kappa": metrics.fleiss_kappa(masks, ignore=ignore),
-            "consensus_objects": int(labels.max()),
-            "expert_objects": {r["expert"]: r["n_objects"] for r in rows},
-            "staple": {k: res[k] for k in ("prior", "n_iter", "converged") if k in res},
-        }
-        fio.write_json(out / _PER_IMAGE / f"{image_id}.json", record_img, overwrite=True)
-    return _finish_consensus(out, ds, config, overwrite=True)
+            c_rois = rois.labels_to_rois(labels, name_prefix="consensus:", stroke_color=CONSENSUS_COLOR)
+            rois.write_roiset(out / "rois" / f"{image_id}.zip", c_rois, overwrite=write_over)
+            if config.write_overlays:
+                overlay = []
+                for k, e in enumerate(names):
+                    overlay += rois.mask_to_rois(masks[k], name_prefix=f"{e}:", stroke_color=colors[e])
+                overlay += [rois.set_stroke(r, CONSENSUS_COLOR, 2) for r in c_rois]  # drawn last, on top
+                rois.write_imagej_tiff(
+                    out / "overlays" / f"{image_id}.tif", image, rois=overlay, overwrite=write_over
+                )
+            raters = {e: masks[k] for k, e in enumerate(names)}
+            rows, _ = score_raters(raters, reference=cmask, min_size=config.min_size, ignore=ignore)
+            for k, r in enumerate(rows):
+                r["image"] = image_id
+                r["staple_sensitivity"] = None if res["sensitivity"] is None else float(res["sensitivity"][k])
+                r["staple_specificity"] = None if res["specificity"] is None else float(res["specificity"][k])
+            _, pairs = score_raters({**raters, "consensus": cmask}, min_size=config.min_size, ignore=ignore)
+            for p in pairs:
+                p["image"] = image_id
+            record_img = {
+                "image": image_id,
+                "raters": names,
+                "experts": rows,
+                "pairs": pairs,
+                "fleiss_kappa": metrics.fleiss_kappa(masks, ignore=ignore),
+                "consensus_objects": int(labels.max()),
+                "expert_objects": {r["expert"]: r["n_objects"] for r in rows},
+                "staple": {k: res[k] for k in ("prior", "n_iter", "converged") if k in res},
+            }
+            fio.write_json(out / _PER_IMAGE / f"{image_id}.json", record_img, overwrite=True)
+    except BaseException:
+        _discard_failed(out, existed)
+        raise
+    return _finish_consensus(
+        out, ds, config, overwrite=True, ids=ids, design=design, estimate=estimate, fit=fit, skipped=skipped
+    )
 
 
 _EXPERT_COLS = [
@@ -320,10 +526,12 @@ _PAIR_COLS = ["rater_a", "rater_b", "dice", "iou", "roi_f1", "cohen_kappa"]
 
 
 def _write_matrices(out: Path, pair_summary: list[dict[str, Any]], raters: list[str], *, overwrite: bool) -> None:
-    """Write ``agreement_matrix_<metric>.csv``: a symmetric rater × rater matrix (diagonal 1) per metric."""
+    """Write ``agreement_matrix_<metric>.csv``: a symmetric rater × rater matrix (diagonal 1) per metric;
+    a pair of experts who never annotated the same image is NaN."""
     index = {r: i for i, r in enumerate(raters)}
     for metric in ("dice", "roi_f1", "cohen_kappa"):
-        mat = np.eye(len(raters))
+        mat = np.full((len(raters), len(raters)), np.nan)
+        np.fill_diagonal(mat, 1.0)
         for p in pair_summary:
             i, j = index[p["rater_a"]], index[p["rater_b"]]
             mat[i, j] = mat[j, i] = p[metric]
@@ -332,18 +540,24 @@ def _write_matrices(out: Path, pair_summary: list[dict[str, Any]], raters: list[
 
 
 def _icc_counts(per_image: list[dict[str, Any]], experts: list[str]) -> float:
+    """ICC(2,1) of the experts' object counts over the images every expert annotated (NaN if < 2)."""
     from . import metrics
 
-    if len(per_image) < 2:
+    full = [img for img in per_image if all(e in img["expert_objects"] for e in experts)]
+    if len(full) < 2:
         return float("nan")
-    counts = np.array([[img["expert_objects"][e] for e in experts] for img in per_image], dtype=float)
+    counts = np.array([[img["expert_objects"][e] for e in experts] for img in full], dtype=float)
     return float(metrics.icc(counts, form="ICC(2,1)"))
 
 
 def _finish_consensus(
-    out: Path, ds: fio.ExpertDataset, config: ConsensusConfig, *, overwrite: bool
+    out: Path, ds: fio.ExpertDataset, config: ConsensusConfig, *, overwrite: bool,
+    ids: Sequence[str] | None = None, design: dict[str, Any] | None = None, estimate: str | None = None,
+    fit: Any = None, skipped: Sequence[str] = (),
 ) -> dict[str, Any]:
-    per_image = [fio.read_json(out / _PER_IMAGE / f"{i}.json") for i in ds.ids]
+    ids = ds.ids if ids is None else list(ids)
+    design = design_of(ds, ids) if design is None else design
+    per_image = [fio.read_json(out / _PER_IMAGE / f"{i}.json") for i in ids]
     expert_rows = [r for img in per_image for r in img["experts"]]
     pair_rows = [p for img in per_image for p in img["pairs"]]
     fio.write_csv(out / "experts.csv", expert_rows, columns=_EXPERT_COLS, overwrite=overwrite)
@@ -359,40 +573,68 @@ def _finish_consensus(
         overwrite=overwrite,
     )
     _write_matrices(out, pair_summary, [*ds.expert_names, "consensus"], overwrite=overwrite)
+    _write_design(out, design, ds.expert_names, overwrite=overwrite)
+    staple_info: dict[str, Any] | None = None
+    if estimate == "image":
+        staple_info = {"estimate": "per image (SimpleITK's STAPLE filter on each image; the published est_GT)"}
+    elif estimate == "pooled":
+        staple_info = {
+            "estimate": "pooled: each expert's sensitivity/specificity from all images that expert annotated; "
+            "each image's posterior from its own experts",
+            "n_iter": None if fit is None else fit.n_iter,
+            "converged": None if fit is None else fit.converged,
+        }
+    if design["pairs_without_overlap"]:
+        logger.warning("%d pair(s) of experts never annotated the same image (no agreement for them): %s",
+                       len(design["pairs_without_overlap"]),
+                       ", ".join(f"{a}-{b}" for a, b in design["pairs_without_overlap"][:6]))
     summary = {
         "ok": True,
         "command": "consensus",
         "method": config.method,
         "out": str(out.resolve()),
-        "n_images": len(ds.ids),
+        "n_images": len(ids),
         "experts": ds.expert_names,
-        "mean_fleiss_kappa": float(np.nanmean([img["fleiss_kappa"] for img in per_image])),
+        "design": "every expert on every image" if design["complete"] else "experts annotated different images",
+        "annotated_by": design["annotated_by"],
+        "pair_overlap": design["overlap"],
+        "skipped_images": list(skipped),
+        "staple": staple_info,
+        "mean_fleiss_kappa": _nanmean([img["fleiss_kappa"] for img in per_image]),
         "icc_object_counts": _icc_counts(per_image, ds.expert_names),
-        "mean_consensus_objects": float(np.mean([img["consensus_objects"] for img in per_image])),
+        "mean_consensus_objects": _nanmean([img["consensus_objects"] for img in per_image]),
         "expert_scores": {r["expert"]: {k: r[k] for k in ("dice", "roi_f1", "sensitivity")}
                           for r in expert_summary},
     }
     fio.write_json(out / "summary.json", summary, overwrite=overwrite)
-    logger.info("consensus of %d images written to %s", len(ds.ids), out)
+    logger.info("consensus of %d images written to %s", len(ids), out)
     return summary
 
 
 def run_agreement(config: AgreementConfig, *, progress: bool = False) -> dict[str, Any]:
     """Pairwise agreement of the experts and, with ``config.reference``, each expert vs that reference.
 
-    Nothing but the optional tables (``agreement.csv``, ``experts.csv``, ``summary.json``) is written.
-    Returns the summary, which includes the mean pairwise table.
+    Experts may have annotated different images: every pair is scored on the images both annotated
+    (``n_images`` in the table; a pair without any shared image is reported, not scored).
+    Nothing but the optional tables (``agreement.csv``, ``experts.csv``, ``annotations.csv``,
+    ``summary.json``) is written. Returns the summary, which includes the mean pairwise table.
     """
     from . import metrics
 
-    ds = _resolve_dataset(config)
+    ds = _resolve_dataset(config, missing_ok=True)
     ref_paths = (
         fio.pair_annotations(ds.images, config.reference, expert="reference") if config.reference else {}
     )
+    design = design_of(ds)
+    out = Path(config.out) if config.out is not None else None
+    if out is not None:  # check the folder before the work
+        from ._atomic import claim_folder
+
+        claim_folder(out, "agreement", legacy=_made_by_us, create=False)
     expert_rows, pair_rows, kappas = [], [], []
     for image_id in _progress(ds.ids, total=len(ds.ids), enabled=progress, desc="agreement"):
         image, ann, ignore = ds.load(image_id)
-        raters = {e: ann[e] > 0 for e in ds.expert_names}
+        raters = {e: ann[e] > 0 for e in ds.raters(image_id)}
         reference = fio.read_mask(ref_paths[image_id], image.shape) if ref_paths else None
         rows, pairs = score_raters(raters, reference=reference, min_size=config.min_size, ignore=ignore)
         for r in rows + pairs:
@@ -404,24 +646,32 @@ def run_agreement(config: AgreementConfig, *, progress: bool = False) -> dict[st
     pair_summary = _mean_rows(pair_rows, _PAIR_COLS[2:], by=["rater_a", "rater_b"])
     score_keys = [c for c in _EXPERT_COLS[4:]]
     expert_summary = _mean_rows(expert_rows, score_keys, by=["expert"]) if expert_rows else []
+    if design["pairs_without_overlap"]:
+        logger.warning("%d pair(s) of experts never annotated the same image (no agreement for them): %s",
+                       len(design["pairs_without_overlap"]),
+                       ", ".join(f"{a}-{b}" for a, b in design["pairs_without_overlap"][:6]))
     summary = {
         "ok": True,
         "command": "agreement",
         "n_images": len(ds.ids),
         "experts": ds.expert_names,
-        "mean_fleiss_kappa": float(np.nanmean(kappas)) if kappas else float("nan"),
+        "design": "every expert on every image" if design["complete"] else "experts annotated different images",
+        "annotated_by": design["annotated_by"],
+        "pair_overlap": design["overlap"],
+        "pairs_without_overlap": design["pairs_without_overlap"],
+        "mean_fleiss_kappa": _nanmean(kappas),
         "pairwise": pair_summary,
         "vs_reference": expert_summary,
     }
-    if config.out is not None:
-        out = Path(config.out)
-        _prepare_out(out, {}, overwrite=config.overwrite, resume=False)
+    if out is not None:
+        _prepare_out(out, {}, overwrite=config.overwrite, resume=False, command="agreement", dirs=())
         fio.write_json(out / "config.json", _config_record(config), overwrite=config.overwrite)
         fio.write_csv(
             out / "agreement.csv", pair_summary, columns=_PAIR_COLS[:2] + ["n_images"] + _PAIR_COLS[2:],
             overwrite=config.overwrite,
         )
         _write_matrices(out, pair_summary, ds.expert_names, overwrite=config.overwrite)
+        _write_design(out, design, ds.expert_names, overwrite=config.overwrite)
         if expert_rows:
             cols = ["image", "expert"] + score_keys
             fio.write_csv(out / "experts.csv", expert_rows, columns=cols, overwrite=config.overwrite)

@@ -367,3 +367,198 @@ def test_object_consensus_on_real_sample() -> None:
         assert ndimage.label(res.labels[sl] == i, structure=np.ones((3, 3)))[1] == 1
     # the default (3 of 5 experts) keeps fewer objects
     assert object_consensus(stack, min_size=30).n_objects < res.n_objects
+
+
+# ---- missing raters: STAPLE pooled over images, jobs on a real project with annotations removed ---------
+
+
+def _naive_pooled_em(stacks, raters, r, iters=200):
+    """Pixel-wise EM of STAPLE with missing raters, written from the model (no pattern compression)."""
+    d = [s.reshape(s.shape[0], -1).astype(float) for s in stacks]
+    w = [x.mean(axis=0) for x in d]
+    g = [float(x.mean()) for x in w]
+    for _ in range(iters):
+        pn, pd, qn, qd = np.zeros(r), np.zeros(r), np.zeros(r), np.zeros(r)
+        for x, wi, idx in zip(d, w, raters):
+            for k, j in enumerate(idx):
+                pn[j] += (wi * x[k]).sum()
+                pd[j] += wi.sum()
+                qn[j] += ((1 - wi) * (1 - x[k])).sum()
+                qd[j] += (1 - wi).sum()
+        p, q = pn / pd, qn / qd
+        w = []
+        for x, gi, idx in zip(d, g, raters):
+            a = np.prod([np.where(x[k] > 0, p[j], 1 - p[j]) for k, j in enumerate(idx)], axis=0)
+            b = np.prod([np.where(x[k] > 0, 1 - q[j], q[j]) for k, j in enumerate(idx)], axis=0)
+            w.append(gi * a / (gi * a + (1 - gi) * b))
+    return p, q, w
+
+
+def test_pooled_staple_matches_naive_em_with_missing_raters() -> None:
+    from fiji_consensus.consensus import staple_pooled
+
+    rng = np.random.default_rng(0)
+    truth = [rng.random((20, 24)) < f for f in (0.2, 0.35, 0.1)]
+    sens, spec = np.array([0.9, 0.7, 0.8, 0.95]), np.array([0.95, 0.9, 0.97, 0.85])
+    raters = [(0, 1, 2), (1, 3), (0, 2, 3)]  # every pair of experts shares an image
+    stacks = [
+        np.stack([np.where(t, rng.random(t.shape) < sens[j], rng.random(t.shape) > spec[j]) for j in idx])
+        for t, idx in zip(truth, raters)
+    ]
+    res = staple_pooled(stacks, raters, tol=1e-12)
+    p, q, w = _naive_pooled_em(stacks, raters, 4)
+    np.testing.assert_allclose(res.sensitivity, p, atol=1e-8)
+    np.testing.assert_allclose(res.specificity, q, atol=1e-8)
+    for prob, wi in zip(res.probability, w):
+        np.testing.assert_allclose(prob.ravel(), wi, atol=1e-8)
+    # the posterior of an image depends on its own raters only: adding an expert to another image changes
+    # the pooled p/q but image 0 is still computed from experts 0, 1, 2
+    assert res.fit.raters == ((0, 1, 2), (1, 3), (0, 2, 3))
+
+
+def test_pooled_staple_on_one_full_image_is_staple(shared_data: Path) -> None:
+    """One image, every expert: the pooled estimate is exactly ITK's STAPLE (real lab-wue1 image)."""
+    from _design_data import lab_masks
+
+    from fiji_consensus.consensus import staple_pooled
+
+    m = lab_masks("0004")
+    a, b = staple(m), staple_pooled([m], [range(5)])
+    np.testing.assert_array_equal(a.probability, b.probability[0])
+    np.testing.assert_array_equal(a.sensitivity, b.sensitivity)
+    assert a.n_iter == b.fit.n_iter and float(a.prior) == float(b.fit.priors[0])
+
+
+def test_pooled_staple_errors() -> None:
+    from fiji_consensus.consensus import staple_fit, staple_pooled
+
+    m = np.zeros((2, 4, 4), bool)
+    with pytest.raises(ValueError, match=r"raters must list the experts of each of the 1 images; got 2"):
+        staple_pooled([m], [(0, 1), (0, 1)])
+    with pytest.raises(ValueError, match=r"raters\[0\] names 3 experts but image 0 has 2 masks"):
+        staple_pooled([m], [(0, 1, 2)])
+    with pytest.raises(ValueError, match=r"distinct expert indices"):
+        staple_pooled([m], [(1, 1)])
+    with pytest.raises(ValueError, match="at least one image"):
+        staple_fit([], [])
+
+
+DESIGN_IDS = ["0001", "0004", "0006", "0007", "0008"]
+# 3 of 5 experts per image, every pair of experts shares at least one image
+DESIGN = {
+    "0001": ["expert_1", "expert_2", "expert_3"],
+    "0004": ["expert_3", "expert_4", "expert_5"],
+    "0006": ["expert_1", "expert_4", "expert_5"],
+    "0007": ["expert_2", "expert_4", "expert_5"],
+    "0008": ["expert_1", "expert_2", "expert_3"],
+}
+
+
+def _read_tif(path: Path) -> np.ndarray:
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def test_consensus_full_design_unchanged(tmp_path: Path, shared_data: Path) -> None:
+    """Every expert on every image: STAPLE per image, masks exactly staple(masks).mask() (est_GT's rule)."""
+    from _design_data import lab_masks, make_project
+
+    from fiji_consensus.config import ConsensusConfig
+    from fiji_consensus.jobs import run_consensus
+
+    ids = DESIGN_IDS[:3]
+    window = (slice(384, 640), slice(384, 640))
+    proj = make_project(tmp_path / "p", ids, window=window)
+    s = run_consensus(ConsensusConfig(project=proj, out=tmp_path / "c", write_overlays=False))
+    assert s["staple"]["estimate"].startswith("per image") and s["design"] == "every expert on every image"
+    assert not (tmp_path / "c" / "staple_fit.json").exists()
+    for i in ids:
+        np.testing.assert_array_equal(_read_tif(tmp_path / "c" / "masks" / f"{i}.tif") > 0,
+                                      staple(lab_masks(i, window)).mask())
+
+
+def test_consensus_missing_raters_real_data(tmp_path: Path, shared_data: Path) -> None:
+    """3 of 5 experts per image (annotations removed by design): pooled STAPLE, scores only where present."""
+    import csv
+
+    from _design_data import EXPERTS, lab_masks, make_project
+
+    from fiji_consensus.config import ConsensusConfig
+    from fiji_consensus.consensus import staple_pooled
+    from fiji_consensus.jobs import run_consensus
+
+    window = (slice(384, 640), slice(384, 640))
+    proj = make_project(tmp_path / "p", DESIGN_IDS, DESIGN, window=window)
+    s = run_consensus(ConsensusConfig(project=proj, out=tmp_path / "c", write_overlays=False))
+    assert s["n_images"] == 5 and s["staple"]["estimate"].startswith("pooled")
+    assert s["annotated_by"] == {"expert_1": 3, "expert_2": 3, "expert_3": 3, "expert_4": 3, "expert_5": 3}
+    assert all(p["n_images"] >= 1 for p in s["pair_overlap"])
+    # the same numbers as the array API on the same masks
+    stacks = [lab_masks(i, window)[[EXPERTS.index(e) for e in DESIGN[i]]] for i in DESIGN_IDS]
+    raters = [[EXPERTS.index(e) for e in DESIGN[i]] for i in DESIGN_IDS]
+    ref = staple_pooled(stacks, raters, max_iter=1000)
+    for i, m in zip(DESIGN_IDS, ref.masks()):
+        np.testing.assert_array_equal(_read_tif(tmp_path / "c" / "masks" / f"{i}.tif") > 0, m)
+    fit = (tmp_path / "c" / "staple_fit.json").read_text()
+    assert "pooled" in fit
+    # pooled differs from a per-image STAPLE of the same raters on at least one image (it is not a relabel)
+    per_image = [staple(st).mask() for st in stacks]
+    assert any((a != b).any() for a, b in zip(per_image, ref.masks()))
+    # experts.csv: one row per expert and image annotated, with the pooled STAPLE sensitivity
+    rows = list(csv.DictReader(open(tmp_path / "c" / "experts.csv")))
+    assert sorted((r["image"], r["expert"]) for r in rows) == sorted((i, e) for i in DESIGN_IDS for e in DESIGN[i])
+    e1 = [float(r["staple_sensitivity"]) for r in rows if r["expert"] == "expert_1"]
+    assert np.allclose(e1, ref.sensitivity[0], atol=1e-5)
+    # agreement.csv: each pair averaged over the images both annotated
+    pairs = {(r["rater_a"], r["rater_b"]): int(r["n_images"]) for r in csv.DictReader(open(tmp_path / "c" / "agreement.csv"))}
+    assert pairs[("expert_1", "expert_2")] == 2 and pairs[("expert_4", "expert_5")] == 3
+    ann = list(csv.DictReader(open(tmp_path / "c" / "annotations.csv")))
+    assert [r["n_experts"] for r in ann] == ["3"] * 5 and ann[0]["expert_4"] == "0"
+    # majority and objects: each image's own raters (2 of 3 needed)
+    s2 = run_consensus(ConsensusConfig(project=proj, out=tmp_path / "m", method="majority", write_overlays=False))
+    assert s2["staple"] is None
+    for i, st in zip(DESIGN_IDS, stacks):
+        np.testing.assert_array_equal(_read_tif(tmp_path / "m" / "masks" / f"{i}.tif") > 0, majority_vote(st))
+    s3 = run_consensus(ConsensusConfig(project=proj, out=tmp_path / "o", method="objects", write_overlays=False))
+    assert s3["n_images"] == 5 and s3["mean_consensus_objects"] > 0
+
+
+def test_consensus_fewer_than_two_raters(tmp_path: Path, shared_data: Path) -> None:
+    from _design_data import make_project
+
+    from fiji_consensus.config import ConsensusConfig
+    from fiji_consensus.jobs import run_consensus
+
+    design = {"0001": ["expert_1", "expert_2"], "0004": ["expert_3"], "0006": ["expert_4", "expert_5"]}
+    proj = make_project(tmp_path / "p", list(design), design, window=(slice(0, 96), slice(0, 96)))
+    with pytest.raises(ValueError, match=r"1 image\(s\) have fewer than 2 experts' annotations: 0004 \(expert_3\);"):
+        run_consensus(ConsensusConfig(project=proj, out=tmp_path / "c"))
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+    s = run_consensus(ConsensusConfig(project=proj, out=tmp_path / "c", skip_incomplete=True, write_overlays=False))
+    assert s["skipped_images"] == ["0004"] and s["n_images"] == 2
+    with pytest.raises(ValueError, match=r"--min-votes 3 but 2 image\(s\) have fewer experts' annotations: 0001 \(2\)"):
+        run_consensus(ConsensusConfig(project=proj, out=tmp_path / "d", method="majority", min_votes=3,
+                                      skip_incomplete=True))
+
+
+def test_agreement_missing_raters_scores_only_overlaps(tmp_path: Path, shared_data: Path) -> None:
+    from _design_data import lab_masks, make_project
+
+    from fiji_consensus import metrics
+    from fiji_consensus.config import AgreementConfig
+    from fiji_consensus.jobs import run_agreement
+
+    window = (slice(384, 640), slice(384, 640))
+    design = {"0001": ["expert_1", "expert_2", "expert_3"], "0004": ["expert_1", "expert_2"],
+              "0006": ["expert_3", "expert_4"]}
+    proj = make_project(tmp_path / "p", list(design), design, window=window)
+    s = run_agreement(AgreementConfig(project=proj, out=tmp_path / "a"))
+    pw = {(p["rater_a"], p["rater_b"]): p for p in s["pairwise"]}
+    assert pw[("expert_1", "expert_2")]["n_images"] == 2
+    want = np.mean([metrics.dice(lab_masks(i, window)[0], lab_masks(i, window)[1]) for i in ("0001", "0004")])
+    assert pw[("expert_1", "expert_2")]["dice"] == pytest.approx(want, abs=1e-9)
+    assert ("expert_1", "expert_4") not in pw and ["expert_1", "expert_4"] in s["pairs_without_overlap"]
+    assert "expert_5" not in s["annotated_by"] and s["annotated_by"]["expert_3"] == 2
+    mat = (tmp_path / "a" / "agreement_matrix_dice.csv").read_text().splitlines()
+    assert mat[1].split(",")[4] == "nan"  # expert_1 vs expert_4: never on the same image
