@@ -440,3 +440,20 @@ def test_worker_threads_share_the_cores(client):
     for worker in plan:  # torch's threads are per thread: set inside every task
         got = client.submit(threads_in_a_task, workers=[worker], pure=False).result()
         assert got == (max(1, cores // 2),) * 2, (worker, got)
+
+
+def _reciprocal(image_id: str, item: float) -> tuple[str, float, int]:
+    return image_id, 1.0 / item, torch.get_num_threads()
+
+
+def test_map_images_runs_any_callable_and_reports_failures(cluster, attempts):
+    """The Dask mapping knows no job: any picklable ``task(image_id, item)``; a failing item is retried
+    ``retries`` times, then reported with its error, and the others still finish."""
+    items = {"a": 2.0, "zero": 0.0, "b": 4.0}
+    results, errors, info = D.map_images(_reciprocal, items, DaskOptions(scheduler=cluster.scheduler_address, retries=1),
+                                         threads=1, name="recip")
+    assert results == {"a": ("a", 0.5, 1), "b": ("b", 0.25, 1)}
+    assert list(errors) == ["zero"] and errors["zero"].startswith("ZeroDivisionError")
+    assert errors["zero"].endswith("(failed 2 time(s))")
+    assert attempts.of("-recip-zero-") == 2 and attempts.of("-recip-a-") == 1
+    assert info["workers"] == 2 and info["retries"] == 1
