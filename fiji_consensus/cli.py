@@ -211,6 +211,73 @@ def _run_agreement(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _plan_parser(sub) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="annotation plan: which expert annotates which image next",
+        description="Propose which expert annotates which image of a project next: images the model is least "
+        "sure about (--predictions) or the experts disagree on most come first; every image gets --target "
+        "experts; every pair of experts shares images (so their agreement can be measured and the pooled "
+        "STAPLE links them); --budget caps the new annotations. Writes <project>/plan/plan.csv (order, image, "
+        "expert, reason) and summary.json. `plan next` names an expert's next planned image.",
+    )
+    p.add_argument("--project", type=Path, metavar="DIR", help="project folder (images/, annotations/<expert>/)")
+    p.add_argument("--experts", nargs="+", metavar="NAME", default=[],
+                   help="the experts to plan for (default: the project's annotations/<expert>/ folders)")
+    p.add_argument("--target", type=int, default=3, help="experts per image (default 3, at least 2)")
+    p.add_argument("--budget", type=int, metavar="N", help="largest number of new annotations (default: all needed)")
+    p.add_argument("--predictions", type=Path, metavar="DIR",
+                   help="a `predict` output folder (or a folder of uncertainty maps): least sure images first")
+    p.add_argument("--out", type=Path, metavar="DIR", help="plan folder (default <project>/plan)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier plan")
+    _add_common(p)
+    p.set_defaults(func=_run_plan, help_parser=p)
+    psub = p.add_subparsers(dest="plan_command", metavar="PLAN_COMMAND")
+    q = psub.add_parser(
+        "next",
+        help="the next planned image of one expert",
+        description="Print the next image the project's plan gives an expert that the expert has not annotated "
+        "yet (with --json one line: {\"image\": id or null, \"path\": ..., \"remaining\": n}).",
+    )
+    q.add_argument("--project", type=Path, required=True, metavar="DIR", help="project folder")
+    q.add_argument("--expert", required=True, metavar="NAME", help="the expert's name (annotations/<NAME>/)")
+    q.add_argument("--plan", type=Path, metavar="CSV", help="plan file (default <project>/plan/plan.csv)")
+    _add_common(q)
+    q.set_defaults(func=_run_plan_next)
+
+
+def _run_plan(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import PlanConfig
+    from .jobs import run_plan
+
+    if a.project is None:
+        raise ValueError("plan needs --project DIR (a folder with images/ and annotations/<expert>/)")
+    cfg = PlanConfig(project=a.project, experts=a.experts, target=a.target, budget=a.budget,
+                     predictions=a.predictions, out=a.out, overwrite=a.overwrite)
+    s = run_plan(cfg)
+    if not a.json:
+        print(f"plan: {s['annotations_planned']} new annotations for {s['n_images']} images, target "
+              f"{s['target']} experts per image, by {s['priority']} -> {s['plan']}")
+        print("per expert: " + ", ".join(f"{e} {n}" for e, n in s["planned_per_expert"].items()))
+        print(f"images at the target: {s['images_at_target']} of {s['n_images']}; fewest images shared by a "
+              f"pair of experts: {s['min_pair_overlap']}")
+        if s["pairs_without_overlap"]:
+            print("pairs without a shared image: " + ", ".join("-".join(p) for p in s["pairs_without_overlap"]))
+    return s
+
+
+def _run_plan_next(a: argparse.Namespace) -> dict[str, Any]:
+    from .jobs import next_planned
+
+    s = next_planned(a.project, a.expert, plan=a.plan)
+    if not a.json:
+        if s["image"] is None:
+            print(f"nothing planned left for {a.expert}")
+        else:
+            print(f"{a.expert}: next {s['image']} ({s['path']}); remaining {s['remaining']}")
+    return s
+
+
 def _train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -750,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _consensus_parser(sub)
     _agreement_parser(sub)
+    _plan_parser(sub)
     _train_parser(sub)
     _predict_parser(sub)
     _package_parser(sub)

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ConsensusConfig", "AgreementConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig",
+__all__ = ["ConsensusConfig", "AgreementConfig", "PlanConfig", "JobConfig", "AugmentOptions", "TrainConfig", "TrainJobConfig", "PredictConfig",
            "PackageConfig", "EvaluateConfig", "DaskOptions"]
 
 
@@ -159,6 +159,30 @@ class AgreementConfig(_ExpertInputs):
         None, description="Optional output folder for agreement.csv and experts.csv."
     )
     overwrite: bool = Field(False, description="Replace existing files in the output folder.")
+
+
+class PlanConfig(JobConfig):
+    """An annotation plan: which expert annotates which project image next."""
+
+    project: Path = Field(
+        ..., description="Project folder: images/, annotations/<expert>/ (whatever exists so far)."
+    )
+    experts: list[str] = Field(
+        default_factory=list,
+        description="The experts to plan for (default: the project's annotations/<expert>/ folders).",
+    )
+    target: int = Field(3, ge=2, description="Experts per image (at least 2 for a consensus).")
+    budget: int | None = Field(
+        None, ge=0, description="Largest number of new annotations (default: what the target needs)."
+    )
+    predictions: Path | None = Field(
+        None,
+        description="A `predict` output folder (its images.csv QA scores, or uncertainty/<id>.tif maps) or a "
+        "folder of uncertainty maps: images the model is least sure about come first. Default: the experts' "
+        "disagreement where two or more annotated an image.",
+    )
+    out: Path | None = Field(None, description="Output folder (default: <project>/plan).")
+    overwrite: bool = Field(False, description="Replace an earlier plan.")
 
 
 # ------------------------------------------------------------------------------------------ training
