@@ -102,10 +102,22 @@ def test_ignored_pixels_never_sampled_as_targets(crop):
     centres_valid = b["valid"][:, 0, 16, 16]
     assert np.all(centres_valid == 1)  # centres are never drawn from ignored pixels
     assert np.all(b["weight"][b["valid"] == 0] == 0)
-    s2 = PatchSampler([im], patch_size=32, seed=0, augment=NO_AUG)
+    # without geometric augmentation, the valid mask of each patch is exactly the non-ignored part of its
+    # window: an image whose value is each pixel's index tells where every patch pixel came from
+    h, w = tgt.shape
+    code = np.arange(h * w, dtype=np.float32).reshape(h, w)
+    s2 = PatchSampler([TrainingImage.prepare("a", code, im.target, im.valid)], patch_size=32, seed=0, augment=NO_AUG)
     b2 = s2.sample(64)
-    # without geometric augmentation, the valid mask of each patch is exactly the non-ignored part
-    assert b2["valid"].min() == 0 or b2["valid"].min() == 1
+    straddling = 0
+    for img_p, valid_p in zip(b2["image"][:, 0], b2["valid"][:, 0]):
+        cy, cx = divmod(int(img_p[16, 16]), w)  # the patch centre
+        yy, xx = np.mgrid[cy - 16 : cy + 16, cx - 16 : cx + 16]
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        np.testing.assert_array_equal(img_p[inside], (yy * w + xx)[inside])  # the window, unmoved
+        expected = inside & ~ignore[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+        np.testing.assert_array_equal(valid_p, expected.astype(np.float32))
+        straddling += bool(expected.any() and (inside & ~expected).any())
+    assert straddling > 0  # some windows reach into the ignored half
     assert np.all(b2["target"][b2["valid"] == 0] == 0)
 
 
