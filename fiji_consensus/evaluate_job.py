@@ -235,13 +235,30 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
     from .jobs import _config_record, _progress, _resolve_dataset, read_groups
 
     out = Path(config.out)
-    ds = _resolve_dataset(config)
+    ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
     experts = ds.expert_names
     ids = ds.ids
     if config.consensus is None and len(experts) < 2:
         raise ValueError(
             f"a STAPLE consensus needs at least 2 experts; got {len(experts)}: give --consensus or more experts"
         )
+    few = [i for i in ids if len(ds.raters(i)) < (1 if config.consensus is not None else 2)]
+    if few:
+        raise ValueError(
+            f"{len(few)} image(s) have too few experts' annotations for the evaluation: "
+            + ", ".join(f"{i} ({', '.join(ds.raters(i)) or 'nobody'})" for i in few[:8])
+            + " (each needs 2 for its STAPLE reference, or give --consensus)"
+        )
+    complete = ds.complete
+    pooled_fit = None
+    if config.consensus is None and not complete:
+        # missing raters: STAPLE pooled over the images each expert annotated (as the consensus job does)
+        pats = []
+        for i in ids:
+            _, ann_i, ign_i = ds.load(i)
+            pats.append(cons.vote_patterns(np.stack([ann_i[e] > 0 for e in ds.raters(i)]), ignore=ign_i))
+        pooled_fit = cons.staple_fit(pats, [[experts.index(e) for e in ds.raters(i)] for i in ids],
+                                     n_experts=len(experts))
     clash = sorted(set(config.models) & set(experts))
     if clash:
         raise ValueError(f"model names must differ from the expert names; got {clash}")
@@ -290,9 +307,19 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
     for image_id in _progress(ids, total=len(ids), enabled=progress, desc="evaluate"):
         image, ann, ignore = ds.load(image_id)
         shape = image.shape
-        masks = np.stack([ann[e] > 0 for e in experts])
+        present = ds.raters(image_id)  # the experts who annotated this image
+        masks = np.stack([ann[e] > 0 for e in present])
         keep = None if ignore is None else ~ignore
-        st = cons.staple(masks, ignore=ignore) if R >= 2 else None
+        if pooled_fit is not None:
+            k_ = [experts.index(e) for e in present]
+            g_ = float(pooled_fit.priors[ids.index(image_id)])
+            st = cons.StapleResult(
+                cons.staple_posterior(masks, pooled_fit.sensitivity[k_], pooled_fit.specificity[k_], g_,
+                                      ignore=ignore),
+                pooled_fit.sensitivity[k_], pooled_fit.specificity[k_], g_, pooled_fit.n_iter, pooled_fit.converged,
+            )
+        else:
+            st = cons.staple(masks, ignore=ignore) if len(present) >= 2 else None
         if st is not None:
             staple_meta.append({"image": image_id, "n_iter": st.n_iter, "converged": st.converged, "prior": st.prior})
         if cons_paths:
@@ -309,7 +336,7 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
             model_unc[name] = unc
             soft_models[name] = soft_models.get(name, True) and soft
         bin_masks = {
-            **{e: masks[k] for k, e in enumerate(experts)},
+            **{e: masks[k] for k, e in enumerate(present)},
             "consensus": reference,
             **{m: model_prob[m] > models[m].threshold for m in model_names},
         }
@@ -348,15 +375,19 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
                 r["class_dice"] = classify_against_experts(r["dice"], e_dice)
         obj_rows += img_rows
         # agreement between every pair of raters
-        stack = np.stack([bin_masks[r] for r in raters])
+        img_raters = [r for r in raters if r in bin_masks]  # pairs only where both annotated this image
+        stack = np.stack([bin_masks[r] for r in img_raters])
         mat_f1 = metrics.pairwise_matrix(stack, "roi_f1", min_size=min_size, ignore=ignore)
         mat_dice = metrics.pairwise_matrix(stack, "dice", ignore=ignore)
-        for i, j in combinations(range(len(raters)), 2):
-            pair_rows.append({"image": image_id, "rater_a": raters[i], "rater_b": raters[j],
+        for i, j in combinations(range(len(img_raters)), 2):
+            pair_rows.append({"image": image_id, "rater_a": img_raters[i], "rater_b": img_raters[j],
                               "dice": float(mat_dice[i, j]), "roi_f1": float(mat_f1[i, j])})
         # per-image measures (validity) and counts (reliability)
         region = fio.read_mask(region_paths[image_id], shape) if image_id in region_paths else None
         for name in raters:
+            if name not in bin_masks:  # an expert who did not annotate this image
+                counts[name].append(math.nan)
+                continue
             meas = region_measures(bin_masks[name], image, region=region, ignore=ignore, min_size=min_size)
             count_rows.append({"image": image_id, "group": groups.get(image_id, ""), "rater": name,
                                "kind": kinds[name], **meas})
@@ -366,7 +397,7 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
         # uncertainty vs disagreement
         votes = masks.sum(axis=0).astype(np.int64)
         fraction = votes / float(R)
-        for name in model_names:
+        for name in model_names if len(present) == R else ():  # expert fractions need every expert
             p = model_prob[name]
             t = fraction_table(votes, R, probability=p, uncertainty=model_unc[name], ignore=ignore)
             acc = frac_acc.setdefault(name, {k: np.zeros_like(v) for k, v in t.items()})
@@ -395,12 +426,12 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
                 "thumbnail": image[:: max(1, max(shape) // 512), :: max(1, max(shape) // 512)],
                 "thumbnail_step": max(1, max(shape) // 512),
                 "image": image[y0:y1, x0:x1],
-                "masks": {r: bin_masks[r][y0:y1, x0:x1].copy() for r in raters},
+                "masks": {r: bin_masks[r][y0:y1, x0:x1].copy() for r in raters if r in bin_masks},
                 "uncertainty": {m: model_unc[m][y0:y1, x0:x1].copy() for m in model_names if model_unc[m] is not None},
                 "probability": {m: model_prob[m][y0:y1, x0:x1].copy() for m in model_names if soft_models.get(m)},
             }
         # provenance: every input file
-        files = [("image", ds.images[image_id])] + [(f"expert:{e}", ds.experts[e][image_id]) for e in experts]
+        files = [("image", ds.images[image_id])] + [(f"expert:{e}", ds.experts[e][image_id]) for e in present]
         if image_id in ds.ignore:
             files.append(("ignore", ds.ignore[image_id]))
         if cons_paths:
@@ -415,6 +446,9 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
             inputs.append({"image": image_id, "role": role, "path": str(Path(path).resolve()),
                            "bytes": Path(path).stat().st_size, "sha256": sha256_file(path)})
 
+    if not complete:  # reliability of counts (ICC) over the images every expert annotated
+        full = [k for k in range(len(ids)) if all(math.isfinite(counts[e][k]) for e in experts)]
+        counts = {r: [v[k] for k in full] for r, v in counts.items()}
     tables = _aggregate(
         config, experts, model_names, raters, kinds, strategies, obj_rows, pair_rows, count_rows, counts,
         qubiq_rows, frac_acc, cal_acc, cal_fg_acc, soft_models, models, groups,
@@ -428,6 +462,10 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
     except ImportError:  # pragma: no cover - matplotlib is a core dependency
         pass
     record["reference"] = "consensus folder " + str(config.consensus) if cons_paths else "STAPLE of the experts, posterior > 0.5"
+    if pooled_fit is not None:
+        record["reference"] = ("STAPLE pooled over the images each expert annotated (experts annotated different "
+                               "images), posterior > 0.5")
+    record["annotated_by"] = {e: len(ds.experts[e]) for e in experts}
     record["models"] = {n: {"folder": str(s.root.resolve()), "kind": s.kind, "threshold": s.threshold,
                             "uncertainty": s.measure} for n, s in models.items()}
     record["staple"] = staple_meta
@@ -584,6 +622,7 @@ def _summary(config, out, ids, experts, model_names, strategies, tables, record,
         "models": models_out,
         "strategies": strategies,
         "reference": record["reference"],
+        "annotated_by": record.get("annotated_by"),
         "min_size": int(config.min_size),
         "experts_scores": {e: {k: summ[e][k] for k in ("roi_f1", "dice", "average_precision",
                                                          "staple_sensitivity", "staple_specificity")}

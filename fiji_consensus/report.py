@@ -219,7 +219,8 @@ def _fig_example(ev: Evaluation) -> str | None:
     for ax in axes[1:3]:
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
     for e in ev.experts:
-        _outline(axes[1], ex["masks"][e], colors[e], 1.0)
+        if e in ex["masks"]:  # experts may have annotated different images
+            _outline(axes[1], ex["masks"][e], colors[e], 1.0)
     axes[1].set_title("experts", fontsize=10)
     _outline(axes[2], ex["masks"]["consensus"], "white", 2.0)
     for m in ev.models:

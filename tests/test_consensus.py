@@ -562,3 +562,38 @@ def test_agreement_missing_raters_scores_only_overlaps(tmp_path: Path, shared_da
     assert "expert_5" not in s["annotated_by"] and s["annotated_by"]["expert_3"] == 2
     mat = (tmp_path / "a" / "agreement_matrix_dice.csv").read_text().splitlines()
     assert mat[1].split(",")[4] == "nan"  # expert_1 vs expert_4: never on the same image
+
+
+def test_evaluate_with_missing_raters(tmp_path: Path, shared_data: Path) -> None:
+    """evaluate on a project where experts annotated different images: pooled STAPLE reference, each expert
+    scored on its own images, pairs only where both annotated, a model scored on every image."""
+    import csv
+
+    import tifffile
+    from _design_data import EXPERTS, lab_masks, make_project
+
+    from fiji_consensus.config import EvaluateConfig
+    from fiji_consensus.consensus import staple_pooled
+    from fiji_consensus.evaluate_job import run_evaluate
+
+    window = (slice(384, 640), slice(384, 640))
+    proj = make_project(tmp_path / "p", DESIGN_IDS, DESIGN, window=window)
+    model = tmp_path / "model"
+    model.mkdir()
+    for i in DESIGN_IDS:  # a 'model' that copies expert_2 (annotated by it or not)
+        tifffile.imwrite(model / f"{i}_mask.tif", lab_masks(i, window)[1].astype(np.uint8) * 255)
+    s = run_evaluate(EvaluateConfig(project=proj, models={"copy": model}, out=tmp_path / "e"))
+    assert s["reference"].startswith("STAPLE pooled") and s["annotated_by"]["expert_4"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "e" / "objectivity.csv")))
+    assert sorted((r["image"], r["rater"]) for r in rows if r["kind"] == "expert") == \
+        sorted((i, e) for i in DESIGN_IDS for e in DESIGN[i])
+    assert len([r for r in rows if r["rater"] == "copy"]) == 5
+    stacks = [lab_masks(i, window)[[EXPERTS.index(e) for e in DESIGN[i]]] for i in DESIGN_IDS]
+    ref = staple_pooled(stacks, [[EXPERTS.index(e) for e in DESIGN[i]] for i in DESIGN_IDS], max_iter=10_000)
+    from fiji_consensus import metrics
+
+    want = metrics.dice(ref.masks()[0], lab_masks("0001", window)[1])
+    got = [float(r["dice"]) for r in rows if r["rater"] == "copy" and r["image"] == "0001"][0]
+    assert got == pytest.approx(want, abs=1e-5)
+    agree = {(r["rater_a"], r["rater_b"]): int(r["n_images"]) for r in csv.DictReader(open(tmp_path / "e" / "agreement.csv"))}
+    assert agree[("expert_1", "expert_2")] == 2 and agree[("expert_1", "copy")] == 3
