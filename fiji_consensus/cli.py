@@ -85,6 +85,13 @@ def _table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------- commands
 
 
+def _default(model: str, field: str) -> Any:
+    """The default of ``config.<model>.<field>``: the CLI states no default of its own (a test checks it)."""
+    from . import config
+
+    return getattr(config, model).model_fields[field].get_default(call_default_factory=True)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON result line on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -97,14 +104,14 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs (either --images and --experts, or --project)")
     g.add_argument("--images", type=Path, metavar="DIR", help="folder of images (<id>.png/.tif/...)")
     g.add_argument(
-        "--experts", type=Path, nargs="+", metavar="DIR", default=[],
+        "--experts", type=Path, nargs="+", metavar="DIR", default=_default("ConsensusConfig", "experts"),
         help="one folder per expert: masks, RoiSet .zip, .roi or overlay TIFFs, paired with images by id",
     )
     g.add_argument("--expert-names", nargs="+", metavar="NAME", help="names for the expert folders")
     g.add_argument("--project", type=Path, metavar="DIR", help="project folder (images/, annotations/<expert>/)")
     g.add_argument("--ignore", type=Path, metavar="DIR", help="folder of ignore masks (<id>...), optional")
-    g.add_argument("--min-size", type=int, default=0, metavar="PIXELS",
-                   help="drop objects smaller than this for object scores and ROIs (default 0)")
+    g.add_argument("--min-size", type=int, default=_default("ConsensusConfig", "min_size"), metavar="PIXELS",
+                   help="drop objects smaller than this for object scores and ROIs (default %(default)s)")
 
 
 def _consensus_parser(sub) -> None:
@@ -116,11 +123,14 @@ def _consensus_parser(sub) -> None:
         "(masks, probability, RoiSet zips, overlay TIFFs, CSV tables, config.json).",
     )
     _add_inputs(p)
-    p.add_argument("--method", choices=["staple", "majority", "objects"], default="staple")
-    p.add_argument("--threshold", type=float, default=0.5, help="STAPLE posterior threshold (default 0.5)")
+    p.add_argument("--method", choices=["staple", "majority", "objects"], default=_default("ConsensusConfig", "method"))
+    p.add_argument("--threshold", type=float, default=_default("ConsensusConfig", "threshold"),
+                   help="STAPLE posterior threshold (default %(default)s)")
     p.add_argument("--prior", type=float, help="STAPLE foreground prior (default: estimated)")
-    p.add_argument("--max-iter", type=int, default=1000, help="STAPLE iteration cap (default 1000)")
-    p.add_argument("--staple-estimate", choices=["auto", "image", "pooled"], default="auto",
+    p.add_argument("--max-iter", type=int, default=_default("ConsensusConfig", "max_iter"),
+                   help="STAPLE iteration cap (default %(default)s)")
+    p.add_argument("--staple-estimate", choices=["auto", "image", "pooled"],
+                   default=_default("ConsensusConfig", "staple_estimate"),
                    help="STAPLE per image (as SimpleITK, the published est_GT) or pooled over the images each "
                    "expert annotated (experts annotated different images); auto: per image when every expert "
                    "annotated every image, else pooled")
@@ -128,7 +138,8 @@ def _consensus_parser(sub) -> None:
                    help="leave out images annotated by fewer than 2 experts (default: stop and list them)")
     p.add_argument("--min-votes", type=int, help="majority: experts needed per pixel (default: > half)")
     p.add_argument("--min-experts", type=int, help="objects: experts needed per object (default: > half)")
-    p.add_argument("--iou-threshold", type=float, default=0.5, help="objects: matching IoU (default 0.5)")
+    p.add_argument("--iou-threshold", type=float, default=_default("ConsensusConfig", "iou_threshold"),
+                   help="objects: matching IoU (default %(default)s)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -411,25 +422,28 @@ def _predict_parser(sub) -> None:
     p.add_argument("--tta", choices=["none", "flips", "dihedral"], default=None,
                    help="test-time augmentation views (default: flips, 4 views, for an ensemble folder; none "
                    "for bioimage.io packages, which hold their own views)")
-    p.add_argument("--tile", type=int, default=1152, help="tile size in pixels (default 1152)")
+    p.add_argument("--tile", type=int, default=_default("PredictConfig", "tile"),
+                   help="tile size in pixels (default %(default)s)")
     p.add_argument("--overlap", type=float, help="tile overlap fraction (default: 0 for batch-norm nets)")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per network call")
+    p.add_argument("--batch-size", type=int, default=_default("PredictConfig", "batch_size"),
+                   help="tiles per network call (default %(default)s)")
     p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--min-size", type=int, help="smallest object in pixels (default: the model's)")
-    p.add_argument("--split", choices=["none", "distance", "probability"], default="none",
-                   help="watershed split of touching objects")
+    p.add_argument("--split", choices=["none", "distance", "probability"], default=_default("PredictConfig", "split"),
+                   help="watershed split of touching objects (default %(default)s)")
     p.add_argument("--uncertainty", choices=["entropy", "expected_entropy", "mutual_information", "std",
-                                             "deepflash2"], default="entropy",
-                   help="uncertainty measure written to uncertainty/ (default: predictive entropy, bits)")
+                                             "deepflash2"], default=_default("PredictConfig", "uncertainty"),
+                   help="uncertainty measure written to uncertainty/ (default %(default)s: predictive entropy, bits)")
     p.add_argument("--channel", type=int, help="channel of multi-channel images (0-based)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--device", default=_default("PredictConfig", "device"),
+                   help="torch device (cpu, cuda, ...; default %(default)s)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="predict every image again, replacing files")
     p.add_argument("--trust-code", action="store_true",
                    help="run a bioimage.io package whose only usable weights are pytorch_state_dict: they import "
                    "and run the Python file shipped in the package (refused without this flag)")
-    p.add_argument("--chunk", type=int, default=1024, metavar="PIXELS",
-                   help="zarr input: block (and output chunk) side in pixels, plus the halo (default 1024)")
+    p.add_argument("--chunk", type=int, default=_default("PredictConfig", "chunk"), metavar="PIXELS",
+                   help="zarr input: block (and output chunk) side in pixels, plus the halo (default %(default)s)")
     _add_dask(p, task="image")
     _add_common(p)
     p.set_defaults(func=_run_predict)
@@ -487,13 +501,15 @@ def _evaluate_parser(sub) -> None:
     v.add_argument("--groups", type=Path, metavar="CSV", help="image id -> group (condition) CSV")
     v.add_argument("--regions", type=Path, metavar="DIR", help="region masks: count objects inside them only")
     v.add_argument("--control", metavar="GROUP", help="control group: values are normalised by its mean")
-    v.add_argument("--comparisons", choices=["all", "control"], default="all",
-                   help="pairwise tests between all groups (default) or each group vs --control")
-    v.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    v.add_argument("--comparisons", choices=["all", "control"], default=_default("EvaluateConfig", "comparisons"),
+                   help="pairwise tests between all groups or each group vs --control (default %(default)s)")
+    v.add_argument("--alpha", type=float, default=_default("EvaluateConfig", "alpha"),
+                   help="significance level (default %(default)s)")
     r = p.add_argument_group("report")
     r.add_argument("--example", metavar="ID", help="image shown with outlines (default: the first)")
     r.add_argument("--note", help="a note shown at the top of the report (e.g. what the groups stand for)")
-    r.add_argument("--calibration-bins", type=int, default=10, help="probability bins (default 10)")
+    r.add_argument("--calibration-bins", type=int, default=_default("EvaluateConfig", "calibration_bins"),
+                   help="probability bins (default %(default)s)")
     r.add_argument("--no-report", action="store_true", help="tables only, no report.html")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
@@ -730,23 +746,26 @@ def _package_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="ZIP", help="package to write (NAME.zip)")
     p.add_argument("--name", help="model name (default: the folder name)")
     p.add_argument("--description", help="one-paragraph description")
-    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips",
-                   help="test-time views inside the network (default flips: 4 views)")
+    p.add_argument("--tta", choices=["none", "flips", "dihedral"], default=_default("PackageConfig", "tta"),
+                   help="test-time views inside the network (default %(default)s; flips: 4 views)")
     p.add_argument("--uncertainty", choices=["entropy", "expected_entropy", "mutual_information", "std",
-                                             "deepflash2"], default="entropy",
-                   help="measure of the uncertainty output (default: predictive entropy, bits)")
+                                             "deepflash2"], default=_default("PackageConfig", "uncertainty"),
+                   help="measure of the uncertainty output (default %(default)s: predictive entropy, bits)")
     p.add_argument("--image", type=Path, metavar="FILE",
                    help="image for test tensors, sample and cover (default: the bundled sample image 0001)")
     p.add_argument("--channel", type=int, help="channel of a multi-channel --image (0-based)")
-    p.add_argument("--tile", type=int, default=256, help="edge of the test crop in pixels (default 256)")
+    p.add_argument("--tile", type=int, default=_default("PackageConfig", "tile"),
+                   help="edge of the test crop in pixels (default %(default)s)")
     p.add_argument("--validation", type=Path, metavar="JSON",
                    help="held-out-lab scores (default: validation.json or bench_results.json in the model folder)")
     p.add_argument("--author", dest="authors", action="append", metavar="NAME", help="author (repeatable)")
-    p.add_argument("--license", default="MIT", help="SPDX licence id (default MIT)")
+    p.add_argument("--license", default=_default("PackageConfig", "license"),
+                   help="SPDX licence id (default %(default)s)")
     p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG", help="extra tag (repeatable)")
-    p.add_argument("--version", dest="pkg_version", default="0.1.0", help="package version (default 0.1.0)")
+    p.add_argument("--version", dest="pkg_version", default=_default("PackageConfig", "version"),
+                   help="package version (default %(default)s)")
     p.add_argument("--weights", nargs="+", choices=["pytorch_state_dict", "torchscript", "onnx"],
-                   default=["pytorch_state_dict", "torchscript", "onnx"], help="weight formats (default: all)")
+                   default=_default("PackageConfig", "weight_formats"), help="weight formats (default: all)")
     p.add_argument("--card", type=Path, metavar="MD", help="also write the model card here (e.g. README.md)")
     p.add_argument("--test", action="store_true", help="run bioimageio.core's test on the package")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package (and card)")
