@@ -103,7 +103,7 @@ class Display:
 
     def windows(self) -> dict[str, str]:
         """Visible windows: id -> title."""
-        ids = self.xdotool("search", "--onlyvisible", "--name", ".").split()
+        ids = self.xdotool("search", "--onlyvisible", "--maxdepth", "1", "--name", ".").split()  # top level
         return {i: self.xdotool("getwindowname", i) for i in ids}
 
     def close(self) -> None:
@@ -112,17 +112,30 @@ class Display:
 
 
 #: Windows of ImageJ itself (not dialogs); image windows are told apart by the test's own titles.
-_NOT_DIALOGS = ("ImageJ", "Log", "ROI Manager", "Results")
+_NOT_DIALOGS = ("ImageJ", "Log", "ROI Manager", "Results", "Content window", "FocusProxy")
+
+
+def _press(display: Display, wid: str, keys=(("key", "Return"),)) -> None:
+    """Click into a window's corner (AWT takes keys only after a click) and send ``keys``."""
+    import time
+
+    geo = dict(ln.split("=", 1) for ln in display.xdotool("getwindowgeometry", "--shell", wid).splitlines())
+    time.sleep(0.5)
+    display.xdotool("mousemove", str(int(geo["X"]) + 5), str(int(geo["Y"]) + 5), "click", "1")
+    time.sleep(0.3)
+    for k in keys:
+        display.xdotool(*k)
 
 
 def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_images=(), timeout: int = 90,
-            ijpath=None, driver_code: str | None = None):
+            ijpath=None, driver_code: str | None = None, ignore: str = r"\.(tif|png|zip)$| - "):
     """Run ``macro`` as a user would: ImageJ with its GUI on ``display``, the macro started without arguments
     (so it shows its dialogs), each dialog answered by xdotool as ``steps`` say.
 
-    ``steps`` is a sequence of ``(title_regex, actions)``: wait for a visible window whose title matches, click
+    ``steps`` is a sequence of ``(title_regex, actions)``: wait for a visible window whose title matches (None:
+    any window but ImageJ's own and those whose title matches ``ignore``, e.g. images), click
     into it (focus; AWT takes keys only after a click), run the xdotool ``actions`` (lists of arguments; default
-    press Return = OK), and wait until it has closed. A driver macro opens ``open_images`` first, runs the macro
+    press Return = OK), and wait until it has closed. A driver macro opens ``open_images`` first (a .zip: into the ROI Manager), runs the macro
     with ``runMacro`` (which returns ``[aborted]`` if the macro stops with an error), prints ``DRIVER <result>
     images=<n> rois=<ROI Manager count> title=<title>`` and saves the Log to ``log``. Returns ``(log text,
     titles of the dialogs handled)``.
@@ -136,7 +149,9 @@ def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_i
     driver = log.with_suffix(".driver.ijm")
     driver.write_text(driver_code or (
         'a = split(getArgument(), "\\n");\n'
-        'for (i = 2; i < a.length; i++) open(a[i]);\n'
+        'for (i = 2; i < a.length; i++) { if (endsWith(a[i], ".zip")) roiManager("Open", a[i]); else open(a[i]); }\n'
+        't = "none"; if (nImages > 0) t = getTitle();\n'
+        'print("DRIVER_BEFORE images=" + nImages + " title=" + t);\n'
         'r = runMacro(a[0], "");\n'
         't = "none"; if (nImages > 0) t = getTitle();\n'
         'print("DRIVER " + r + " images=" + nImages + " rois=" + roiManager("count") + " title=" + t);\n'
@@ -159,13 +174,22 @@ def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_i
                     raise AssertionError(f"no window {title_re!r} appeared; windows: {display.windows()}; "
                                          f"handled: {handled}; log: {log.read_text('utf-8') if log.exists() else ''}")
                 wins = display.windows()
-                wid = next((i for i, t in wins.items() if re.search(title_re, t)), None)
+                err = next((i for i, t in wins.items() if t in ("Macro", "Macro Error")), None)
+                if err is not None and (title_re is None or not re.search(title_re, wins[err])):
+                    _press(display, err)  # a macro error: dismiss it so the driver saves the Log
+                    for _ in range(40):
+                        if log.exists():
+                            break
+                        time.sleep(0.25)
+                    raise AssertionError(f"a macro error instead of {title_re!r}; handled: {handled}; "
+                                         f"log: {log.read_text('utf-8') if log.exists() else ''}")
+                if title_re is None:  # any dialog: a window that is neither ImageJ's own nor an image
+                    wid = next((i for i, t in wins.items() if t not in _NOT_DIALOGS and not re.search(ignore + "|^sun-awt", t)), None)
+                else:
+                    wid = next((i for i, t in wins.items() if re.search(title_re, t)), None)
                 time.sleep(0.3)
             handled.append(display.xdotool("getwindowname", wid))
-            geo = dict(ln.split("=", 1) for ln in display.xdotool("getwindowgeometry", "--shell", wid).splitlines())
-            time.sleep(0.5)
-            display.xdotool("mousemove", str(int(geo["X"]) + 5), str(int(geo["Y"]) + 5), "click", "1")
-            time.sleep(0.3)
+            _press(display, wid, [])
             for act in actions:
                 display.xdotool(*act)
                 time.sleep(0.2)

@@ -334,3 +334,122 @@ def test_installed_toolset_and_macros_run_in_imagej(project, home, ij_jar, tmp_p
     text = log.read_text("utf-8")
     assert "Exception" not in r.stdout + r.stderr + text
     assert "DRIVER_DONE" in text and "FIJI_CONSENSUS_DONE show" in text, text
+
+
+# ============================================================================================ clicked through (xdotool)
+
+
+@pytest.fixture(scope="module")
+def display():
+    d = Display()
+    yield d
+    d.close()
+
+
+def _prefs(home: Path, **prefs: str) -> Path:
+    """ImageJ preferences (``~/.imagej/IJ_Prefs.txt``) holding the macros' settings, as a user's earlier runs
+    leave them; non-ASCII as Java properties escapes."""
+    (home / ".imagej").mkdir(parents=True, exist_ok=True)
+    esc = lambda s: "".join(c if 32 <= ord(c) < 127 and c != "\\" else f"\\u{ord(c):04x}" for c in str(s))  # noqa: E731
+    (home / ".imagej" / "IJ_Prefs.txt").write_text(
+        "".join(f".fiji_consensus.{k}={esc(v)}\n" for k, v in prefs.items()), "ascii")
+    return home
+
+
+def _copy_project(project: Path, dest: Path) -> Path:
+    for sub in ("images", "annotations"):
+        shutil.copytree(project / sub, dest / sub)
+    return dest
+
+
+def _done(log: str, kind: str) -> str:
+    assert "FIJI_CONSENSUS_ERROR" not in log and "Exception" not in log, log
+    lines = [ln for ln in log.splitlines() if ln.startswith(f"FIJI_CONSENSUS_DONE {kind}")]
+    assert len(lines) == 1, log
+    return lines[0]
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_save_clicked_with_a_second_window_of_the_image(display, ij_jar, tmp_path):
+    """Issue 16, bugs 2 and 8: ImageJ titles a second window of one file "0076-1.tif"; the id is the file's
+    ("0076"), and after Save the ROI Manager is empty for the next expert. The expert name is pre-filled
+    from Next Planned Image's expert, never from the last expert who saved."""
+    s = datasets.load_sample()
+    src = tmp_path / "src ü"
+    src.mkdir()
+    image = s.image("0076")[512:512 + SIZE, 384:384 + SIZE]
+    tifffile.imwrite(src / "0076.tif", image)
+    given = _expert_rois(s.masks("0076")[1, 512:512 + SIZE, 384:384 + SIZE], "x")
+    rois.write_roiset(src / "RoiSet.zip", given)
+    proj = tmp_path / "proj é"
+    proj.mkdir()
+    home = _prefs(tmp_path / "home", project=proj, planned_expert="dora", expert="someone_else")
+    log, dialogs = run_gui(display, ij_jar, home, built("Save_Expert_Annotations.ijm"), log=tmp_path / "log.txt",
+                           steps=[(None,)], open_images=[src / "0076.tif", src / "0076.tif", src / "RoiSet.zip"])
+    assert "DRIVER_BEFORE images=2 title=0076-1.tif" in log  # ImageJ renamed the second window
+    line = _done(log, "saved")
+    saved = proj / "annotations" / "dora" / "0076.zip"
+    assert f"saved {len(given)} {saved} image=0076 expert=dora" in line
+    assert [r.name for r in rois.read_rois(saved)] == [r.name for r in given]
+    assert sorted(p.name for p in (proj / "images").iterdir()) == ["0076.tif"]
+    assert sorted(p.name for p in (proj / "annotations" / "dora").iterdir()) == ["0076.zip"]
+    assert re.search(r"^DRIVER 0? ?images=2 rois=0 ", log, re.M), log  # the ROI Manager was cleared
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_compute_consensus_clicked_shows_scores_and_a_visible_image(project, display, ij_jar, tmp_path):
+    """The Compute Consensus dialog clicked with its remembered settings: the Results table holds every
+    expert's scores, the image is shown with a display range that fits it, the window says what it is."""
+    proj = _copy_project(project, tmp_path / "clicked ü")
+    home = _prefs(tmp_path / "home", python=sys.executable, project=proj, method="majority", min_size="10")
+    log, dialogs = run_gui(display, ij_jar, home, built("Compute_Consensus.ijm"), log=tmp_path / "log.txt",
+                           steps=[("Compute Consensus",)])
+    line = _done(log, "consensus")
+    cdir = proj / "consensus" / "majority"
+    assert json.loads((cdir / "config.json").read_text("utf-8"))["config"]["min_size"] == 10
+    assert f"results={EXPERTS}" in line  # one row per expert in the Results table
+    first = sorted(CROPS)[0]
+    lo, hi = map(float, re.search(r"display=([\d.]+)-([\d.]+)", line).groups())
+    img = tifffile.imread(proj / "images" / f"{first}.tif")
+    assert img.min() <= lo < hi <= img.max() < 255  # not 0-255: the dim 8-bit image is visible
+    assert f"title={first} - consensus (majority) and experts" in log
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_train_clicked_passes_whole_numbers_and_reports_validation(project, display, ij_jar, tmp_path):
+    """Issue 16, bug 1: numbers from the Train dialog reached the CLI as "1.0" (argparse refused them). Tiny
+    run: 1 member, 3 iterations on 64-pixel patches; it ends with the validation score next to the experts'
+    and a warning that such a model is not useful."""
+    pytest.importorskip("torch")
+    proj = _copy_project(project, tmp_path / "train ü")
+    home = _prefs(tmp_path / "home", python=sys.executable, project=proj, model_name="clicked", train_members="1",
+                  train_minutes="1", train_iterations="3", train_patch="64")
+    log, dialogs = run_gui(display, ij_jar, home, built("Train_Ensemble.ijm"), log=tmp_path / "log.txt",
+                           steps=[("Train Ensemble",), ("not useful",)], timeout=240)
+    line = _done(log, "train")
+    meta = json.loads((proj / "models" / "clicked" / "ensemble.json").read_text("utf-8"))
+    assert len(meta["members"]) == 1 and meta["members"][0]["iterations"] == 3
+    assert "useless=true" in line and re.search(r"val_roi_f1=[\d.]+ ", line), line
+    assert "WARNING: this model is not useful yet" in log
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+@pytest.mark.slow
+def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
+    """Issue 16, bug 7: the Predict dialog offers a bioimage.io package (.zip) in models/, not only folders."""
+    pytest.importorskip("bioimageio.core")
+    proj = _copy_project(project, tmp_path / "predict ü")
+    (proj / "models").mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip",
+                    proj / "models" / "cfos-wue1.zip")
+    home = _prefs(tmp_path / "home", python=sys.executable, project=proj, predict_model="cfos-wue1.zip")
+    log, dialogs = run_gui(display, ij_jar, home, built("Predict_Ensemble.ijm"), log=tmp_path / "log.txt",
+                           steps=[("Predict",)], open_images=[proj / "images" / "0015.tif"], timeout=240)
+    line = _done(log, "predict")
+    n = int(re.search(r"overlay=(\d+)", line).group(1))
+    assert n == len(rois.read_overlay(proj / "predictions" / "cfos-wue1" / "overlays" / "0015.tif")) > 0
+    assert "title=0015 - prediction (cfos-wue1)" in log

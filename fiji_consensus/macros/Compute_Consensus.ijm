@@ -62,17 +62,20 @@ if (ok != "true" && !File.exists(out + "/summary.json"))
 json = fcResult(res, "consensus");
 showProgress(1);
 outDir = fcJsonGet(json, "out");
-fcSetPref("last_result", "consensus/" + method);
 print("Consensus (" + method + ") of " + fcJsonGet(json, "n_images") + " images -> " + outDir);
-print("Per-expert scores: " + outDir + "/experts.csv (in the Results table); agreement: " + outDir + "/agreement.csv");
+print("Per-expert scores: " + outDir + "/experts_summary.csv (in the Results table), per image: experts.csv; agreement: " + outDir + "/agreement.csv");
 
+// each expert's scores against the consensus (mean over images) in the Results table
 rows = 0;
-if (File.exists(outDir + "/experts.csv")) {
+table = outDir + "/experts_summary.csv";
+if (!File.exists(table))
+	table = outDir + "/experts.csv";
+if (File.exists(table)) {
 	run("Clear Results");
-	open(outDir + "/experts.csv");
-	if (isOpen("experts.csv")) {
-		Table.rename("experts.csv", "Results");
-	}
+	open(table);
+	name = File.getName(table);
+	if (isOpen(name))
+		Table.rename(name, "Results");
 	rows = nResults;
 }
 

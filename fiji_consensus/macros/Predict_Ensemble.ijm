@@ -55,7 +55,6 @@ res = exec(py, "-c", FC_CODE, "predict", "--model", modelPath, image, "--out", o
 json = fcResult(res, "predict");
 showProgress(1);
 outDir = fcJsonGet(json, "out");
-fcSetPref("last_result", "predictions/" + label);
 id = fcStem(File.getName(image));
 result = outDir + "/overlays/" + id + ".tif";
 if (!File.exists(result))

@@ -1,29 +1,33 @@
 // Show_Results.ijm - fiji-consensus
 // Opens a finished result of the project (a consensus or a prediction) for one image: the image with its
 // outlines as overlay, plus the consensus or prediction probability (Fire LUT, 0..1) when there is one, and
-// lists the outlines per source in the Log. The result offered first is the one computed last.
+// lists the outlines per source in the Log. The result offered first is the one finished last.
 // Non-interactive: argument lines project=, result=consensus/<method> or predictions/<model>, image=<id>.
 
 fcInit();
 project = fcProject(false);
 results = newArray(0);
+dflt = "";
+newest = -1;
 kinds = newArray("consensus", "predictions");
 for (k = 0; k < kinds.length; k++) {
 	subs = getFileList(project + "/" + kinds[k]);
 	for (i = 0; i < subs.length; i++) {
 		d = project + "/" + kinds[k] + "/" + subs[i];
 		// only finished results: a run that failed or is still running has no summary.json
-		if (endsWith(subs[i], "/") && File.isDirectory(d + "overlays") && File.exists(d + "summary.json"))
-			results = Array.concat(results, kinds[k] + "/" + substring(subs[i], 0, lengthOf(subs[i]) - 1));
+		if (endsWith(subs[i], "/") && File.isDirectory(d + "overlays") && File.exists(d + "summary.json")) {
+			r = kinds[k] + "/" + substring(subs[i], 0, lengthOf(subs[i]) - 1);
+			results = Array.concat(results, r);
+			t = parseFloat(File.lastModified(d + "summary.json"));
+			if (t > newest) {
+				newest = t;
+				dflt = r;  // the result computed last is offered first
+			}
+		}
 	}
 }
 if (results.length == 0)
 	fcFail("the project " + project + " has no finished results yet (run Compute Consensus or Predict Ensemble first)");
-last = fcPref("last_result", "");
-dflt = results[0];
-for (i = 0; i < results.length; i++)
-	if (results[i] == last)
-		dflt = last;
 result = fcArg("result", dflt);
 id = fcArg("image", "");
 if (!FC_BATCH) {

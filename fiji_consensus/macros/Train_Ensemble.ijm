@@ -65,10 +65,13 @@ else
 showStatus("fiji-consensus: training " + name + " (" + what + "); ImageJ waits until it is done...");
 showProgress(0.02);
 print("Training " + out + " (" + what + ") ...");
+splitKind = "auto";
+if (nMembers == 1)
+	splitKind = "bootstrap";  // k-fold splits need 2 members or more
 if (iterations != "")
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--iterations", iterations, "--patch-size", patch, "--no-progress", "--json");
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, "--iterations", iterations, "--patch-size", patch, "--no-progress", "--json");
 else
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--max-minutes", minutes, "--patch-size", patch, "--no-progress", "--json");
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, "--max-minutes", minutes, "--patch-size", patch, "--no-progress", "--json");
 json = fcResult(res, "train");
 showProgress(1);
 outDir = fcJsonGet(json, "out");

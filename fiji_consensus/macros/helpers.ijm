@@ -58,11 +58,13 @@ function fcTail(text, n) {
 function fcNum(x) {
 	if (isNaN(x))
 		return "NaN";
-	if (x == round(x))
-		return d2s(x, 0);
 	s = d2s(x, 6);
-	while (endsWith(s, "0"))
-		s = substring(s, 0, lengthOf(s) - 1);
+	if (indexOf(s, ".") >= 0) {
+		while (endsWith(s, "0"))
+			s = substring(s, 0, lengthOf(s) - 1);
+		if (endsWith(s, "."))
+			s = substring(s, 0, lengthOf(s) - 1);
+	}
 	return s;
 }
 
