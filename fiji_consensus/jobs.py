@@ -398,7 +398,9 @@ def _staple_estimate(config: ConsensusConfig, design: dict[str, Any]) -> str | N
     return config.staple_estimate
 
 
-def _fit_pooled(ds: fio.ExpertDataset, ids: Sequence[str], config: ConsensusConfig, *, progress: bool) -> Any:
+def _fit_pooled(
+    ds: fio.ExpertDataset, ids: Sequence[str], *, prior: float | None = None, max_iter: int = 1000, progress: bool
+) -> Any:
     """Pass 1 of a pooled STAPLE: every image's vote patterns (no image kept in memory), then the fit."""
     from . import consensus
 
@@ -409,7 +411,7 @@ def _fit_pooled(ds: fio.ExpertDataset, ids: Sequence[str], config: ConsensusConf
         names = ds.raters(image_id)
         pats.append(consensus.vote_patterns(np.stack([ann[e] > 0 for e in names]), ignore=ignore))
         raters.append([experts.index(e) for e in names])
-    return consensus.staple_fit(pats, raters, n_experts=len(experts), prior=config.prior, max_iter=config.max_iter)
+    return consensus.staple_fit(pats, raters, n_experts=len(experts), prior=prior, max_iter=max_iter)
 
 
 def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -444,7 +446,8 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
     experts = ds.expert_names
     try:
         fio.write_json(out / "config.json", record, overwrite=True)
-        fit = _fit_pooled(ds, ids, config, progress=progress) if estimate == "pooled" else None
+        fit = (_fit_pooled(ds, ids, prior=config.prior, max_iter=config.max_iter, progress=progress)
+               if estimate == "pooled" else None)
         if fit is not None:
             fio.write_json(out / "staple_fit.json", {
                 "estimate": "pooled over images", "experts": experts,
@@ -914,32 +917,60 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
 
     claim_folder(config.out, "train", legacy=_is_ensemble_folder, create=False)  # before the images: fail fast
     init = _load_init(config.init) if config.init is not None else None  # before the images: fail fast
-    ds = _resolve_dataset(config)
+    ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
     label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
     if not label_paths and len(ds.experts) < 2:
         raise ValueError(
             f"computing consensus targets needs at least 2 experts; got {len(ds.experts)}"
         )
+    experts = ds.expert_names
+    complete = ds.complete
+    fit = None
+    if not label_paths:
+        few = [i for i in ds.ids if len(ds.raters(i)) < 2]
+        if few:
+            raise ValueError(
+                f"{len(few)} image(s) have fewer than 2 experts' annotations for a consensus target: "
+                + ", ".join(f"{i} ({', '.join(ds.raters(i)) or 'nobody'})" for i in few[:8])
+                + "; have them annotated (`fiji-consensus plan`) or train on --labels"
+            )
+        if not complete and config.targets in ("staple", "staple-soft"):
+            fit = _fit_pooled(ds, ds.ids, progress=progress)
+    if not complete and config.train.paper_selection:
+        raise ValueError(
+            "--paper-selection compares each member with every expert on every validation image; here the "
+            "experts annotated different images: train without it"
+        )
     groups = read_groups(config.groups) if config.groups else None
     images, targets, ignores = [], [], []
-    experts = ds.expert_names
     expert_masks: dict[str, list[np.ndarray]] = {e: [] for e in experts}
-    for image_id in _progress(ds.ids, total=len(ds.ids), enabled=progress, desc="reading"):
+    for n, image_id in enumerate(_progress(ds.ids, total=len(ds.ids), enabled=progress, desc="reading")):
         image, ann, ign = ds.load(image_id)
+        names = ds.raters(image_id)
         if label_paths:
             target = fio.read_mask(label_paths[image_id], image.shape).astype(np.float32)
+        elif fit is not None:  # missing raters: pooled STAPLE posterior from this image's own experts
+            k = [experts.index(e) for e in names]
+            from . import consensus
+
+            prob = consensus.staple_posterior(np.stack([ann[e] > 0 for e in names]), fit.sensitivity[k],
+                                              fit.specificity[k], float(fit.priors[n]), ignore=ign)
+            target = (prob if config.targets == "staple-soft" else prob > 0.5).astype(np.float32)
         else:
-            target = _train_targets(np.stack([ann[e] > 0 for e in experts]), config.targets, ign)
+            target = _train_targets(np.stack([ann[e] > 0 for e in names]), config.targets, ign)
         images.append(image)
         targets.append(target)
         ignores.append(ign)
-        for e in experts:
-            expert_masks[e].append(ann[e] > 0)
+        if complete:
+            for e in experts:
+                expert_masks[e].append(ann[e] > 0)
     provenance = {
         "tool": "fiji-consensus",
         "version": __version__,
         "job": config.model_dump(mode="json", exclude={"train"}),
-        "targets": f"labels folder {config.labels}" if label_paths else f"{config.targets} of {len(experts)} experts",
+        "targets": f"labels folder {config.labels}" if label_paths else (
+            f"{config.targets} of {len(experts)} experts"
+            + ("" if complete else " (experts annotated different images; STAPLE pooled over images)")),
         "experts": experts,
     }
     summary = train_ensemble(
@@ -947,7 +978,7 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         image_ids=ds.ids,
         ignore=ignores if any(i is not None for i in ignores) else None,
         groups=groups,
-        expert_masks=expert_masks if experts else None,
+        expert_masks=expert_masks if experts and complete else None,  # per-image expert scores need all
         provenance=provenance,
         progress=progress,
         resume=not config.overwrite,

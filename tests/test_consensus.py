@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -597,3 +598,24 @@ def test_evaluate_with_missing_raters(tmp_path: Path, shared_data: Path) -> None
     assert got == pytest.approx(want, abs=1e-5)
     agree = {(r["rater_a"], r["rater_b"]): int(r["n_images"]) for r in csv.DictReader(open(tmp_path / "e" / "agreement.csv"))}
     assert agree[("expert_1", "expert_2")] == 2 and agree[("expert_1", "copy")] == 3
+
+
+@pytest.mark.slow
+def test_train_with_missing_raters(tmp_path: Path, shared_data: Path) -> None:
+    """train on a project whose experts annotated different images: targets from the pooled STAPLE."""
+    pytest.importorskip("torch")
+    from _design_data import make_project
+
+    from fiji_consensus.cli import main
+
+    window = (slice(384, 512), slice(384, 512))
+    proj = make_project(tmp_path / "p", DESIGN_IDS[:4], DESIGN, window=window)
+    out = tmp_path / "m"
+    code = main(["train", "--project", str(proj), "--members", "2", "--iterations", "2", "--patch-size", "64",
+                 "--batch-size", "1", "--out", str(out), "--json", "--no-progress"])
+    assert code == 0
+    meta = json.loads((out / "ensemble.json").read_text())
+    assert "STAPLE pooled over images" in json.dumps(meta)
+    code = main(["train", "--project", str(proj), "--members", "2", "--iterations", "2", "--patch-size", "64",
+                 "--paper-selection", "--out", str(tmp_path / "m2"), "--json", "--no-progress"])
+    assert code == 1 and not (tmp_path / "m2").exists()
