@@ -453,3 +453,131 @@ def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     n = int(re.search(r"overlay=(\d+)", line).group(1))
     assert n == len(rois.read_overlay(proj / "predictions" / "cfos-wue1" / "overlays" / "0015.tif")) > 0
     assert "title=0015 - prediction (cfos-wue1)" in log
+
+
+# ============================================================================================ issue 16 bugs (batch)
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_an_expert_who_finds_no_cells_saves_an_empty_annotation(project, home, ij_jar, tmp_path):
+    """Issue 16, bug 4: an empty ROI Manager is a valid answer (after a confirmation: argument empty=1); the
+    consensus then counts the expert's "no objects" instead of refusing the project."""
+    proj = _copy_project(project, tmp_path / "empty ü")
+    shutil.rmtree(proj / "annotations" / "expert_3")
+    (proj / "annotations" / "expert_3").mkdir()
+    rois.write_roiset(proj / "annotations" / "expert_3" / "0001.zip",
+                      rois.read_rois(project / "annotations" / "expert_3" / "0001.zip"))
+    args = {"project": str(proj), "image": str(proj / "images" / "0015.tif"), "expert": "expert_3"}
+    err = error_line(run_macro("Save_Expert_Annotations.ijm", args, ij_jar=ij_jar, home=home))
+    assert "the ROI Manager is empty" in err and "empty=1" in err
+    line = done_line(run_macro("Save_Expert_Annotations.ijm", {**args, "empty": "1"}, ij_jar=ij_jar, home=home))
+    saved = proj / "annotations" / "expert_3" / "0015.zip"
+    assert f"saved 0 {saved} image=0015" in line and rois.read_rois(saved) == []
+    line = done_line(run_macro("Compute_Consensus.ijm", {"python": sys.executable, "project": str(proj),
+                                                         "method": "majority"}, ij_jar=ij_jar, home=home))
+    assert "results=3" in line
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_a_failed_consensus_leaves_nothing_that_blocks_the_next(project, home, ij_jar, tmp_path):
+    """Issue 16, bug 5: a run that fails half-way (a corrupt RoiSet) left config.json and partial outputs; the
+    next run said "exists and is not empty" and Show Results offered the partial result."""
+    proj = _copy_project(project, tmp_path / "fails ü")
+    good = proj / "annotations" / "expert_2" / "0015.zip"
+    keep = good.read_bytes()
+    good.write_bytes(b"PK\x03\x04 this is not a RoiSet")
+    args = {"python": sys.executable, "project": str(proj), "method": "staple"}
+    err = error_line(run_macro("Compute_Consensus.ijm", args, ij_jar=ij_jar, home=home))
+    assert "fiji-consensus consensus failed" in err and "0015" in err
+    assert not (proj / "consensus" / "staple").exists()
+    err = error_line(run_macro("Show_Results.ijm", {"project": str(proj)}, ij_jar=ij_jar, home=home))
+    assert "no finished results" in err
+    good.write_bytes(keep)
+    line = done_line(run_macro("Compute_Consensus.ijm", args, ij_jar=ij_jar, home=home))  # no overwrite=1 needed
+    assert "results=3" in line and (proj / "consensus" / "staple" / "summary.json").is_file()
+    # an unfinished result (no summary.json: a killed run) is not shown, and is replaced without asking
+    (proj / "consensus" / "staple" / "summary.json").unlink()
+    err = error_line(run_macro("Show_Results.ijm", {"project": str(proj)}, ij_jar=ij_jar, home=home))
+    assert "no finished results" in err
+    done_line(run_macro("Compute_Consensus.ijm", args, ij_jar=ij_jar, home=home))
+    assert (proj / "consensus" / "staple" / "summary.json").is_file()
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_compute_consensus_refuses_an_unknown_image(project, home, ij_jar, tmp_path):
+    """Issue 16, bug 2: image=9999 opened the first image silently."""
+    proj = _copy_project(project, tmp_path / "unknown")
+    err = error_line(run_macro("Compute_Consensus.ijm", {"python": sys.executable, "project": str(proj),
+                                                         "method": "majority", "image": "9999"},
+                               ij_jar=ij_jar, home=home))
+    assert "no image 9999" in err
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_python_may_be_the_script_the_venv_or_the_interpreter(project, home, ij_jar, tmp_path):
+    """Issue 16, bug 6: the fiji-consensus script and the venv folder are accepted; a program that says
+    nothing on stdout gets a message that says so (exec() drops stderr)."""
+    venv_bin = Path(sys.executable).parent
+    script = venv_bin / "fiji-consensus"
+    if not script.is_file():
+        pytest.skip(f"no fiji-consensus script beside {sys.executable}")
+    proj = _copy_project(project, tmp_path / "py")
+    base = {"project": str(proj), "method": "majority", "image": "0015"}
+    done_line(run_macro("Compute_Consensus.ijm", {**base, "python": str(script)}, ij_jar=ij_jar, home=home))
+    done_line(run_macro("Compute_Consensus.ijm", {**base, "python": str(venv_bin.parent) + "/", "overwrite": "1"},
+                        ij_jar=ij_jar, home=home))
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\necho 'No module named fiji_consensus' >&2\nexit 1\n")
+    silent.chmod(0o755)
+    err = error_line(run_macro("Compute_Consensus.ijm", {**base, "python": str(silent)}, ij_jar=ij_jar, home=home))
+    assert f"fiji-consensus does not run with {silent}" in err and "nothing on its standard output" in err
+    assert "-m pip install" in err and f"{tmp_path} -m pip" not in err
+    err = error_line(run_macro("Compute_Consensus.ijm", {**base, "python": str(tmp_path)}, ij_jar=ij_jar, home=home))
+    assert "holds no Python interpreter" in err
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_next_planned_image_reports_a_missing_plan_command(project, home, ij_jar, tmp_path):
+    """A fiji-consensus without the `plan` command (or one that fails) gives a clear message, no hang."""
+    fake = tmp_path / "old fiji-consensus python"
+    fake.write_text("#!/bin/sh\nif [ \"$4\" = --version ]; then echo 'fiji-consensus 0.1'; exit 0; fi\n"
+                    "echo \"fiji-consensus: error: argument COMMAND: invalid choice: 'plan'\"\nexit 2\n")
+    fake.chmod(0o755)
+    err = error_line(run_macro("Next_Planned_Image.ijm", {"python": str(fake), "project": str(project),
+                                                          "expert": "dora"}, ij_jar=ij_jar, home=home))
+    assert "no annotation plans ('plan' command)" in err
+
+
+def _plan_available() -> bool:
+    r = subprocess.run([sys.executable, "-m", "fiji_consensus", "plan", "--help"], capture_output=True, timeout=120)
+    return r.returncode == 0
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_next_planned_image_opens_the_experts_next_image(project, home, ij_jar, tmp_path):
+    """The toolset's Next Planned Image: `fiji-consensus plan next --project P --expert E --json` names the
+    image; the macro opens it (contract with issue 20)."""
+    if not _plan_available():
+        pytest.skip("`fiji-consensus plan --help` fails: this fiji-consensus has no annotation plans (issue 20)")
+    proj = _copy_project(project, tmp_path / "plan ü")
+    (proj / "annotations" / "expert_1" / "0001.zip").unlink()  # expert_1 still has to annotate 0001
+    r = subprocess.run([sys.executable, "-m", "fiji_consensus", "plan", "--project", str(proj), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "fiji_consensus", "plan", "next", "--project", str(proj), "--expert",
+                        "expert_1", "--json"], capture_output=True, text=True, timeout=120)
+    expected = json.loads(r.stdout.strip().splitlines()[-1])
+    out = run_macro("Next_Planned_Image.ijm", {"python": sys.executable, "project": str(proj),
+                                               "expert": "expert_1"}, ij_jar=ij_jar, home=home)
+    line = done_line(out)
+    if expected.get("image") is None:
+        assert "FIJI_CONSENSUS_DONE plan none expert=expert_1" in line
+    else:
+        assert f"plan image={expected['image']} expert=expert_1 remaining={expected['remaining']}" in line
+        assert f"title={Path(expected['path']).name}" in line

@@ -73,10 +73,8 @@ if (!File.exists(table))
 if (File.exists(table)) {
 	run("Clear Results");
 	open(table);
-	name = File.getName(table);
-	if (isOpen(name))
-		Table.rename(name, "Results");
-	rows = nResults;
+	rows = Table.size;
+	IJ.renameResults(File.getName(table), "Results");
 }
 
 id = fcArg("image", "");

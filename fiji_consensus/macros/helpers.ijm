@@ -175,6 +175,8 @@ function fcRemoveTree(dir) {
 		else
 			ok = File.delete(dir + "/" + files[i]);
 	}
+	if (File.exists(dir + "/.fiji-consensus.json"))
+		ok = File.delete(dir + "/.fiji-consensus.json");  // the CLI's claim on its output folder (hidden)
 	ok = File.delete(dir);
 }
 
