@@ -132,15 +132,6 @@ def _example_window(any_mask: np.ndarray, size: int = 256) -> tuple[int, int, in
     return pos[0], pos[0] + sy, pos[1], pos[1] + sx
 
 
-def _confusion(cand: np.ndarray, ref: np.ndarray, keep: np.ndarray | None) -> tuple[float, float]:
-    c, r = (cand, ref) if keep is None else (cand[keep], ref[keep])
-    tp = np.count_nonzero(c & r)
-    fn = np.count_nonzero(~c & r)
-    fp = np.count_nonzero(c & ~r)
-    tn = c.size - tp - fn - fp
-    return (tp / (tp + fn) if tp + fn else math.nan, tn / (tn + fp) if tn + fp else math.nan)
-
-
 # ------------------------------------------------------------------------------------------ the job
 
 
@@ -309,7 +300,6 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
         shape = image.shape
         present = ds.raters(image_id)  # the experts who annotated this image
         masks = np.stack([ann[e] > 0 for e in present])
-        keep = None if ignore is None else ~ignore
         if pooled_fit is not None:
             k_ = [experts.index(e) for e in present]
             g_ = float(pooled_fit.priors[ids.index(image_id)])
@@ -345,7 +335,7 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
         for k_r, (name, m) in enumerate(bin_masks.items()):
             if name == "consensus":
                 continue
-            sens, spec = _confusion(m, reference, keep)
+            sens, spec = metrics.sensitivity_specificity(reference, m, ignore=ignore)
             obj = metrics.object_scores(reference, m, min_size=min_size, ignore=ignore)
             row = {
                 "image": image_id, "rater": name, "kind": kinds[name],

@@ -36,6 +36,7 @@ from fiji_consensus.matching import _assign_objects, _check_threshold, _ignore_m
 __all__ = [
     "dice",
     "iou",
+    "sensitivity_specificity",
     "roi_f1",
     "object_scores",
     "average_precision",
@@ -155,6 +156,35 @@ def iou(a: Any, b: Any, *, ignore: Any = None) -> float:
     x, y = _pixel_pair(a, b, ignore, ("a", "b"))
     inter = int(np.count_nonzero(x & y))
     return _iou_counts(inter, int(np.count_nonzero(x)), int(np.count_nonzero(y)))
+
+
+def sensitivity_specificity(reference: Any, candidate: Any, *, ignore: Any = None) -> tuple[float, float]:
+    """Pixel sensitivity ``TP / (TP + FN)`` and specificity ``TN / (TN + FP)`` of a mask against a reference.
+
+    Parameters
+    ----------
+    reference, candidate : array_like, shape (Y, X)
+        Binary masks (bool, 0/1 or 0/255).
+    ignore : array_like of bool, shape (Y, X), optional
+        Pixels left out of the score.
+
+    Returns
+    -------
+    (float, float)
+        Each NaN where its denominator is 0 (no reference foreground, or no reference background).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sensitivity_specificity(np.array([[1, 1, 0, 0]]), np.array([[0, 1, 1, 0]]))
+    (0.5, 0.5)
+    """
+    r, c = _pixel_pair(reference, candidate, ignore, ("reference", "candidate"))
+    tp = int(np.count_nonzero(c & r))
+    fn = int(np.count_nonzero(~c & r))
+    fp = int(np.count_nonzero(c & ~r))
+    tn = c.size - tp - fn - fp
+    return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
 
 
 def cohen_kappa(a: Any, b: Any, *, ignore: Any = None) -> float:

@@ -21,6 +21,7 @@ from fiji_consensus.metrics import (
     object_scores,
     pairwise_matrix,
     roi_f1,
+    sensitivity_specificity,
 )
 
 
@@ -531,3 +532,16 @@ def test_count_objects() -> None:
     ignore[5:8, 5:8] = True
     assert count_objects(m, ignore=ignore) == 2
     assert count_objects(np.zeros((3, 3))) == 0
+
+
+def test_sensitivity_specificity_by_hand_and_with_ignore():
+    ref = np.array([[1, 1, 1, 0, 0, 0, 0, 0]], bool)
+    cand = np.array([[1, 1, 0, 1, 0, 0, 0, 0]], bool)
+    sens, spec = sensitivity_specificity(ref, cand)
+    assert (sens, spec) == (pytest.approx(2 / 3), pytest.approx(4 / 5))  # TP 2, FN 1, FP 1, TN 4
+    ign = np.array([[0, 0, 1, 1, 0, 0, 0, 0]], bool)  # the missed and the extra pixel left out
+    assert sensitivity_specificity(ref, cand, ignore=ign) == (1.0, 1.0)
+    s, p = sensitivity_specificity(np.zeros((2, 2)), np.ones((2, 2)))
+    assert math.isnan(s) and p == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        sensitivity_specificity(np.zeros((2, 2)), np.zeros((2, 3)))
