@@ -169,6 +169,11 @@ def _comparable(cfg_json: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg_json.items() if k not in ("overwrite", "resume")}
 
 
+#: Per-image outputs of ``consensus`` (folder, suffix); ``per_image/<id>.json`` marks an image done.
+_IMAGE_OUTPUTS = (
+    ("masks", ".tif"), ("probability", ".tif"), ("labels", ".tif"), ("rois", ".zip"), ("overlays", ".tif"),
+    ("per_image", ".json"),
+)
 #: What ``consensus`` / ``agreement`` write into their output folder (``--overwrite`` clears exactly these).
 _CONSENSUS_DIRS = ("masks", "probability", "labels", "rois", "overlays", "per_image")
 _OUTPUT_FILES = (
@@ -430,6 +435,7 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
     ``summary.json`` and ``config.json``. Returns the summary.
     """
     from . import metrics, rois
+    from ._atomic import commit_staged, staging_path
 
     ds = _resolve_dataset(config, missing_ok=True)
     if len(ds.experts) < 2:
@@ -455,12 +461,22 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
                 "images_per_expert": design["annotated_by"], "n_iter": fit.n_iter, "converged": fit.converged,
                 "priors": dict(zip(ids, fit.priors.tolist())),
             }, overwrite=True)
-        write_over = config.overwrite or config.resume
         colors = {e: EXPERT_COLORS[i % len(EXPERT_COLORS)] for i, e in enumerate(experts)}
         todo = [i for i in ids if i not in done]
         if done:
             logger.info("resuming: %d of %d images already done", len(done & set(ids)), len(ids))
         for image_id in _progress(todo, total=len(todo), enabled=progress, desc="consensus"):
+            # an image's outputs are written under hidden names and moved into place together, its
+            # per_image record last: a kill leaves either all of them or nothing that looks finished
+            for d, suffix in _IMAGE_OUTPUTS:  # left by a run killed while moving them: not finished
+                (out / d / f"{image_id}{suffix}").unlink(missing_ok=True)
+            staged: list[tuple[Path, Path]] = []
+
+            def stage(d: str, suffix: str, _staged: list = staged, _id: str = image_id) -> Path:
+                target = out / d / f"{_id}{suffix}"
+                _staged.append((staging_path(target), target))
+                return _staged[-1][0]
+
             image, ann, ignore = ds.load(image_id)
             names = ds.raters(image_id)
             masks = np.stack([ann[e] > 0 for e in names])
@@ -472,26 +488,22 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
             cmask = res["mask"]
             if ignore is not None:
                 cmask = cmask & ~ignore
-            fio.write_tiff(out / "masks" / f"{image_id}.tif", cmask.astype(np.uint8) * 255, overwrite=write_over)
+            fio.write_tiff(stage("masks", ".tif"), cmask.astype(np.uint8) * 255, overwrite=True)
             if res["probability"] is not None:
-                fio.write_tiff(
-                    out / "probability" / f"{image_id}.tif", res["probability"], overwrite=write_over
-                )
+                fio.write_tiff(stage("probability", ".tif"), res["probability"], overwrite=True)
             labels = res["labels"]
             fio.write_tiff(
-                out / "labels" / f"{image_id}.tif",
-                labels.astype(np.uint16 if labels.max() < 65536 else np.int32), overwrite=write_over,
+                stage("labels", ".tif"), labels.astype(np.uint16 if labels.max() < 65536 else np.int32),
+                overwrite=True,
             )
             c_rois = rois.labels_to_rois(labels, name_prefix="consensus:", stroke_color=CONSENSUS_COLOR)
-            rois.write_roiset(out / "rois" / f"{image_id}.zip", c_rois, overwrite=write_over)
+            rois.write_roiset(stage("rois", ".zip"), c_rois, overwrite=True)
             if config.write_overlays:
                 overlay = []
                 for k, e in enumerate(names):
                     overlay += rois.mask_to_rois(masks[k], name_prefix=f"{e}:", stroke_color=colors[e])
                 overlay += [rois.set_stroke(r, CONSENSUS_COLOR, 2) for r in c_rois]  # drawn last, on top
-                rois.write_imagej_tiff(
-                    out / "overlays" / f"{image_id}.tif", image, rois=overlay, overwrite=write_over
-                )
+                rois.write_imagej_tiff(stage("overlays", ".tif"), image, rois=overlay, overwrite=True)
             raters = {e: masks[k] for k, e in enumerate(names)}
             rows, _ = score_raters(raters, reference=cmask, min_size=config.min_size, ignore=ignore)
             for k, r in enumerate(rows):
@@ -511,7 +523,12 @@ def run_consensus(config: ConsensusConfig, *, progress: bool = False) -> dict[st
                 "expert_objects": {r["expert"]: r["n_objects"] for r in rows},
                 "staple": {k: res[k] for k in ("prior", "n_iter", "converged") if k in res},
             }
-            fio.write_json(out / _PER_IMAGE / f"{image_id}.json", record_img, overwrite=True)
+            fio.write_json(stage(_PER_IMAGE, ".json"), record_img, overwrite=True)
+            try:
+                commit_staged(staged)
+            finally:
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
     except BaseException:
         _discard_failed(out, existed)
         raise

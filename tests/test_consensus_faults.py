@@ -152,3 +152,33 @@ def test_staple_on_uint8_masks_is_the_bool_result_without_a_sort(monkeypatch, sh
     bad[0, 0, 0] = 3
     with pytest.raises(ValueError, match=r"must be binary \(0/1, 0/255 or bool\); got 3 distinct values"):
         staple(bad)
+
+
+def test_killed_consensus_leaves_nothing_half_done(tmp_path: Path, capsys, monkeypatch, shared_data: Path) -> None:
+    """A kill while an image's outputs are moved into place: no probability map without its marker remains
+    looking finished after the resume, and no temporary .part file is left."""
+    from fiji_consensus import _atomic
+
+    proj = _project(tmp_path, ids=("0001", "0004"), window=CELLS)
+    out = tmp_path / "c"
+    real = _atomic.commit_staged
+    calls = {"n": 0}
+
+    def killed_midway(pairs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # second image: move its probability map, then die
+            real([p for p in pairs if p[1].parent.name == "probability"])
+            raise KeyboardInterrupt
+        real(pairs)
+
+    monkeypatch.setattr(_atomic, "commit_staged", killed_midway)
+    code, _, err = _cli(["consensus", "--project", str(proj), "--out", str(out)], capsys)
+    assert code == 130 and "--resume" in err
+    assert (out / "per_image" / "0001.json").is_file() and not (out / "per_image" / "0004.json").exists()
+    assert (out / "probability" / "0004.tif").is_file()  # what the kill left, as the issue describes
+    monkeypatch.setattr(_atomic, "commit_staged", real)
+    code, res, err = _cli(["consensus", "--project", str(proj), "--out", str(out), "--resume"], capsys)
+    assert code == 0, err
+    assert not list(out.rglob("*.part"))
+    for d in ("masks", "probability", "labels", "rois", "overlays", "per_image"):
+        assert len(list((out / d).iterdir())) == 2, d
