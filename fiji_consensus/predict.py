@@ -22,9 +22,20 @@ image with its QA score, in review order: most uncertain first), ``summary.json`
 
 Resume and overwrite: images whose ``per_image/<id>.json`` exists are skipped, so rerunning the same
 command continues an interrupted run (or adds new images). The settings that change results must match
-those in ``config.json``; otherwise, and in a non-empty folder without ``config.json``, nothing is written
-unless ``overwrite=True`` (which also predicts every image again). Files of an image that is not done
-(left by an interrupted run of the same settings) are replaced. Every file is written atomically.
+those in ``config.json`` once an image is finished; a run that finished no image (it failed or was killed
+early) binds nothing, so the corrected rerun needs no ``overwrite``. ``overwrite=True`` deletes the previous
+run's outputs (also of images not given this time) and predicts every image again.
+
+Folders: predict writes only into a new or empty folder, or one it made (``.fiji-consensus.json``, see
+:func:`fiji_consensus._atomic.claim_folder`); a folder holding anything else is refused, also with
+``overwrite``. Every file is written atomically, and an image's files are first written under hidden
+temporary names and moved into place together when all are written, the per-image record last: a kill
+leaves either all of an image's files or none that looks finished. Temporary files a killed run left
+(``.<name>.XXXXXXXX.part``) are removed by the next run.
+
+Memory: the member x view probabilities are reduced to the maps band by band as the tiles come in
+(:func:`fiji_consensus.tiling.iter_tiled`), so memory grows with the image by the input, the output maps
+and the written files only (tests/benchmarks/bench_memory.py).
 
 Failures: an image that cannot be used (unreadable, a 3-D stack, multi-channel without a channel choice,
 NaN values) is skipped with a logged error and listed in the summary's ``failed``; the summary then has
@@ -329,6 +340,7 @@ def _predict_one(
             min_size=config.min_size,
             split=config.split,
             measure=config.uncertainty,
+            all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
             progress=progress,
         )
     t_pred = time.perf_counter() - t0
@@ -346,6 +358,12 @@ def _predict_one(
     try:
         _write_image_outputs(image, info, res, config, stage)
         fg = res.probability > res.threshold
+        flags = _domain_flags(ens, image, fg, config.channel)
+        if flags:
+            from .domain import describe_flags
+
+            logger.warning("%s looks unlike the model's training images (check its result): %s", image_id,
+                           describe_flags(flags))
         record = {
             "image": image_id,
             "path": str(path),
@@ -355,10 +373,12 @@ def _predict_one(
             "n_objects": len(res.objects),
             "foreground_fraction": float(fg.mean()),
             "qa_score": res.qa_score,
+            "out_of_domain": [f["statistic"] for f in flags],
+            "domain_flags": flags,
             "measure": res.measure,
             "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
-            "qa_scores": {k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan"))
-                          for k, v in res.maps.items()},
+            "qa_scores": res.qa_scores if res.qa_scores is not None else {
+                k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan")) for k, v in res.maps.items()},
             "threshold": res.threshold,
             "views": list(res.views),
             "n_members": res.n_members,
@@ -373,6 +393,25 @@ def _predict_one(
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return record
+
+
+def _domain_flags(ens: Any, image: np.ndarray, fg: np.ndarray, channel: int | None) -> list[dict[str, Any]]:
+    """Statistics of the image (with the prediction as foreground) outside the model's training range
+    (:mod:`fiji_consensus.domain`); empty when the model stores no training range."""
+    from .domain import check, image_stats
+
+    metas = [getattr(m, "metadata", None) or {} for m in ens] if isinstance(ens, list) else [ens.metadata or {}]
+    meta = next((m for m in metas if m.get("domain")), None)
+    if meta is None:
+        return []
+    img = np.asarray(image)
+    if img.ndim == 3 and channel is not None:
+        img = img[channel]
+    if img.shape != fg.shape:
+        return []
+    norm = meta.get("normalization") or {}
+    pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
+    return check(image_stats(img, fg, percentiles=pct), meta["domain"])
 
 
 def _write_image_outputs(image: np.ndarray, info: dict[str, Any], res: Any, config: PredictConfig, stage: Any) -> None:
@@ -518,9 +557,10 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
 
 def _package_run(config: PredictConfig) -> bool:
     """Whether ``config.model`` names bioimage.io packages (else one ensemble folder); a mix is an error."""
+    from .keras.member import is_keras_model
     from .zoo import is_package
 
-    kinds = [is_package(m) for m in config.models]
+    kinds = [is_package(m) or is_keras_model(m) for m in config.models]  # Keras files join package ensembles
     if any(kinds) and not all(kinds):
         raise ValueError(
             f"--model mixes bioimage.io packages and ensemble folders ({[str(m) for m in config.models]}); "
@@ -544,7 +584,13 @@ def _load_model(config: PredictConfig, model_json: Path) -> list[Any]:
     from .zoo import load_package
 
     device = "cuda" if config.device.startswith("cuda") else "cpu"
-    pkgs = [load_package(m, device=device, trust_code=config.trust_code) for m in config.models]
+    from .keras.member import is_keras_model, load_keras_member
+
+    if any(is_keras_model(m) for m in config.models) and config.keras_normalization is None:
+        raise ValueError(f"{[str(m) for m in config.models if is_keras_model(m)]}: plain Keras models need their "
+                         "normalisation: --keras-normalization percentile:1,99.8 (or range:MIN,MAX, or none)")
+    pkgs = [load_keras_member(m, normalization=config.keras_normalization) if is_keras_model(m)
+            else load_package(m, device=device, trust_code=config.trust_code) for m in config.models]
     for p in pkgs:
         logger.info("package %s: %s weights%s", p.name, p.weight_format,
                     " (runs the package's Python code)" if p.executes_code else "")
@@ -598,7 +644,7 @@ def _run_image(
 
 
 _IMAGE_COLS = [
-    "rank", "image", "qa_score", "n_objects", "foreground_fraction", "mean_uncertainty",
+    "rank", "image", "qa_score", "out_of_domain", "n_objects", "foreground_fraction", "mean_uncertainty",
     "qa_entropy", "qa_expected_entropy", "qa_mutual_information", "qa_std", "qa_deepflash2",
     "height", "width", "seconds", "path",
 ]
@@ -620,7 +666,8 @@ def _finish(
         r = done[i]
         q = r.get("qa_scores", {})
         rows.append({
-            "rank": rank, "image": i, "qa_score": _nan(r.get("qa_score")), "n_objects": r["n_objects"],
+            "rank": rank, "image": i, "qa_score": _nan(r.get("qa_score")),
+            "out_of_domain": " ".join(r.get("out_of_domain") or []), "n_objects": r["n_objects"],
             "foreground_fraction": r["foreground_fraction"], "mean_uncertainty": r["mean_uncertainty"],
             **{f"qa_{k}": _nan(q.get(k)) for k in MEASURES},
             "height": r["shape"][0], "width": r["shape"][1], "seconds": r.get("seconds"), "path": r["path"],
@@ -649,6 +696,7 @@ def _finish(
         "failed": failed,
         "n_objects": int(sum(r["n_objects"] for r in done.values())),
         "mean_qa_score": float(np.mean(qa)) if qa else float("nan"),
+        "out_of_domain": sorted(i for i, r in done.items() if r.get("out_of_domain")),
         "review": order[:20],
         "seconds": seconds,
         "seconds_per_image": seconds / n_pred if n_pred else float("nan"),

@@ -21,20 +21,23 @@ gives exactly the whole-image result of ``predictor(pad(image, halo))``, whateve
 predictors that see more than their halo (group normalisation, attention), the overlap is blended with
 weights that fall smoothly to zero towards the shared edge of two cores, so no seam is visible.
 
-Memory is bounded by the output (``K`` float32 planes of the image size, plus one weight plane), one
-padded copy of the input, and one batch of windows with its outputs.
+Memory: :func:`iter_tiled` yields the result band by band (a band is final once no later tile reaches it)
+and holds one padded copy of the input, the accumulators of one row of tiles (``K`` float32 planes of
+about a window's height times the image width) and one batch of windows with its outputs; a caller that
+reduces or writes each band (as :func:`fiji_consensus.nn.predict.predict` does) never holds the ``K``
+full-size planes. :func:`predict_tiled` collects the bands into the ``(K, Y, X)`` result.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["predict_tiled", "tile_grid", "blend_weights", "BLENDINGS"]
+__all__ = ["predict_tiled", "iter_tiled", "tile_grid", "blend_weights", "BLENDINGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +203,10 @@ def predict_tiled(
     numpy.ndarray
         float32 ``(K, Y, X)``, or ``(Y, X)`` when the predictor returns ``(N, h, w)``.
 
+    See Also
+    --------
+    iter_tiled : the same result as finished bands of rows, for outputs reduced or written band by band.
+
     Examples
     --------
     >>> img = np.arange(70 * 90, dtype=np.float32).reshape(70, 90)
@@ -207,6 +214,63 @@ def predict_tiled(
     >>> out.shape, bool(np.allclose(out, 2 * img[None]))
     ((1, 70, 90), True)
     """
+    result: np.ndarray | None = None
+    squeeze = False
+    for y0, y1, band, sq in _bands(
+        image, predictor, tile=tile, halo=halo, overlap=overlap, batch_size=batch_size, blending=blending,
+        sigma_scale=sigma_scale, multiple=multiple, pad_mode=pad_mode, progress=progress,
+    ):
+        if result is None:
+            arr = np.asarray(image)
+            result = np.empty((band.shape[0], *arr.shape[-2:]), np.float32)
+            squeeze = sq
+        result[:, y0:y1] = band
+    assert result is not None
+    return result[0] if squeeze else result
+
+
+def iter_tiled(
+    image: np.ndarray,
+    predictor: Callable[[np.ndarray], Any],
+    **kwargs: Any,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """:func:`predict_tiled` as a stream: ``(y0, y1, band)`` for consecutive bands of finished rows.
+
+    ``band`` is the float32 ``(K, y1 - y0, X)`` result of rows ``y0:y1`` (``(y1 - y0, X)`` for a predictor
+    returning ``(N, h, w)``), bit for bit what :func:`predict_tiled` returns there. A band is yielded as
+    soon as no later tile can change it, so memory stays bounded by the padded input, one row of tiles
+    (``K`` float32 planes of about a window's height times the image width) and one batch, whatever
+    the image height; the caller reduces or writes each band and drops it. Keyword arguments are those of
+    :func:`predict_tiled`.
+
+    Examples
+    --------
+    >>> img = np.arange(70 * 90, dtype=np.float32).reshape(70, 90)
+    >>> bands = list(iter_tiled(img, lambda x: 2 * x, tile=32, halo=4))
+    >>> [(y0, y1) for y0, y1, _ in bands][:3], bool(np.allclose(np.concatenate([b for *_, b in bands], 1), 2 * img))
+    ([(0, 17), (17, 34), (34, 51)], True)
+    """
+    bands = _bands(image, predictor, **kwargs)
+    del image  # only the tiler's padded copy stays alive
+    for y0, y1, band, sq in bands:
+        yield y0, y1, (band[0] if sq else band)
+
+
+def _bands(
+    image: np.ndarray,
+    predictor: Callable[[np.ndarray], Any],
+    *,
+    tile: int | tuple[int, int] = 512,
+    halo: int | tuple[int, int] = 32,
+    overlap: float = 0.125,
+    batch_size: int = 4,
+    blending: str = "cosine",
+    sigma_scale: float = 0.125,
+    multiple: int = 1,
+    pad_mode: str = "reflect",
+    progress: bool = False,
+) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """The engine of :func:`predict_tiled` and :func:`iter_tiled`: ``(y0, y1, (K, rows, X) band, squeeze)``."""
     arr = np.asarray(image)
     if arr.ndim not in (2, 3):
         raise ValueError(f"image must be (Y, X) or (C, Y, X); got an array of shape {arr.shape}")
@@ -248,8 +312,9 @@ def predict_tiled(
     ly, lx = (ny - 1) * sy + wy, (nx - 1) * sx + wx
     pad = [(0, 0), (hy, ly - Y - hy), (hx, lx - X - hx)]
     xp = np.pad(x.astype(np.float32, copy=False), pad, mode=pad_mode)
+    del arr, x, image  # the padded copy is all that is read from now on (a caller may drop its own)
     logger.debug(
-        "predict_tiled: image %s, windows %dx%d, cores %dx%d, %dx%d tiles", x.shape, wy, wx, cy, cx, ny, nx
+        "predict_tiled: image %s, windows %dx%d, cores %dx%d, %dx%d tiles", (C, Y, X), wy, wx, cy, cx, ny, nx
     )
 
     ovy, ovx = cy - sy, cx - sx
@@ -258,7 +323,9 @@ def predict_tiled(
     wts_x = [blend_weights(cx, ovx, blending, lead=j > 0, trail=j < nx - 1, sigma_scale=sigma_scale)
              for j in range(nx)]
     oy, ox = (ny - 1) * sy + cy, (nx - 1) * sx + cx  # extent of the core region (>= image)
-    weight = np.zeros((oy, ox), np.float32)
+    # a rolling window of the accumulators: rows base .. base + len; rows before base were yielded
+    base = 0
+    weight = np.zeros((0, ox), np.float32)
     acc: np.ndarray | None = None
     squeeze: bool | None = None
     positions = [(i, j) for i in range(ny) for j in range(nx)]
@@ -268,9 +335,11 @@ def predict_tiled(
         from tqdm.auto import tqdm
 
         it = tqdm(batches, desc="tiles", unit="batch", leave=False)
+    n_done = 0
     for batch in it:
         win = np.stack([xp[:, i * sy : i * sy + wy, j * sx : j * sx + wx] for i, j in batch])
         out = np.asarray(predictor(np.ascontiguousarray(win)))
+        del win
         if out.ndim == 3:
             out = out[:, None]
             sq = True
@@ -278,24 +347,41 @@ def predict_tiled(
             sq = False
         if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != (wy, wx):
             raise ValueError(
-                f"predictor must return (N, K, h, w) or (N, h, w) for an input of shape {win.shape}; "
+                f"predictor must return (N, K, h, w) or (N, h, w) for an input of shape {(len(batch), C, wy, wx)}; "
                 f"got shape {np.shape(out)}"
             )
         if acc is None:
             squeeze = sq
-            acc = np.zeros((out.shape[1], oy, ox), np.float32)
+            acc = np.zeros((out.shape[1], 0, ox), np.float32)
         elif out.shape[1] != acc.shape[0] or sq != squeeze:
             raise ValueError(
                 f"predictor returned {out.shape[1]} channels, earlier {acc.shape[0]}; it must return the "
                 "same number of channels for every batch"
             )
+        end = max(i * sy + cy for i, _ in batch)  # grow the window to the lowest row this batch touches
+        if end > base + weight.shape[0]:
+            grow = end - base - weight.shape[0]
+            acc = np.concatenate([acc, np.zeros((acc.shape[0], grow, ox), np.float32)], axis=1)
+            weight = np.concatenate([weight, np.zeros((grow, ox), np.float32)], axis=0)
         for k, (i, j) in enumerate(batch):
             w2 = np.outer(wts_y[i], wts_x[j]).astype(np.float32)
             core = out[k, :, hy : hy + cy, hx : hx + cx]
-            ys, xs = slice(i * sy, i * sy + cy), slice(j * sx, j * sx + cx)
-            acc[:, ys, xs] += core * w2
+            ys, xs = slice(i * sy - base, i * sy - base + cy), slice(j * sx, j * sx + cx)
+            for c in range(core.shape[0]):  # channel by channel: a temporary of one plane, not of K
+                acc[c, ys, xs] += core[c] * w2
             weight[ys, xs] += w2
-    assert acc is not None
-    result = acc[:, :Y, :X] / weight[None, :Y, :X]
-    del acc
-    return result[0] if squeeze else result
+        del out
+        n_done += len(batch)
+        rows_done = n_done // nx  # complete rows of tiles
+        final = oy if rows_done >= ny else rows_done * sy  # no later tile reaches above the next row's start
+        final = min(final, Y)
+        if final > base:
+            n = final - base
+            band = acc[:, :n, :X]
+            band /= weight[None, :n, :X]  # in place: these rows are final
+            yield base, final, band, bool(squeeze)
+            del band
+            acc, weight = acc[:, n:].copy(), weight[n:].copy()
+            base = final
+        if base >= Y:
+            break

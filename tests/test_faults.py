@@ -412,3 +412,36 @@ def test_refused_pickle_and_invalid_package_are_one_line(trained, tmp_path, caps
                          "--no-progress", "-q", "--trust-code"], capsys)
     line = _error_line(err)
     assert code == 1 and "bad.zip is not a valid bioimage.io description: field license" in line
+
+
+def test_a_failed_prediction_run_binds_nothing(trained, tmp_path, capsys):
+    p, model = trained
+    out = tmp_path / "pred"
+    base = ["predict", str(p["images"]), "--model", str(model), "--out", str(out), "--no-progress", "-q"]
+    code, _, err = _run([*base, "--channel", "2"], capsys)  # a wrong setting: every image fails
+    assert code == 1 and "channel 2 does not exist" in err
+    assert (out / "config.json").is_file() and not list((out / "per_image").glob("*.json"))
+    code, _, err = _run(base, capsys)  # corrected: no --overwrite needed
+    assert code == 0, err
+    assert len(list((out / "per_image").glob("*.json"))) == len(WINDOWS)
+    # once images are finished, other settings are refused without --overwrite
+    code, _, err = _run([*base, "--tta", "none"], capsys)
+    assert code == 1 and "other settings" in _error_line(err)
+
+
+def test_package_removes_work_folders_of_killed_runs(trained, tmp_path):
+    pytest.importorskip("bioimageio.core")
+    from fiji_consensus import zoo
+
+    _, model = trained
+    out = tmp_path / "zoo" / "tiny.zip"
+    out.parent.mkdir()
+    left = out.parent / ".tiny.k3j_9a2x"  # what tempfile.mkdtemp left when a package run was killed
+    left.mkdir()
+    (left / "weights.pt").write_bytes(b"\0" * 1024)
+    mine = out.parent / ".tiny-notes"  # a hidden folder of the user's: not ours, kept
+    mine.mkdir()
+    res = zoo.package_ensemble(model, out, weight_formats=("pytorch_state_dict",), tile=64,
+                               image=LAB / "images" / "0001.png")
+    assert res["ok"] and out.is_file()
+    assert sorted(x.name for x in out.parent.iterdir()) == [".tiny-notes", "tiny.zip"]

@@ -178,6 +178,28 @@ def test_tiled_prediction_equals_whole_image(bn, crop):
 # ----------------------------------------------------------------------------------------------- predict
 
 
+@pytest.mark.parametrize("overlap", [0.0, 0.25])
+def test_streamed_prediction_equals_the_stack_bit_for_bit(bn, crop, overlap):
+    """predict() reduces the tiles band by band (the stack is never held); its maps and QA scores are those
+    of the whole member x view stack, exactly, also with blended overlaps and several rows of tiles."""
+    kw = dict(tta="flips", tile=64, overlap=overlap, batch_size=3)  # crop 96 x 116: several tile rows
+    stack = predict_stack(bn, crop, **kw)
+    full = U.ensemble_statistics(stack)
+    t = float(np.median(full["mean"]))  # half of the pixels are foreground
+    res = predict(bn, crop, **kw, threshold=t)
+    np.testing.assert_array_equal(res.probability, full["mean"])
+    for m in U.MEASURES:
+        np.testing.assert_array_equal(res.maps[m], full[m])
+        fg = full["mean"] > t
+        assert fg.any() and res.qa_scores[m] == pytest.approx(float(full[m][fg].mean(dtype=np.float64)), rel=1e-12)
+    assert res.qa_score == U.qa_score(full["entropy"], full["mean"], threshold=t)
+    lean = predict(bn, crop, **kw, threshold=t, measure="std", all_maps=False)
+    assert list(lean.maps) == ["std"] and lean.qa_scores == res.qa_scores
+    np.testing.assert_array_equal(lean.uncertainty, full["std"])
+    kept = predict(bn, crop, **kw, keep_stack=True)
+    np.testing.assert_array_equal(kept.stack, stack)
+
+
 def test_predict_probability_uncertainty_objects(thr, crop):
     res = predict(thr, crop, tta="flips", tile=96, keep_stack=True)
     assert res.stack.shape == (3 * 4, *crop.shape)

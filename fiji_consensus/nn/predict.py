@@ -214,6 +214,19 @@ def predict_stack(
     >>> stack.shape                                # 5 members x 4 views   # doctest: +SKIP
     (20, 1024, 1024)
     """
+    x, predictor, kw = _tiling(
+        ensemble, image, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size, blending=blending,
+        stack_views=stack_views, progress=progress,
+    )
+    stack = predict_tiled(x, predictor, **kw)
+    return np.clip(stack, 0.0, 1.0, out=stack)
+
+
+def _tiling(
+    ensemble: Ensemble, image: np.ndarray, *, tta: Any, tile: int, overlap: float | None, batch_size: int,
+    blending: str, stack_views: bool | None, progress: bool,
+) -> tuple[np.ndarray, EnsemblePredictor, dict[str, Any]]:
+    """The normalised image, the predictor and the tiling arguments of :func:`predict_stack`."""
     from .._validate import as_image_2d
 
     ens = _check_ensemble(ensemble)
@@ -229,20 +242,49 @@ def predict_stack(
     if overlap is None:
         norm = ens.metadata.get("architecture", {}).get("config", {}).get("norm", "batch")
         overlap = 0.0 if norm in ("batch", "none") else 0.125
-    x = ens.normalize(img)
-    stack = predict_tiled(
-        x,
-        predictor,
-        tile=t,
-        halo=ens.halo,
-        overlap=overlap,
-        batch_size=batch_size,
-        blending=blending,
-        multiple=mult,
-        pad_mode="reflect",
-        progress=progress,
-    )
-    return np.clip(stack, 0.0, 1.0, out=stack)
+    kw = dict(tile=t, halo=ens.halo, overlap=overlap, batch_size=batch_size, blending=blending, multiple=mult,
+              pad_mode="reflect", progress=progress)
+    return ens.normalize(img), predictor, kw
+
+
+#: Pixels per call of ``ensemble_statistics`` in :func:`_predict_streamed` (bounds its temporaries).
+_STATS_PIXELS = 1 << 18
+
+
+def _predict_streamed(
+    ens: Ensemble, arr: np.ndarray, *, measure: str, threshold: float, all_maps: bool, **tiling: Any
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """Mean probability, uncertainty maps and per-measure QA scores, reduced band by band from the tiles
+    (:func:`~fiji_consensus.tiling.iter_tiled`): the ``(M * V, Y, X)`` stack is never held, only one band
+    of it. Every value equals that of :func:`predict_stack` + ``ensemble_statistics`` (pixelwise)."""
+    from ..tiling import iter_tiled
+
+    x, predictor, kw = _tiling(ens, arr, **tiling)
+    shape = x.shape
+    bands = iter_tiled(x, predictor, **kw)
+    del x  # the tiler keeps its padded copy only
+    prob = np.empty(shape, np.float32)
+    keep = _unc.MEASURES if all_maps else (measure,)
+    maps = {m: np.empty(shape, np.float32) for m in keep}
+    sums = dict.fromkeys(_unc.MEASURES, 0.0)
+    n_fg = 0
+    rows = max(1, _STATS_PIXELS // shape[1])  # the statistics' float64 temporaries: a few MB at a time
+    for b0, b1, band in bands:
+        np.clip(band, 0.0, 1.0, out=band)
+        for y0 in range(b0, b1, rows):
+            y1 = min(y0 + rows, b1)
+            st = _unc.ensemble_statistics(band[:, y0 - b0 : y1 - b0])
+            prob[y0:y1] = st.pop("mean")
+            fg = prob[y0:y1] > threshold
+            n_fg += int(np.count_nonzero(fg))
+            for m, v in st.items():
+                sums[m] += float(v[fg].sum(dtype=np.float64))
+                if m in maps:
+                    maps[m][y0:y1] = v
+            del st
+        del band
+    qa = {m: (sums[m] / n_fg if n_fg else float("nan")) for m in _unc.MEASURES}
+    return prob, maps, qa
 
 
 @dataclass
@@ -268,6 +310,9 @@ class Prediction:
         What was used.
     stack : (M * V, Y, X) float32 or None
         The member × view probabilities (only with ``keep_stack=True``).
+    qa_scores : dict or None
+        Every measure's QA score (mean over the predicted foreground), also of maps not kept
+        (``all_maps=False``); None when computed from ``maps`` by the caller (bioimage.io packages).
     """
 
     probability: Any
@@ -281,6 +326,7 @@ class Prediction:
     views: tuple[str, ...]
     n_members: int
     stack: np.ndarray | None = field(default=None, repr=False)
+    qa_scores: dict[str, float] | None = None
 
 
 def _is_dataarray(x: Any) -> bool:
@@ -331,6 +377,7 @@ def predict(
     measure: str = "entropy",
     channel: int | None = None,
     keep_stack: bool = False,
+    all_maps: bool = True,
     progress: bool = False,
 ) -> Prediction:
     """Predict one image with an ensemble: probability, uncertainty, objects and a QA score.
@@ -358,7 +405,12 @@ def predict(
     channel : int, optional
         0-based channel of a multi-channel image.
     keep_stack : bool
-        Also return the ``(M * V, Y, X)`` member × view stack.
+        Also return the ``(M * V, Y, X)`` member × view stack. Without it (the default) the stack is never
+        held whole: each band of finished rows is reduced to the maps as the tiles come in, so memory grows
+        with the image only by the output maps (about 4 bytes per pixel and map).
+    all_maps : bool
+        Return every measure in ``maps``; ``False`` keeps only ``measure`` (4 bytes per pixel for each map
+        left out; ``qa_scores`` still has every measure's QA score).
     progress : bool
         Progress bar over tiles.
 
@@ -380,12 +432,22 @@ def predict(
     thr = float(ens.threshold if threshold is None else threshold)
     if min_size is None:
         min_size = int((ens.metadata.get("training") or {}).get("min_size", 0) or 0)
-    stack = predict_stack(ens, arr, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
-    stats = _unc.ensemble_statistics(stack)
-    prob = stats.pop("mean")
+    if keep_stack:
+        stack = predict_stack(ens, arr, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+        stats = _unc.ensemble_statistics(stack)
+        prob = stats.pop("mean")
+        qa_scores = None
+        if not all_maps:
+            stats = {measure: stats[measure]}
+    else:
+        stack = None
+        prob, stats, qa_scores = _predict_streamed(
+            ens, arr, measure=measure, threshold=thr, all_maps=all_maps, tta=tta, tile=tile, overlap=overlap,
+            batch_size=batch_size, blending="cosine", stack_views=None, progress=progress,
+        )
     return _assemble_prediction(
         prob, stats, arr, template, threshold=thr, min_size=int(min_size), split=split, measure=measure,
-        views=resolve_views(tta), n_members=len(ens.members), stack=stack if keep_stack else None,
+        views=resolve_views(tta), n_members=len(ens.members), stack=stack, qa_scores=qa_scores,
     )
 
 
@@ -427,6 +489,7 @@ def _assemble_prediction(
     views: tuple[str, ...],
     n_members: int,
     stack: np.ndarray | None,
+    qa_scores: dict[str, float] | None = None,
 ) -> Prediction:
     """Objects, QA score and the :class:`Prediction` from a mean probability and the uncertainty maps
     (shared by ensembles and bioimage.io packages, :func:`fiji_consensus.zoo.predict_packages`)."""
@@ -453,6 +516,7 @@ def _assemble_prediction(
         views=tuple(views),
         n_members=n_members,
         stack=stack,
+        qa_scores=qa_scores,
     )
 
 
