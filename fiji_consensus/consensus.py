@@ -10,6 +10,9 @@ Every function takes the experts' annotations as one ``(R, Y, X)`` array (``R`` 
   initialisation, prior, update order and stopping rule, so ``staple(masks).mask()`` reproduces the
   published consensus ``est_GT`` of Segebarth et al. (eLife 2020) pixel for pixel. It also returns every
   expert's sensitivity and specificity.
+* :func:`staple_pooled` (:func:`vote_patterns`, :func:`staple_fit`, :func:`staple_posterior`): binary STAPLE
+  when experts annotated different images (missing raters): each expert's sensitivity and specificity pooled
+  over the images that expert annotated, each image's posterior from its own experts.
 * :func:`staple_multiclass`: multi-class STAPLE with per-expert confusion matrices, following ITK's
   ``MultiLabelSTAPLEImageFilter``.
 * :func:`object_consensus`: an object-level consensus in which touching cells stay separate objects.
