@@ -181,15 +181,28 @@ TABLE_COLUMNS: dict[str, list[str]] = {
 }
 
 
+def _is_evaluate_folder(out: Path) -> bool:
+    """An evaluation folder made before the owner file existed: its config.json says so."""
+    from . import io as fio
+
+    try:
+        return fio.read_json(out / "config.json").get("command") == "evaluate"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _prepare_out(out: Path, *, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    """Refuse a folder evaluate did not make (whatever it holds, also with ``overwrite``), and one it made
+    unless ``overwrite``; then claim it (:func:`fiji_consensus._atomic.claim_folder`)."""
+    from ._atomic import OWNER_FILE, claim_folder
+
+    claim_folder(out, "evaluate", legacy=_is_evaluate_folder, create=False)
+    if out.is_dir() and any(p.name != OWNER_FILE for p in out.iterdir()) and not overwrite:
         raise FileExistsError(
             f"output folder {out} exists and is not empty; use --overwrite to replace its files or choose "
             "another folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "evaluate", legacy=_is_evaluate_folder)
 
 
 def run_evaluate(config: Any, *, progress: bool = False) -> dict[str, Any]:
@@ -219,252 +232,95 @@ def run_evaluate(config: Any, *, progress: bool = False) -> dict[str, Any]:
     return evaluate(config, progress=progress).summary
 
 
+@dataclass
+class _Run:
+    """One evaluation: what is read before the loop over images, and the tallies each image adds to."""
+
+    config: Any
+    ds: Any
+    experts: list[str]
+    ids: list[str]
+    cons_paths: dict[str, Path]
+    region_paths: dict[str, Path]
+    groups: dict[str, str]
+    models: dict[str, _ModelSource]
+    strategies: dict[str, list[str]]
+    example_id: str | None
+    pooled_fit: Any = None  # the STAPLE fit pooled over the images each expert annotated (missing raters)
+    obj_rows: list[dict[str, Any]] = field(default_factory=list)
+    pair_rows: list[dict[str, Any]] = field(default_factory=list)
+    count_rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, list[float]] = field(default_factory=dict)
+    qubiq_rows: list[dict[str, Any]] = field(default_factory=list)
+    frac_acc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    cal_acc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    cal_fg_acc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    soft_models: dict[str, bool] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    example: dict[str, Any] = field(default_factory=dict)
+    staple_meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counts = {r: [] for r in self.raters}
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def raters(self) -> list[str]:
+        return [*self.experts, "consensus", *self.model_names]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {**{e: "expert" for e in self.experts}, "consensus": "consensus",
+                **{m: "model" for m in self.model_names}}
+
+
+@dataclass
+class _Image:
+    """One image as the scores see it: the binary masks of every rater who has one, and the maps."""
+
+    image_id: str
+    image: np.ndarray
+    ignore: np.ndarray | None
+    present: list[str]  # the experts who annotated it
+    masks: np.ndarray  # (len(present), Y, X) bool
+    staple: Any  # StapleResult or None (a given consensus and < 2 experts)
+    reference: np.ndarray
+    prob: dict[str, np.ndarray]
+    unc: dict[str, np.ndarray | None]
+    bin_masks: dict[str, np.ndarray]
+
+
 def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
     """:func:`run_evaluate`, returning the whole :class:`Evaluation` (tables, example crops) too."""
-    from . import consensus as cons
     from . import io as fio
-    from .jobs import _config_record, _progress, _resolve_dataset, read_groups
+    from .jobs import _progress
 
     out = Path(config.out)
-    ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
-    experts = ds.expert_names
-    ids = ds.ids
-    if config.consensus is None and len(experts) < 2:
-        raise ValueError(
-            f"a STAPLE consensus needs at least 2 experts; got {len(experts)}: give --consensus or more experts"
-        )
-    few = [i for i in ids if len(ds.raters(i)) < (1 if config.consensus is not None else 2)]
-    if few:
-        raise ValueError(
-            f"{len(few)} image(s) have too few experts' annotations for the evaluation: "
-            + ", ".join(f"{i} ({', '.join(ds.raters(i)) or 'nobody'})" for i in few[:8])
-            + " (each needs 2 for its STAPLE reference, or give --consensus)"
-        )
-    complete = ds.complete
-    pooled_fit = None
-    if config.consensus is None and not complete:
-        # missing raters: STAPLE pooled over the images each expert annotated (as the consensus job does)
-        pats = []
-        for i in ids:
-            _, ann_i, ign_i = ds.load(i)
-            pats.append(cons.vote_patterns(np.stack([ann_i[e] > 0 for e in ds.raters(i)]), ignore=ign_i))
-        pooled_fit = cons.staple_fit(pats, [[experts.index(e) for e in ds.raters(i)] for i in ids],
-                                     n_experts=len(experts))
-    clash = sorted(set(config.models) & set(experts))
-    if clash:
-        raise ValueError(f"model names must differ from the expert names; got {clash}")
-    cons_paths = fio.pair_annotations(ids, config.consensus, expert="consensus") if config.consensus else {}
-    region_paths = fio.pair_annotations(ids, config.regions, expert="regions", required=False) if config.regions else {}
-    groups: dict[str, str] = {}
-    if config.groups is not None:
-        all_groups = read_groups(config.groups)
-        groups = {i: all_groups[i] for i in ids if i in all_groups}
-        missing = [i for i in ids if i not in all_groups]
-        if missing:
-            logger.warning("%d image(s) have no group in %s and are left out of the group statistics: %s",
-                           len(missing), config.groups, ", ".join(missing[:10]))
-        if config.control is not None and config.control not in set(groups.values()):
-            raise ValueError(
-                f"control group {config.control!r} is not among the groups of the images: "
-                f"{sorted(set(groups.values()), key=_natural_key)}"
-            )
-    models = {name: _open_model(name, Path(folder), ids) for name, folder in config.models.items()}
-    model_names = list(models)
-    strategies: dict[str, list[str]] = {k: list(v) for k, v in config.strategies.items()}
-    if not strategies and len(model_names) >= 2:
-        strategies = {"models": list(model_names)}
-    example_id = config.example if config.example is not None else (ids[0] if ids else None)
-    if example_id is not None and example_id not in ds.images:
-        raise ValueError(f"example image {example_id!r} is not among the images: {', '.join(ids[:10])}")
+    run = _open_run(config)
     _prepare_out(out, overwrite=config.overwrite)
-
-    R = len(experts)
-    raters = [*experts, "consensus", *model_names]
-    kinds = {**{e: "expert" for e in experts}, "consensus": "consensus", **{m: "model" for m in model_names}}
-    obj_rows: list[dict[str, Any]] = []
-    pair_rows: list[dict[str, Any]] = []
-    count_rows: list[dict[str, Any]] = []
-    counts: dict[str, list[float]] = {r: [] for r in raters}
-    qubiq_rows: list[dict[str, Any]] = []
-    frac_acc: dict[str, dict[str, np.ndarray]] = {}
-    cal_acc: dict[str, dict[str, np.ndarray]] = {}
-    cal_fg_acc: dict[str, dict[str, np.ndarray]] = {}
-    soft_models: dict[str, bool] = {}
-    inputs: list[dict[str, Any]] = []
-    example: dict[str, Any] = {}
-    staple_meta: list[dict[str, Any]] = []
-    min_size = int(config.min_size)
-
-    for image_id in _progress(ids, total=len(ids), enabled=progress, desc="evaluate"):
-        image, ann, ignore = ds.load(image_id)
-        shape = image.shape
-        present = ds.raters(image_id)  # the experts who annotated this image
-        masks = np.stack([ann[e] > 0 for e in present])
-        if pooled_fit is not None:
-            k_ = [experts.index(e) for e in present]
-            g_ = float(pooled_fit.priors[ids.index(image_id)])
-            st = cons.StapleResult(
-                cons.staple_posterior(masks, pooled_fit.sensitivity[k_], pooled_fit.specificity[k_], g_,
-                                      ignore=ignore),
-                pooled_fit.sensitivity[k_], pooled_fit.specificity[k_], g_, pooled_fit.n_iter, pooled_fit.converged,
-            )
-        else:
-            st = cons.staple(masks, ignore=ignore) if len(present) >= 2 else None
-        if st is not None:
-            staple_meta.append({"image": image_id, "n_iter": st.n_iter, "converged": st.converged, "prior": st.prior})
-        if cons_paths:
-            reference = fio.read_mask(cons_paths[image_id], shape)
-        else:
-            reference = st.probability > 0.5
-        if ignore is not None:
-            reference = reference & ~ignore
-        model_prob: dict[str, np.ndarray] = {}
-        model_unc: dict[str, np.ndarray | None] = {}
-        for name, src in models.items():
-            prob, soft, unc = _read_model(src, image_id, shape)
-            model_prob[name] = prob
-            model_unc[name] = unc
-            soft_models[name] = soft_models.get(name, True) and soft
-        bin_masks = {
-            **{e: masks[k] for k, e in enumerate(present)},
-            "consensus": reference,
-            **{m: model_prob[m] > models[m].threshold for m in model_names},
-        }
-        # objectivity: every expert and model against the consensus
-        img_rows = []
-        for k_r, (name, m) in enumerate(bin_masks.items()):
-            if name == "consensus":
-                continue
-            sens, spec = metrics.sensitivity_specificity(reference, m, ignore=ignore)
-            obj = metrics.object_scores(reference, m, min_size=min_size, ignore=ignore)
-            row = {
-                "image": image_id, "rater": name, "kind": kinds[name],
-                "dice": metrics.dice(reference, m, ignore=ignore), "roi_f1": obj["f1"],
-                "average_precision": metrics.average_precision(reference, m, min_size=min_size, ignore=ignore)[0],
-                "sensitivity": sens, "specificity": spec, "object_precision": obj["precision"],
-                "object_recall": obj["recall"], "n_objects": obj["n_candidate"],
-                "n_reference_objects": obj["n_reference"],
-            }
-            if kinds[name] == "expert" and st is not None:
-                row["staple_sensitivity"] = float(st.sensitivity[k_r])
-                row["staple_specificity"] = float(st.specificity[k_r])
-            if kinds[name] == "model":
-                # the per-image QA score `predict` ranks images by (mean uncertainty over predicted foreground)
-                unc = model_unc.get(name)
-                row["qa_score"] = (qa_score(unc, model_prob[name], threshold=models[name].threshold)
-                                   if unc is not None else math.nan)
-            img_rows.append(row)
-        e_f1 = [r["roi_f1"] for r in img_rows if r["kind"] == "expert"]
-        e_dice = [r["dice"] for r in img_rows if r["kind"] == "expert"]
-        ef = _finite(e_f1)
-        for r in img_rows:
-            r["expert_min_roi_f1"] = float(ef.min()) if ef.size else math.nan
-            r["expert_max_roi_f1"] = float(ef.max()) if ef.size else math.nan
-            if r["kind"] == "model":
-                r["class_roi_f1"] = classify_against_experts(r["roi_f1"], e_f1)
-                r["class_dice"] = classify_against_experts(r["dice"], e_dice)
-        obj_rows += img_rows
-        # agreement between every pair of raters
-        img_raters = [r for r in raters if r in bin_masks]  # pairs only where both annotated this image
-        stack = np.stack([bin_masks[r] for r in img_raters])
-        mat_f1 = metrics.pairwise_matrix(stack, "roi_f1", min_size=min_size, ignore=ignore)
-        mat_dice = metrics.pairwise_matrix(stack, "dice", ignore=ignore)
-        for i, j in combinations(range(len(img_raters)), 2):
-            pair_rows.append({"image": image_id, "rater_a": img_raters[i], "rater_b": img_raters[j],
-                              "dice": float(mat_dice[i, j]), "roi_f1": float(mat_f1[i, j])})
-        # per-image measures (validity) and counts (reliability)
-        region = fio.read_mask(region_paths[image_id], shape) if image_id in region_paths else None
-        for name in raters:
-            if name not in bin_masks:  # an expert who did not annotate this image
-                counts[name].append(math.nan)
-                continue
-            meas = region_measures(bin_masks[name], image, region=region, ignore=ignore, min_size=min_size)
-            count_rows.append({"image": image_id, "group": groups.get(image_id, ""), "rater": name,
-                               "kind": kinds[name], **meas})
-            n_obj = meas["count"] if region is None else metrics.count_objects(
-                bin_masks[name], min_size=min_size, ignore=ignore)
-            counts[name].append(float(n_obj))
-        # uncertainty vs disagreement
-        votes = masks.sum(axis=0).astype(np.int64)
-        fraction = votes / float(R)
-        for name in model_names if len(present) == R else ():  # expert fractions need every expert
-            p = model_prob[name]
-            t = fraction_table(votes, R, probability=p, uncertainty=model_unc[name], ignore=ignore)
-            acc = frac_acc.setdefault(name, {k: np.zeros_like(v) for k, v in t.items()})
-            for k_, v in t.items():
-                acc[k_] = acc[k_] + v
-            c = calibration_table(p, fraction, bins=config.calibration_bins, ignore=ignore)
-            acc = cal_acc.setdefault(name, {k: np.zeros_like(v) for k, v in c.items()})
-            for k_, v in c.items():
-                acc[k_] = acc[k_] + v
-            fg_ignore = ~((fraction > 0) | (p >= 0.5))
-            if ignore is not None:
-                fg_ignore |= ignore
-            c = calibration_table(p, fraction, bins=config.calibration_bins, ignore=fg_ignore)
-            acc = cal_fg_acc.setdefault(name, {k: np.zeros_like(v) for k, v in c.items()})
-            for k_, v in c.items():
-                acc[k_] = acc[k_] + v
-            qd = qubiq_dice(p, fraction, ignore=ignore)
-            qubiq_rows.append({"image": image_id, "model": name,
-                               **{f"dice_{t:.1f}": float(d) for t, d in zip(QUBIQ_THRESHOLDS, qd)},
-                               "mean_dice": _nanmean(qd)})
-        if image_id == example_id:
-            y0, y1, x0, x1 = _example_window(masks.any(axis=0) | reference)
-            example = {
-                "image_id": image_id,
-                "window": (y0, y1, x0, x1),
-                "thumbnail": image[:: max(1, max(shape) // 512), :: max(1, max(shape) // 512)],
-                "thumbnail_step": max(1, max(shape) // 512),
-                "image": image[y0:y1, x0:x1],
-                "masks": {r: bin_masks[r][y0:y1, x0:x1].copy() for r in raters if r in bin_masks},
-                "uncertainty": {m: model_unc[m][y0:y1, x0:x1].copy() for m in model_names if model_unc[m] is not None},
-                "probability": {m: model_prob[m][y0:y1, x0:x1].copy() for m in model_names if soft_models.get(m)},
-            }
-        # provenance: every input file
-        files = [("image", ds.images[image_id])] + [(f"expert:{e}", ds.experts[e][image_id]) for e in present]
-        if image_id in ds.ignore:
-            files.append(("ignore", ds.ignore[image_id]))
-        if cons_paths:
-            files.append(("consensus", cons_paths[image_id]))
-        if image_id in region_paths:
-            files.append(("region", region_paths[image_id]))
-        for name, src in models.items():
-            files.append((f"model:{name}", src.paths[image_id]))
-            if image_id in src.uncertainty:
-                files.append((f"uncertainty:{name}", src.uncertainty[image_id]))
-        for role, path in files:
-            inputs.append({"image": image_id, "role": role, "path": str(Path(path).resolve()),
-                           "bytes": Path(path).stat().st_size, "sha256": sha256_file(path)})
-
-    if not complete:  # reliability of counts (ICC) over the images every expert annotated
-        full = [k for k in range(len(ids)) if all(math.isfinite(counts[e][k]) for e in experts)]
-        counts = {r: [v[k] for k in full] for r, v in counts.items()}
-    tables = _aggregate(
-        config, experts, model_names, raters, kinds, strategies, obj_rows, pair_rows, count_rows, counts,
-        qubiq_rows, frac_acc, cal_acc, cal_fg_acc, soft_models, models, groups,
-    )
-    record = _config_record(config)
-    record["command"] = "evaluate"
-    try:
-        import matplotlib
-
-        record["matplotlib"] = matplotlib.__version__
-    except ImportError:  # pragma: no cover - matplotlib is a core dependency
-        pass
-    record["reference"] = "consensus folder " + str(config.consensus) if cons_paths else "STAPLE of the experts, posterior > 0.5"
-    if pooled_fit is not None:
-        record["reference"] = ("STAPLE pooled over the images each expert annotated (experts annotated different "
-                               "images), posterior > 0.5")
-    record["annotated_by"] = {e: len(ds.experts[e]) for e in experts}
-    record["models"] = {n: {"folder": str(s.root.resolve()), "kind": s.kind, "threshold": s.threshold,
-                            "uncertainty": s.measure} for n, s in models.items()}
-    record["staple"] = staple_meta
-    summary = _summary(config, out, ids, experts, model_names, strategies, tables, record, groups, soft_models)
-    ev = Evaluation(tables=tables, summary=summary, provenance=record, experts=experts, models=model_names,
-                    strategies=strategies, example=example, note=config.note)
+    for image_id in _progress(run.ids, total=len(run.ids), enabled=progress, desc="evaluate"):
+        im = _load_image(run, image_id)
+        run.obj_rows += _objectivity_rows(run, im)
+        _add_agreement(run, im)
+        _add_measures(run, im)
+        _add_uncertainty(run, im)
+        if image_id == run.example_id:
+            run.example = _example(run, im)
+        _add_input_files(run, im)
+    if not run.ds.complete:  # reliability of counts (ICC) over the images every expert annotated
+        full = [k for k in range(len(run.ids)) if all(math.isfinite(run.counts[e][k]) for e in run.experts)]
+        run.counts = {r: [v[k] for k in full] for r, v in run.counts.items()}
+    tables = _aggregate(run)
+    record = _provenance(run)
+    summary = _summary(run, out, tables, record)
+    ev = Evaluation(tables=tables, summary=summary, provenance=record, experts=run.experts, models=run.model_names,
+                    strategies=run.strategies, example=run.example, note=config.note)
     over = bool(config.overwrite)
     fio.write_json(out / "config.json", record, overwrite=over)
-    fio.write_csv(out / "inputs.csv", inputs, columns=["image", "role", "path", "bytes", "sha256"], overwrite=over)
+    fio.write_csv(out / "inputs.csv", run.inputs, columns=["image", "role", "path", "bytes", "sha256"], overwrite=over)
     written = ["config.json", "inputs.csv"]
     for name, rows in tables.items():
         if name in ("counts",) or rows:
@@ -477,20 +333,316 @@ def evaluate(config: Any, *, progress: bool = False) -> Evaluation:
         written.append("report.html")
     summary["files"] = written
     fio.write_json(out / "summary.json", summary, overwrite=over)
-    logger.info("evaluation of %d images written to %s", len(ids), out)
+    logger.info("evaluation of %d images written to %s", len(run.ids), out)
     return ev
 
 
-def _aggregate(
-    config: Any, experts, model_names, raters, kinds, strategies, obj_rows, pair_rows, count_rows, counts,
-    qubiq_rows, frac_acc, cal_acc, cal_fg_acc, soft_models, models, groups,
-) -> dict[str, list[dict[str, Any]]]:
-    R = len(experts)
-    # objectivity summary
+# ------------------------------------------------------------------------------------------ before the images
+
+
+def _open_run(config: Any) -> _Run:
+    """Check the inputs and pair every file with its image; nothing is written yet."""
+    from . import io as fio
+    from .jobs import _resolve_dataset
+
+    ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
+    experts, ids = ds.expert_names, ds.ids
+    if config.consensus is None and len(experts) < 2:
+        raise ValueError(
+            f"a STAPLE consensus needs at least 2 experts; got {len(experts)}: give --consensus or more experts"
+        )
+    few = [i for i in ids if len(ds.raters(i)) < (1 if config.consensus is not None else 2)]
+    if few:
+        raise ValueError(
+            f"{len(few)} image(s) have too few experts' annotations for the evaluation: "
+            + ", ".join(f"{i} ({', '.join(ds.raters(i)) or 'nobody'})" for i in few[:8])
+            + " (each needs 2 for its STAPLE reference, or give --consensus)"
+        )
+    pooled_fit = _pooled_staple(ds) if config.consensus is None and not ds.complete else None
+    clash = sorted(set(config.models) & set(experts))
+    if clash:
+        raise ValueError(f"model names must differ from the expert names; got {clash}")
+    cons_paths = fio.pair_annotations(ids, config.consensus, expert="consensus") if config.consensus else {}
+    region_paths = fio.pair_annotations(ids, config.regions, expert="regions", required=False) if config.regions else {}
+    groups = _groups(config, ids)
+    models = {name: _open_model(name, Path(folder), ids) for name, folder in config.models.items()}
+    strategies: dict[str, list[str]] = {k: list(v) for k, v in config.strategies.items()}
+    if not strategies and len(models) >= 2:
+        strategies = {"models": list(models)}
+    example_id = config.example if config.example is not None else (ids[0] if ids else None)
+    if example_id is not None and example_id not in ds.images:
+        raise ValueError(f"example image {example_id!r} is not among the images: {', '.join(ids[:10])}")
+    return _Run(config, ds, experts, ids, cons_paths, region_paths, groups, models, strategies, example_id,
+                pooled_fit)
+
+
+def _pooled_staple(ds: Any) -> Any:
+    """Missing raters: STAPLE pooled over the images each expert annotated (as the consensus job does)."""
+    from . import consensus as cons
+
+    pats = []
+    for i in ds.ids:
+        _, ann_i, ign_i = ds.load(i)
+        pats.append(cons.vote_patterns(np.stack([ann_i[e] > 0 for e in ds.raters(i)]), ignore=ign_i))
+    return cons.staple_fit(pats, [[ds.expert_names.index(e) for e in ds.raters(i)] for i in ds.ids],
+                           n_experts=len(ds.expert_names))
+
+
+def _groups(config: Any, ids: Sequence[str]) -> dict[str, str]:
+    from .jobs import read_groups
+
+    if config.groups is None:
+        return {}
+    all_groups = read_groups(config.groups)
+    groups = {i: all_groups[i] for i in ids if i in all_groups}
+    missing = [i for i in ids if i not in all_groups]
+    if missing:
+        logger.warning("%d image(s) have no group in %s and are left out of the group statistics: %s",
+                       len(missing), config.groups, ", ".join(missing[:10]))
+    if config.control is not None and config.control not in set(groups.values()):
+        raise ValueError(
+            f"control group {config.control!r} is not among the groups of the images: "
+            f"{sorted(set(groups.values()), key=_natural_key)}"
+        )
+    return groups
+
+
+# ------------------------------------------------------------------------------------------ one image
+
+
+def _load_image(run: _Run, image_id: str) -> _Image:
+    """The image, its experts' masks, the reference (a given consensus or STAPLE > 0.5) and the models' maps."""
+    from . import consensus as cons
+    from . import io as fio
+
+    image, ann, ignore = run.ds.load(image_id)
+    shape = image.shape
+    present = run.ds.raters(image_id)
+    masks = np.stack([ann[e] > 0 for e in present])
+    fit = run.pooled_fit
+    if fit is not None:
+        k_ = [run.experts.index(e) for e in present]
+        g_ = float(fit.priors[run.ids.index(image_id)])
+        st = cons.StapleResult(
+            cons.staple_posterior(masks, fit.sensitivity[k_], fit.specificity[k_], g_, ignore=ignore),
+            fit.sensitivity[k_], fit.specificity[k_], g_, fit.n_iter, fit.converged,
+        )
+    else:
+        st = cons.staple(masks, ignore=ignore) if len(present) >= 2 else None
+    if st is not None:
+        run.staple_meta.append({"image": image_id, "n_iter": st.n_iter, "converged": st.converged, "prior": st.prior})
+    reference = fio.read_mask(run.cons_paths[image_id], shape) if run.cons_paths else st.probability > 0.5
+    if ignore is not None:
+        reference = reference & ~ignore
+    prob: dict[str, np.ndarray] = {}
+    unc: dict[str, np.ndarray | None] = {}
+    for name, src in run.models.items():
+        prob[name], soft, unc[name] = _read_model(src, image_id, shape)
+        run.soft_models[name] = run.soft_models.get(name, True) and soft
+    bin_masks = {
+        **{e: masks[k] for k, e in enumerate(present)},
+        "consensus": reference,
+        **{m: prob[m] > run.models[m].threshold for m in run.model_names},
+    }
+    return _Image(image_id, image, ignore, present, masks, st, reference, prob, unc, bin_masks)
+
+
+def _objectivity_rows(run: _Run, im: _Image) -> list[dict[str, Any]]:
+    """Every expert and model against the reference; models placed among the experts."""
+    min_size, ignore, ref, kinds = int(run.config.min_size), im.ignore, im.reference, run.kinds
+    rows = []
+    for k_r, (name, m) in enumerate(im.bin_masks.items()):
+        if name == "consensus":
+            continue
+        sens, spec = metrics.sensitivity_specificity(ref, m, ignore=ignore)
+        obj = metrics.object_scores(ref, m, min_size=min_size, ignore=ignore)
+        row = {
+            "image": im.image_id, "rater": name, "kind": kinds[name],
+            "dice": metrics.dice(ref, m, ignore=ignore), "roi_f1": obj["f1"],
+            "average_precision": metrics.average_precision(ref, m, min_size=min_size, ignore=ignore)[0],
+            "sensitivity": sens, "specificity": spec, "object_precision": obj["precision"],
+            "object_recall": obj["recall"], "n_objects": obj["n_candidate"],
+            "n_reference_objects": obj["n_reference"],
+        }
+        if kinds[name] == "expert" and im.staple is not None:
+            row["staple_sensitivity"] = float(im.staple.sensitivity[k_r])
+            row["staple_specificity"] = float(im.staple.specificity[k_r])
+        if kinds[name] == "model":
+            # the per-image QA score `predict` ranks images by (mean uncertainty over predicted foreground)
+            unc = im.unc.get(name)
+            row["qa_score"] = (qa_score(unc, im.prob[name], threshold=run.models[name].threshold)
+                               if unc is not None else math.nan)
+        rows.append(row)
+    e_f1 = [r["roi_f1"] for r in rows if r["kind"] == "expert"]
+    e_dice = [r["dice"] for r in rows if r["kind"] == "expert"]
+    ef = _finite(e_f1)
+    for r in rows:
+        r["expert_min_roi_f1"] = float(ef.min()) if ef.size else math.nan
+        r["expert_max_roi_f1"] = float(ef.max()) if ef.size else math.nan
+        if r["kind"] == "model":
+            r["class_roi_f1"] = classify_against_experts(r["roi_f1"], e_f1)
+            r["class_dice"] = classify_against_experts(r["dice"], e_dice)
+    return rows
+
+
+def _add_agreement(run: _Run, im: _Image) -> None:
+    """Dice and ROI-F1 of every pair of raters, only where both annotated this image."""
+    raters = [r for r in run.raters if r in im.bin_masks]
+    stack = np.stack([im.bin_masks[r] for r in raters])
+    mat_f1 = metrics.pairwise_matrix(stack, "roi_f1", min_size=int(run.config.min_size), ignore=im.ignore)
+    mat_dice = metrics.pairwise_matrix(stack, "dice", ignore=im.ignore)
+    for i, j in combinations(range(len(raters)), 2):
+        run.pair_rows.append({"image": im.image_id, "rater_a": raters[i], "rater_b": raters[j],
+                              "dice": float(mat_dice[i, j]), "roi_f1": float(mat_f1[i, j])})
+
+
+def _add_measures(run: _Run, im: _Image) -> None:
+    """Per-image measures inside the region (validity) and object counts (reliability)."""
+    from . import io as fio
+
+    min_size = int(run.config.min_size)
+    region_path = run.region_paths.get(im.image_id)
+    region = fio.read_mask(region_path, im.image.shape) if region_path is not None else None
+    for name in run.raters:
+        if name not in im.bin_masks:  # an expert who did not annotate this image
+            run.counts[name].append(math.nan)
+            continue
+        meas = region_measures(im.bin_masks[name], im.image, region=region, ignore=im.ignore, min_size=min_size)
+        run.count_rows.append({"image": im.image_id, "group": run.groups.get(im.image_id, ""), "rater": name,
+                               "kind": run.kinds[name], **meas})
+        n_obj = meas["count"] if region is None else metrics.count_objects(
+            im.bin_masks[name], min_size=min_size, ignore=im.ignore)
+        run.counts[name].append(float(n_obj))
+
+
+def _accumulate(acc: dict[str, dict[str, np.ndarray]], name: str, table: dict[str, np.ndarray]) -> None:
+    sums = acc.setdefault(name, {k: np.zeros_like(v) for k, v in table.items()})
+    for k, v in table.items():
+        sums[k] = sums[k] + v
+
+
+def _add_uncertainty(run: _Run, im: _Image) -> None:
+    """Uncertainty and probability against the fraction of experts (images every expert annotated)."""
+    R = len(run.experts)
+    if len(im.present) != R:  # expert fractions need every expert
+        return
+    votes = im.masks.sum(axis=0).astype(np.int64)
+    fraction = votes / float(R)
+    bins, ignore = run.config.calibration_bins, im.ignore
+    for name in run.model_names:
+        p = im.prob[name]
+        _accumulate(run.frac_acc, name,
+                    fraction_table(votes, R, probability=p, uncertainty=im.unc[name], ignore=ignore))
+        _accumulate(run.cal_acc, name, calibration_table(p, fraction, bins=bins, ignore=ignore))
+        fg_ignore = ~((fraction > 0) | (p >= 0.5))
+        if ignore is not None:
+            fg_ignore |= ignore
+        _accumulate(run.cal_fg_acc, name, calibration_table(p, fraction, bins=bins, ignore=fg_ignore))
+        qd = qubiq_dice(p, fraction, ignore=ignore)
+        run.qubiq_rows.append({"image": im.image_id, "model": name,
+                               **{f"dice_{t:.1f}": float(d) for t, d in zip(QUBIQ_THRESHOLDS, qd)},
+                               "mean_dice": _nanmean(qd)})
+
+
+def _example(run: _Run, im: _Image) -> dict[str, Any]:
+    """The crops the report shows: the window with the most annotated pixels, every rater's outline."""
+    shape, image = im.image.shape, im.image
+    y0, y1, x0, x1 = _example_window(im.masks.any(axis=0) | im.reference)
+    step = max(1, max(shape) // 512)
+    return {
+        "image_id": im.image_id,
+        "window": (y0, y1, x0, x1),
+        "thumbnail": image[::step, ::step],
+        "thumbnail_step": step,
+        "image": image[y0:y1, x0:x1],
+        "masks": {r: im.bin_masks[r][y0:y1, x0:x1].copy() for r in run.raters if r in im.bin_masks},
+        "uncertainty": {m: im.unc[m][y0:y1, x0:x1].copy() for m in run.model_names if im.unc[m] is not None},
+        "probability": {m: im.prob[m][y0:y1, x0:x1].copy() for m in run.model_names if run.soft_models.get(m)},
+    }
+
+
+def _add_input_files(run: _Run, im: _Image) -> None:
+    """Provenance: every input file of this image with its size and SHA-256."""
+    i, ds = im.image_id, run.ds
+    files = [("image", ds.images[i])] + [(f"expert:{e}", ds.experts[e][i]) for e in im.present]
+    if i in ds.ignore:
+        files.append(("ignore", ds.ignore[i]))
+    if run.cons_paths:
+        files.append(("consensus", run.cons_paths[i]))
+    if i in run.region_paths:
+        files.append(("region", run.region_paths[i]))
+    for name, src in run.models.items():
+        files.append((f"model:{name}", src.paths[i]))
+        if i in src.uncertainty:
+            files.append((f"uncertainty:{name}", src.uncertainty[i]))
+    for role, path in files:
+        run.inputs.append({"image": i, "role": role, "path": str(Path(path).resolve()),
+                           "bytes": Path(path).stat().st_size, "sha256": sha256_file(path)})
+
+
+# ------------------------------------------------------------------------------------------ after the images
+
+
+def _provenance(run: _Run) -> dict[str, Any]:
+    from .jobs import _config_record
+
+    config = run.config
+    record = _config_record(config)
+    record["command"] = "evaluate"
+    try:
+        import matplotlib
+
+        record["matplotlib"] = matplotlib.__version__
+    except ImportError:  # pragma: no cover - matplotlib is a core dependency
+        pass
+    record["reference"] = ("consensus folder " + str(config.consensus) if run.cons_paths
+                           else "STAPLE of the experts, posterior > 0.5")
+    if run.pooled_fit is not None:
+        record["reference"] = ("STAPLE pooled over the images each expert annotated (experts annotated different "
+                               "images), posterior > 0.5")
+    record["annotated_by"] = {e: len(run.ds.experts[e]) for e in run.experts}
+    record["models"] = {n: {"folder": str(s.root.resolve()), "kind": s.kind, "threshold": s.threshold,
+                            "uncertainty": s.measure} for n, s in run.models.items()}
+    record["staple"] = run.staple_meta
+    return record
+
+
+def _aggregate(run: _Run) -> dict[str, list[dict[str, Any]]]:
+    config, experts = run.config, run.experts
+    agree = []
+    for a, b in combinations(run.raters, 2):  # agreement: mean over images
+        ps = [p for p in run.pair_rows if p["rater_a"] == a and p["rater_b"] == b]
+        agree.append({"rater_a": a, "rater_b": b, "n_images": len(ps), "dice": _nanmean([p["dice"] for p in ps]),
+                      "roi_f1": _nanmean([p["roi_f1"] for p in ps])})
+    rel_strategies = {"experts": list(experts), **run.strategies} if len(experts) >= 2 else dict(run.strategies)
+    reliability = agreement_summary(run.pair_rows, run.counts, rel_strategies)
+    tests: list[dict[str, Any]] = []
+    pairwise: list[dict[str, Any]] = []
+    outliers: list[dict[str, Any]] = []
+    spread: list[dict[str, Any]] = []
+    rows_out = run.count_rows
+    if run.groups:  # validity
+        vs = validity_statistics(run.count_rows, alpha=config.alpha, control=config.control,
+                                 comparisons=config.comparisons)
+        tests, pairwise, outliers, rows_out = vs["tests"], vs["pairwise"], vs["outliers"], vs["rows"]
+        spread = effect_spread(tests, pairwise, rel_strategies)
+    frac_rows, cal_rows, unc_summary = _uncertainty_tables(run)
+    return {
+        "objectivity": run.obj_rows, "objectivity_summary": _objectivity_summary(run), "agreement": agree,
+        "agreement_per_image": run.pair_rows, "reliability": reliability, "counts": rows_out,
+        "validity_tests": tests, "validity_pairwise": pairwise, "outliers": outliers, "effect_spread": spread,
+        "uncertainty_vs_fraction": frac_rows, "calibration": cal_rows,
+        "qubiq": [q for q in run.qubiq_rows if run.soft_models.get(q["model"])],
+        "uncertainty_summary": unc_summary,
+    }
+
+
+def _objectivity_summary(run: _Run) -> list[dict[str, Any]]:
     summ = []
     mean_f1 = {}
-    for name in [*experts, *model_names]:
-        rs = [r for r in obj_rows if r["rater"] == name]
+    kinds = run.kinds
+    for name in [*run.experts, *run.model_names]:
+        rs = [r for r in run.obj_rows if r["rater"] == name]
         row: dict[str, Any] = {"rater": name, "kind": kinds[name], "n_images": len(rs)}
         for k in ("dice", "roi_f1", "average_precision", "sensitivity", "specificity",
                   "staple_sensitivity", "staple_specificity"):
@@ -508,35 +660,21 @@ def _aggregate(
     for row in summ:
         if row["kind"] == "model":
             row["experts_below_mean_roi_f1"] = sum(
-                1 for e in experts if math.isfinite(mean_f1[e]) and mean_f1[e] < row["roi_f1"]
+                1 for e in run.experts if math.isfinite(mean_f1[e]) and mean_f1[e] < row["roi_f1"]
             )
-    # agreement (mean over images)
-    agree = []
-    for a, b in combinations(raters, 2):
-        ps = [p for p in pair_rows if p["rater_a"] == a and p["rater_b"] == b]
-        agree.append({"rater_a": a, "rater_b": b, "n_images": len(ps), "dice": _nanmean([p["dice"] for p in ps]),
-                      "roi_f1": _nanmean([p["roi_f1"] for p in ps])})
-    rel_strategies = {"experts": list(experts), **strategies} if R >= 2 else dict(strategies)
-    reliability = agreement_summary(pair_rows, counts, rel_strategies)
-    # validity
-    tests: list[dict[str, Any]] = []
-    pairwise: list[dict[str, Any]] = []
-    outliers: list[dict[str, Any]] = []
-    spread: list[dict[str, Any]] = []
-    rows_out = count_rows
-    if groups:
-        vs = validity_statistics(count_rows, alpha=config.alpha, control=config.control,
-                                 comparisons=config.comparisons)
-        tests, pairwise, outliers, rows_out = vs["tests"], vs["pairwise"], vs["outliers"], vs["rows"]
-        spread = effect_spread(tests, pairwise, rel_strategies)
-    # uncertainty vs disagreement
+    return summ
+
+
+def _uncertainty_tables(run: _Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Uncertainty vs disagreement: per vote level, per calibration bin, and one summary row per model."""
+    R = len(run.experts)
     frac_rows, cal_rows, unc_summary = [], [], []
-    for name in model_names:
-        if not soft_models.get(name):
+    for name in run.model_names:
+        if not run.soft_models.get(name):
             continue
-        t = frac_acc[name]
+        t = run.frac_acc[name]
         n = t["n_pixels"].astype(np.float64)
-        has_u = bool(models[name].uncertainty)
+        has_u = bool(run.models[name].uncertainty)
         for k in range(R + 1):
             frac_rows.append({
                 "model": name, "experts_marking": k, "fraction": k / R, "minority": min(k, R - k),
@@ -544,8 +682,8 @@ def _aggregate(
                 "mean_probability": t["sum_probability"][k] / n[k] if n[k] else math.nan,
                 "mean_uncertainty": t["sum_uncertainty"][k] / n[k] if n[k] and has_u else math.nan,
             })
-        c = cal_acc[name]
-        b = config.calibration_bins
+        c = run.cal_acc[name]
+        b = run.config.calibration_bins
         for i in range(b):
             cn = int(c["n_pixels"][i])
             cal_rows.append({
@@ -567,39 +705,33 @@ def _aggregate(
         rises = bool(has_u and all(math.isfinite(x) for x in by_d) and len(by_d) >= 2
                      and all(b_ > a_ for a_, b_ in zip(by_d, by_d[1:])))
         unc_summary.append({
-            **qa_agreement([r for r in obj_rows if r["rater"] == name]),
-            "model": name, "measure": models[name].measure,
+            **qa_agreement([r for r in run.obj_rows if r["rater"] == name]),
+            "model": name, "measure": run.models[name].measure,
             "mean_uncertainty_unanimous_background": u_bg, "mean_uncertainty_disagreement": u_dis,
             "mean_uncertainty_unanimous_foreground": u_fg,
             "uncertainty_rises_with_disagreement": rises if has_u else None,
             "mean_uncertainty_by_minority": by_d,
-            "ece": expected_calibration_error(c), "ece_foreground": expected_calibration_error(cal_fg_acc[name]),
-            "qubiq_mean_dice": _nanmean([q["mean_dice"] for q in qubiq_rows if q["model"] == name]),
+            "ece": expected_calibration_error(c), "ece_foreground": expected_calibration_error(run.cal_fg_acc[name]),
+            "qubiq_mean_dice": _nanmean([q["mean_dice"] for q in run.qubiq_rows if q["model"] == name]),
         })
-    qubiq = [q for q in qubiq_rows if soft_models.get(q["model"])]
-    return {
-        "objectivity": obj_rows, "objectivity_summary": summ, "agreement": agree,
-        "agreement_per_image": pair_rows, "reliability": reliability, "counts": rows_out,
-        "validity_tests": tests, "validity_pairwise": pairwise, "outliers": outliers, "effect_spread": spread,
-        "uncertainty_vs_fraction": frac_rows, "calibration": cal_rows, "qubiq": qubiq,
-        "uncertainty_summary": unc_summary,
-    }
+    return frac_rows, cal_rows, unc_summary
 
 
-def _summary(config, out, ids, experts, model_names, strategies, tables, record, groups, soft_models) -> dict[str, Any]:
+def _summary(run: _Run, out: Path, tables: dict[str, list[dict[str, Any]]], record: dict[str, Any]) -> dict[str, Any]:
+    config, experts = run.config, run.experts
     summ = {r["rater"]: r for r in tables["objectivity_summary"]}
     models_out = {}
-    for m in model_names:
+    for m in run.model_names:
         r = summ[m]
         models_out[m] = {
             "roi_f1": r["roi_f1"], "dice": r["dice"], "average_precision": r["average_precision"],
             "n_above": r["n_above"], "n_within": r["n_within"], "n_below": r["n_below"],
             "passes_selection": r["passes_selection"], "experts_below_mean_roi_f1": r["experts_below_mean_roi_f1"],
-            "probability": bool(soft_models.get(m)),
+            "probability": bool(run.soft_models.get(m)),
         }
     for u in tables["uncertainty_summary"]:
         models_out[u["model"]].update({k: v for k, v in u.items() if k != "model"})
-    validity = {}
+    validity: dict[str, dict[str, Any]] = {}
     for t in tables["validity_tests"]:
         validity.setdefault(t["rater"], {})[t["measure"]] = {"H": t["H"], "p": t["p"], "eta2_h": t["eta2_h"]}
     return {
@@ -607,17 +739,17 @@ def _summary(config, out, ids, experts, model_names, strategies, tables, record,
         "command": "evaluate",
         "out": str(out.resolve()),
         "version": record["version"],
-        "n_images": len(ids),
+        "n_images": len(run.ids),
         "experts": experts,
         "models": models_out,
-        "strategies": strategies,
+        "strategies": run.strategies,
         "reference": record["reference"],
         "annotated_by": record.get("annotated_by"),
         "min_size": int(config.min_size),
         "experts_scores": {e: {k: summ[e][k] for k in ("roi_f1", "dice", "average_precision",
                                                          "staple_sensitivity", "staple_specificity")}
                            for e in experts},
-        "n_groups": len(set(groups.values())),
+        "n_groups": len(set(run.groups.values())),
         "groups_note": config.note,
         "validity": validity,
         "reliability": tables["reliability"],
