@@ -445,3 +445,19 @@ def test_package_removes_work_folders_of_killed_runs(trained, tmp_path):
                                image=LAB / "images" / "0001.png")
     assert res["ok"] and out.is_file()
     assert sorted(x.name for x in out.parent.iterdir()) == [".tiny-notes", "tiny.zip"]
+
+
+def test_evaluate_never_writes_into_a_folder_it_did_not_make(tmp_path, capsys):
+    p = _crop_project(tmp_path)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.csv").write_text("mine\n")
+    argv = ["evaluate", "--images", str(p["images"]), "--experts", *(str(p[e]) for e in EXPERTS), "--out", str(out),
+            "--no-report", "--no-progress", "-q"]
+    code, _, err = _run([*argv, "--overwrite"], capsys)
+    assert code == 1 and "holds files that `evaluate` did not write (notes.csv)" in _error_line(err)
+    assert sorted(x.name for x in out.iterdir()) == ["notes.csv"]
+    (out / "notes.csv").unlink()
+    code, _, err = _run(argv, capsys)  # an empty folder is fine, and a rerun with --overwrite replaces its own
+    assert code == 0, err
+    assert _run([*argv, "--overwrite"], capsys)[0] == 0
