@@ -433,7 +433,18 @@ def render_report(ev: Evaluation) -> str:
                  f"{html.escape(str(s['reference']))} · MIN_PIXEL {s['min_size']}</p>")
     if ev.note:
         parts.append(f"<p class='note'>{html.escape(ev.note)}</p>")
-    # --- summary
+    for section in (_summary_section, _objectivity_section, _uncertainty_section,
+                    _validity_section, _reliability_section, _provenance_section):
+        parts += section(ev)
+    parts.append(_SCRIPT)
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _summary_section(ev: Evaluation) -> list[str]:
+    """The summary: the experts' range, and one verdict per model."""
+    s = ev.summary
+    parts: list[str] = []
     parts.append("<h2>Summary</h2><ul>")
     es = {e: v for e, v in s.get("experts_scores", {}).items() if v.get("roi_f1") is not None
           and math.isfinite(float(v["roi_f1"]))}
@@ -470,7 +481,12 @@ def render_report(ev: Evaluation) -> str:
     if not s["models"]:
         parts.append("<li>No model predictions were given: experts and consensus only.</li>")
     parts.append("</ul>")
-    # --- objectivity
+    return parts
+
+
+def _objectivity_section(ev: Evaluation) -> list[str]:
+    """Objectivity: experts and models against the consensus (table and figures)."""
+    parts: list[str] = []
     parts.append("<h2>Objectivity: experts and models against the consensus</h2>")
     parts.append("<p>Each expert and each model is compared with the consensus on every image: pixel Dice, "
                  "ROI-F1 (objects matched by IoU &gt; 0.5, Segebarth et al. 2020) and average precision "
@@ -493,7 +509,12 @@ def render_report(ev: Evaluation) -> str:
         uri = fn(ev)
         if uri:
             parts.append(_figure(uri, cap, alt))
-    # --- uncertainty
+    return parts
+
+
+def _uncertainty_section(ev: Evaluation) -> list[str]:
+    """Uncertainty against expert disagreement (only with probability maps)."""
+    parts: list[str] = []
     if ev.tables["uncertainty_summary"]:
         parts.append("<h2>Uncertainty vs expert disagreement</h2>")
         parts.append("<p>Where the experts disagree, a good model should be uncertain. Left: mean model uncertainty "
@@ -516,7 +537,12 @@ def render_report(ev: Evaluation) -> str:
                             ["model", "measure", "U (all: background)", "U (experts disagree)",
                              "U (all: foreground)", "rises", "ECE", "ECE (foreground)", "QUBIQ Dice",
                              "ρ(QA score, ROI-F1)"]))
-    # --- validity
+    return parts
+
+
+def _validity_section(ev: Evaluation) -> list[str]:
+    """Validity: objects per group (only with groups)."""
+    parts: list[str] = []
     if ev.tables["validity_tests"]:
         parts.append("<h2>Validity: objects per group</h2>")
         parts.append("<p>Per image, objects inside the region (count, density per 10⁶ pixels, mean intensity); "
@@ -538,7 +564,12 @@ def render_report(ev: Evaluation) -> str:
                                       "eta2", "direction"]))
         parts.append("<h3>Outliers (flagged, kept in every statistic)</h3>")
         parts.append(_table(ev.tables["outliers"], ["rater", "measure", "group", "image", "value", "G", "G_crit", "n"]))
-    # --- reliability
+    return parts
+
+
+def _reliability_section(ev: Evaluation) -> list[str]:
+    """Reliability: agreement within the experts and within each strategy."""
+    parts: list[str] = []
     parts.append("<h2>Reliability</h2>")
     parts.append("<p>Agreement within the experts and within each training strategy (e.g. ensemble members or "
                  "repeated trainings with other seeds): mean pairwise ROI-F1 and Dice, per-image coefficient of "
@@ -550,7 +581,13 @@ def render_report(ev: Evaluation) -> str:
     if kw_spread:
         parts.append(_table(kw_spread, ["strategy", "measure", "effect", "n_raters", "mean", "sd", "min", "max",
                                         "n_significant"]))
-    # --- provenance
+    return parts
+
+
+def _provenance_section(ev: Evaluation) -> list[str]:
+    """Provenance: versions and the settings."""
+    prov = ev.provenance
+    parts: list[str] = []
     parts.append("<h2>Provenance</h2>")
     parts.append(f"<p>Made by fiji-consensus {html.escape(str(prov.get('version')))} (Python "
                  f"{html.escape(str(prov.get('python')))}, numpy {html.escape(str(prov.get('numpy')))}, scipy "
@@ -559,9 +596,7 @@ def render_report(ev: Evaluation) -> str:
                  "is in the CSV tables beside it. The settings:</p>")
     shown = {k: v for k, v in prov.items() if k != "staple"}
     parts.append(f"<pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre>")
-    parts.append(_SCRIPT)
-    parts.append("</body></html>")
-    return "".join(parts)
+    return parts
 
 
 def write_report(ev: Evaluation, path: str | Path, *, overwrite: bool = False) -> Path:
