@@ -240,13 +240,17 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, client, model, images, 
 
 def test_failing_image_is_retried_then_reported(cluster, model, images, tmp_path, attempts, capsys):
     out = tmp_path / "failing"
-    (out / "probability" / "0062.tif").mkdir(parents=True)  # a folder where 0062's file must go: always fails
-    rc = main([
-        "predict", str(images), "--model", str(model), "--out", str(out), "--tta", "none", "--threads", "1",
-        "--overwrite", "--scheduler", cluster.scheduler_address, "--retries", "1", "--json", "--no-progress",
-    ])
+    args = ["predict", str(images), "--model", str(model), "--out", str(out), "--tta", "none", "--threads", "1"]
+    assert main([*args, "--quiet", "--no-progress"]) == 1  # a folder predict made (only broken.tif fails)
+    # 0062 not done, and a folder where its file must go: its task always fails (predict never writes into
+    # a folder it did not make, so the obstacle goes into one it made)
+    (out / "per_image" / "0062.json").unlink()
+    (out / "probability" / "0062.tif").unlink()
+    (out / "probability" / "0062.tif").mkdir()
+    capsys.readouterr()
+    rc = main([*args, "--scheduler", cluster.scheduler_address, "--retries", "1", "--json", "--no-progress"])
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 1 and res["ok"] is False and res["n_predicted"] == 5
+    assert rc == 1 and res["ok"] is False and res["n_predicted"] == 0 and res["n_skipped"] == 5
     failed = {f["image"]: f["error"] for f in res["failed"]}
     assert set(failed) == {"0062", "broken"}
     assert "IsADirectoryError" in failed["0062"] and "failed 2 time(s)" in failed["0062"]
