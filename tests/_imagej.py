@@ -170,7 +170,7 @@ def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_i
             actions = rest[0] if rest else [["key", "Return"]]
             wid = None
             while wid is None:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if time.monotonic() > deadline or proc.poll() is not None or log.exists():
                     raise AssertionError(f"no window {title_re!r} appeared; windows: {display.windows()}; "
                                          f"handled: {handled}; log: {log.read_text('utf-8') if log.exists() else ''}")
                 wins = display.windows()

@@ -581,3 +581,50 @@ def test_next_planned_image_opens_the_experts_next_image(project, home, ij_jar, 
     else:
         assert f"plan image={expected['image']} expert=expert_1 remaining={expected['remaining']}" in line
         assert f"title={Path(expected['path']).name}" in line
+
+
+_TOOLSET_DRIVER = (  # installs the toolset (+ one menu macro that calls its fcRunMacro) and runs that macro
+    'a = split(getArgument(), "\\n");\n'
+    'run("Install...", "install=[" + a[0] + "]");\n'
+    'r = call("ij.plugin.MacroInstaller.runMacroCommand", "FC Test Save");\n'
+    'for (i = 0; i < 200 && indexOf(getInfo("log"), "FIJI_CONSENSUS_") < 0; i++) wait(100);\n'
+    'print("DRIVER " + r);\n'
+    'File.saveString(getInfo("log"), a[1]);\n'
+)
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+@pytest.mark.parametrize("how", ["install-macros", "write-macros, copied by hand", "flat copy into plugins"])
+def test_the_toolset_finds_the_macros_however_they_were_installed(display, ij_jar, tmp_path, how):
+    """Issue 16, bug 3: after the README's manual install every toolset entry said "... was not found in
+    Fiji.app/plugins/Fiji_Consensus/". The toolset's Save button runs the installed Save macro, which (no image
+    open) answers with its own message."""
+    app = tmp_path / "Fiji app"
+    (app / "plugins").mkdir(parents=True)
+    (app / "macros").mkdir()
+    if how == "install-macros":
+        fiji.install_macros(app)
+    else:
+        out = tmp_path / "written"
+        r = subprocess.run([sys.executable, "-m", "fiji_consensus", "fiji", "write-macros", str(out), "--json"],
+                           capture_output=True, text=True, timeout=120)
+        assert json.loads(r.stdout)["command"] == "fiji write-macros", r.stdout + r.stderr
+        if how.startswith("write-macros"):  # README: copy OUT's plugins/ and macros/ folders into Fiji.app
+            shutil.copytree(out / "plugins", app / "plugins", dirs_exist_ok=True)
+            shutil.copytree(out / "macros", app / "macros", dirs_exist_ok=True)
+        else:  # the macros straight into plugins/, the toolset into macros/toolsets/
+            for f in (out / "plugins" / "Fiji_Consensus").iterdir():
+                shutil.copy(f, app / "plugins" / f.name)
+            shutil.copytree(out / "macros", app / "macros", dirs_exist_ok=True)
+    toolset = app / "macros" / "toolsets" / "Fiji Consensus.ijm"  # listed as "Fiji Consensus" in >>
+    assert toolset.is_file() and not list(app.rglob("*Toolset*")) and not list(app.rglob(fiji.HELPERS))
+    (tmp_path / "proj").mkdir()
+    home = _prefs(tmp_path / "home", project=tmp_path / "proj")
+    driven = tmp_path / "toolset and a test entry.ijm"  # the installed toolset, plus a menu entry that a macro
+    driven.write_text(toolset.read_text("ascii") +  # can run (toolbar buttons cannot be run by name)
+                      '\nmacro "FC Test Save" {\n\tfcRunMacro("Save_Expert_Annotations.ijm");\n}\n', "ascii")
+    log, dialogs = run_gui(display, ij_jar, home, driven, log=tmp_path / "log.txt", ijpath=app,
+                           steps=[("^Macro$",)], driver_code=_TOOLSET_DRIVER)  # the macro's own error
+    assert "FIJI_CONSENSUS_ERROR: open the image you annotated first" in log, (log, dialogs)
+    assert "was not found" not in log
