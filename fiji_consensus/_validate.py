@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ignore_mask",
     "as_binary",
     "as_mask_stack",
     "as_image_2d",
@@ -105,6 +106,21 @@ def as_mask_stack(masks: Any, *, name: str = "masks", min_raters: int = 1) -> np
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"{name} must not be empty; got {_describe(arr)}")
     return as_binary(arr, name=name)
+
+
+def ignore_mask(ignore: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The one ignore rule of the scores: ``None``, or a binary mask (bool, 0/1 or 0/255) of exactly ``shape``,
+    returned as bool (True = left out).
+
+    >>> ignore_mask([[0, 1]], (1, 2)).tolist(), ignore_mask(None, (1, 2))
+    ([[False, True]], None)
+    """
+    if ignore is None:
+        return None
+    ign = as_binary(ignore, name="ignore")
+    if ign.shape != tuple(shape):
+        raise ValueError(f"ignore must have the same shape as the masks {tuple(shape)}; got {ign.shape}")
+    return ign
 
 
 def check_same_shape(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str] = ("a", "b")) -> None:

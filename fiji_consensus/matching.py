@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fiji_consensus._validate import as_binary, as_image_2d, check_same_shape
+from fiji_consensus._validate import as_image_2d, check_same_shape, ignore_mask
 
 __all__ = [
     "Matching",
@@ -55,16 +55,6 @@ def _foreground(mask: Any, *, threshold: float, name: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must not contain NaN or infinite values")
     return arr > threshold
-
-
-def _ignore_mask(ignore: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Validate an optional ignore mask (binary, same shape as the data) and return it as bool."""
-    if ignore is None:
-        return None
-    ign = as_binary(ignore, name="ignore")
-    if ign.shape != shape:
-        raise ValueError(f"ignore must have the same shape as the masks {shape}; got {ign.shape}")
-    return ign
 
 
 def _as_labels(labels: Any, *, name: str) -> np.ndarray:
@@ -155,7 +145,7 @@ def _label_objects(
         raise ValueError(f"connectivity must be 4 or 8; got {connectivity!r}")
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
         raise ValueError(f"min_size must be a non-negative integer; got {min_size!r}")
-    ign = _ignore_mask(ignore, fg.shape)
+    ign = ignore_mask(ignore, fg.shape)
     if ign is not None:
         fg = fg & ~ign
     labels, n = ndimage.label(fg, structure=_STRUCTURES[connectivity])

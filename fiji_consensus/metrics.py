@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from fiji_consensus._validate import as_binary, as_mask_stack, check_same_shape
-from fiji_consensus.matching import _assign_objects, _check_threshold, _ignore_mask, _label_objects
+from fiji_consensus._validate import ignore_mask as _ignore_mask
+from fiji_consensus.matching import _assign_objects, _check_threshold, _label_objects
 
 __all__ = [
     "dice",

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import ignore_mask
+
 
 def _finite(x: Any) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).ravel()
@@ -52,9 +54,6 @@ def _check_maps(*arrays: tuple[str, Any]) -> list[np.ndarray]:
 
 
 def _keep(ignore: Any, shape: tuple[int, ...]) -> np.ndarray:
-    if ignore is None:
-        return np.ones(shape, dtype=bool)
-    ign = np.asarray(ignore, dtype=bool)
-    if ign.shape != shape:
-        raise ValueError(f"ignore must have shape {shape}; got {ign.shape}")
-    return ~ign
+    """The pixels that count: everything but ``ignore`` (the scores' one ignore rule, :func:`ignore_mask`)."""
+    ign = ignore_mask(ignore, shape)
+    return np.ones(shape, dtype=bool) if ign is None else ~ign
