@@ -247,6 +247,18 @@ def test_calibration_table_and_ece():
         E.calibration_table(np.full((2, 2), 1.5), np.zeros((2, 2)))
 
 
+def test_the_tables_use_the_scores_ignore_rule():
+    """Ignore masks are checked as by the metrics: binary, the maps' shape (one rule, _validate.ignore_mask)."""
+    p = np.array([[0.1, 0.6, 0.9, 0.2]])
+    f = np.array([[0.0, 0.6, 1.0, 0.2]])
+    with pytest.raises(ValueError, match="ignore must be binary"):
+        E.qubiq_dice(p, f, ignore=np.array([[0, 2, 3, 0]]))
+    with pytest.raises(ValueError, match=r"ignore must have the same shape as the masks \(1, 4\); got \(1, 3\)"):
+        E.calibration_table(p, f, ignore=np.zeros((1, 3), bool))
+    ign = np.array([[0, 255, 0, 0]], np.uint8)  # 0/255 as ImageJ writes masks
+    np.testing.assert_array_equal(E.qubiq_dice(p, f, ignore=ign), E.qubiq_dice(p[:, [0, 2, 3]], f[:, [0, 2, 3]]))
+
+
 def test_fraction_table_sums_per_vote_level():
     votes = np.array([[0, 0, 1, 3], [2, 3, 3, 0]])
     u = np.arange(8, dtype=float).reshape(2, 4) / 10
