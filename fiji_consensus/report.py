@@ -441,6 +441,44 @@ def render_report(ev: Evaluation) -> str:
     return "".join(parts)
 
 
+#: The introductory paragraph of each section of the report (HTML).
+_INTRO_OBJECTIVITY = (
+    "Each expert and each model is compared with the consensus on every image: pixel Dice, ROI-F1 (objects "
+    "matched by IoU &gt; 0.5, Segebarth et al. 2020) and average precision (IoU 0.5…0.95). A model is "
+    "<i>above</i> the experts on an image when it agrees with the consensus better than the best expert, "
+    "<i>below</i> when worse than the worst expert."
+)
+
+_INTRO_UNCERTAINTY = (
+    "Where the experts disagree, a good model should be uncertain. Left: mean model uncertainty and "
+    "probability by the number of experts who marked the pixel. Middle: calibration of the probability "
+    "against the fraction of experts (ECE = expected calibration error; 'foreground' leaves out pixels that "
+    "every expert and the model call background). Right: Dice of probability &gt; τ against fraction of "
+    "experts &gt; τ (QUBIQ). Far right: each image's QA score (mean uncertainty over the predicted "
+    "foreground, the order in which <code>predict</code> lists images to review) against the model's ROI-F1 "
+    "on it; a good QA score falls as ROI-F1 rises (negative Spearman ρ)."
+)
+
+_INTRO_VALIDITY = (
+    "Per image, objects inside the region (count, density per 10⁶ pixels, mean intensity); Kruskal-Wallis "
+    "across groups with η²_H = (H − k + 1)/(N − k); pairwise Mann-Whitney U with η² = Z²/N, Bonferroni-"
+    "corrected; the direction is the group with the larger median. Outliers (two-sided Grubbs test within "
+    "each group) are flagged, never removed."
+)
+
+_INTRO_RELIABILITY = (
+    "Agreement within the experts and within each training strategy (e.g. ensemble members or repeated "
+    "trainings with other seeds): mean pairwise ROI-F1 and Dice, per-image coefficient of variation of object"
+    " counts, ICC(2,1) of the counts. The paper's reliability is the spread (SD) of an effect size across the"
+    " models of one strategy."
+)
+
+
+def _section(title: str, intro: str) -> list[str]:
+    """A section's heading and its introductory paragraph (HTML given as is)."""
+    return [f"<h2>{title}</h2>", f"<p>{intro}</p>"]
+
+
 def _summary_section(ev: Evaluation) -> list[str]:
     """The summary: the experts' range, and one verdict per model."""
     s = ev.summary
@@ -486,12 +524,7 @@ def _summary_section(ev: Evaluation) -> list[str]:
 
 def _objectivity_section(ev: Evaluation) -> list[str]:
     """Objectivity: experts and models against the consensus (table and figures)."""
-    parts: list[str] = []
-    parts.append("<h2>Objectivity: experts and models against the consensus</h2>")
-    parts.append("<p>Each expert and each model is compared with the consensus on every image: pixel Dice, "
-                 "ROI-F1 (objects matched by IoU &gt; 0.5, Segebarth et al. 2020) and average precision "
-                 "(IoU 0.5…0.95). A model is <i>above</i> the experts on an image when it agrees with the consensus "
-                 "better than the best expert, <i>below</i> when worse than the worst expert.</p>")
+    parts = _section("Objectivity: experts and models against the consensus", _INTRO_OBJECTIVITY)
     cols = ["rater", "kind", "n_images", "roi_f1", "dice", "average_precision", "sensitivity", "specificity",
             "staple_sensitivity", "staple_specificity"]
     if ev.models:
@@ -516,15 +549,7 @@ def _uncertainty_section(ev: Evaluation) -> list[str]:
     """Uncertainty against expert disagreement (only with probability maps)."""
     parts: list[str] = []
     if ev.tables["uncertainty_summary"]:
-        parts.append("<h2>Uncertainty vs expert disagreement</h2>")
-        parts.append("<p>Where the experts disagree, a good model should be uncertain. Left: mean model uncertainty "
-                     "and probability by the number of experts who marked the pixel. Middle: calibration of the "
-                     "probability against the fraction of experts (ECE = expected calibration error; "
-                     "'foreground' leaves out pixels that every expert and the model call background). Right: "
-                     "Dice of probability &gt; τ against fraction of experts &gt; τ (QUBIQ). Far right: each "
-                     "image's QA score (mean uncertainty over the predicted foreground, the order in which "
-                     "<code>predict</code> lists images to review) against the model's ROI-F1 on it; a good QA "
-                     "score falls as ROI-F1 rises (negative Spearman ρ).</p>")
+        parts += _section("Uncertainty vs expert disagreement", _INTRO_UNCERTAINTY)
         uri = _fig_uncertainty(ev)
         if uri:
             parts.append(_figure(uri, "Uncertainty, calibration and thresholded Dice against the experts.",
@@ -544,11 +569,7 @@ def _validity_section(ev: Evaluation) -> list[str]:
     """Validity: objects per group (only with groups)."""
     parts: list[str] = []
     if ev.tables["validity_tests"]:
-        parts.append("<h2>Validity: objects per group</h2>")
-        parts.append("<p>Per image, objects inside the region (count, density per 10⁶ pixels, mean intensity); "
-                     "Kruskal-Wallis across groups with η²_H = (H − k + 1)/(N − k); pairwise Mann-Whitney U with "
-                     "η² = Z²/N, Bonferroni-corrected; the direction is the group with the larger median. "
-                     "Outliers (two-sided Grubbs test within each group) are flagged, never removed.</p>")
+        parts += _section("Validity: objects per group", _INTRO_VALIDITY)
         for uri, cap, alt in ((_fig_validity(ev), "Object counts per image and group (red circles: Grubbs "
                                "outliers).", "counts per group"),
                               (_fig_effects(ev), "Effect size η²_H of the group difference for every rater.",
@@ -569,12 +590,7 @@ def _validity_section(ev: Evaluation) -> list[str]:
 
 def _reliability_section(ev: Evaluation) -> list[str]:
     """Reliability: agreement within the experts and within each strategy."""
-    parts: list[str] = []
-    parts.append("<h2>Reliability</h2>")
-    parts.append("<p>Agreement within the experts and within each training strategy (e.g. ensemble members or "
-                 "repeated trainings with other seeds): mean pairwise ROI-F1 and Dice, per-image coefficient of "
-                 "variation of object counts, ICC(2,1) of the counts. The paper's reliability is the spread (SD) of "
-                 "an effect size across the models of one strategy.</p>")
+    parts = _section("Reliability", _INTRO_RELIABILITY)
     parts.append(_table(ev.tables["reliability"], ["strategy", "n_raters", "mean_pairwise_roi_f1",
                                                    "mean_pairwise_dice", "mean_count_cv", "icc_counts"]))
     kw_spread = [r for r in ev.tables["effect_spread"] if r["comparison"] == "kruskal-wallis"]
