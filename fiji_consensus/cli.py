@@ -442,6 +442,9 @@ def _predict_parser(sub) -> None:
     p.add_argument("--trust-code", action="store_true",
                    help="run a bioimage.io package whose only usable weights are pytorch_state_dict: they import "
                    "and run the Python file shipped in the package (refused without this flag)")
+    p.add_argument("--keras-normalization", metavar="SPEC",
+                   help="normalisation of plain Keras models (.keras, .h5) given as --model (required with them): "
+                   "percentile:LOW,HIGH (e.g. percentile:1,99.8), range:MIN,MAX or none")
     p.add_argument("--chunk", type=int, default=_default("PredictConfig", "chunk"), metavar="PIXELS",
                    help="zarr input: block (and output chunk) side in pixels, plus the halo (default %(default)s)")
     _add_dask(p, task="image")
@@ -457,7 +460,7 @@ def _run_predict(a: argparse.Namespace) -> dict[str, Any]:
         model=a.model, inputs=a.inputs, out=a.out, tta=a.tta, tile=a.tile, overlap=a.overlap,
         batch_size=a.batch_size, threshold=a.threshold, min_size=a.min_size, split=a.split,
         uncertainty=a.uncertainty, channel=a.channel, device=a.device, threads=a.threads, overwrite=a.overwrite,
-        chunk=a.chunk, dask=_dask_options(a), trust_code=a.trust_code,
+        chunk=a.chunk, dask=_dask_options(a), trust_code=a.trust_code, keras_normalization=a.keras_normalization,
     )
     summary = run_predict(cfg, progress=not (a.no_progress or a.quiet))
     if not a.json and "n_blocks" in summary:  # a zarr input
@@ -764,8 +767,11 @@ def _package_parser(sub) -> None:
     p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG", help="extra tag (repeatable)")
     p.add_argument("--version", dest="pkg_version", default=_default("PackageConfig", "version"),
                    help="package version (default %(default)s)")
-    p.add_argument("--weights", nargs="+", choices=["pytorch_state_dict", "torchscript", "onnx"],
-                   default=_default("PackageConfig", "weight_formats"), help="weight formats (default: all)")
+    p.add_argument("--weights", nargs="+", choices=["pytorch_state_dict", "torchscript", "onnx", "keras_hdf5",
+                                                    "tensorflow_saved_model_bundle"],
+                   default=_default("PackageConfig", "weight_formats"),
+                   help="weight formats (default: the torch ones; keras_hdf5 and tensorflow_saved_model_bundle "
+                   "need the keras extra)")
     p.add_argument("--card", type=Path, metavar="MD", help="also write the model card here (e.g. README.md)")
     p.add_argument("--test", action="store_true", help="run bioimageio.core's test on the package")
     p.add_argument("--overwrite", action="store_true", help="replace an existing package (and card)")

@@ -531,6 +531,11 @@ class PredictConfig(JobConfig):
         description="Allow bioimage.io packages whose only usable weights are pytorch_state_dict: they import and "
         "run the Python file the package ships. Off: such packages are refused, naming that file.",
     )
+    keras_normalization: str | None = Field(
+        None,
+        description="Normalisation of the plain Keras models (.keras, .h5) among the models (required with "
+        "them): percentile:LOW,HIGH (per image, e.g. percentile:1,99.8), range:MIN,MAX or none.",
+    )
     dask: DaskOptions | None = Field(
         None,
         description="Predict on Dask, one task per image (results identical to a run in this process); "
@@ -603,10 +608,12 @@ class PackageConfig(JobConfig):
     license: str = Field("MIT", description="SPDX licence id of the package.")
     tags: list[str] = Field(default_factory=list, description="Extra tags.")
     version: str = Field("0.1.0", description="Version of the package.")
-    weight_formats: list[Literal["pytorch_state_dict", "torchscript", "onnx"]] = Field(
+    weight_formats: list[Literal["pytorch_state_dict", "torchscript", "onnx", "keras_hdf5",
+                                 "tensorflow_saved_model_bundle"]] = Field(
         default_factory=lambda: ["pytorch_state_dict", "torchscript", "onnx"],
         min_length=1,
-        description="Weights to write (pytorch_state_dict is always written: the parent of the others).",
+        description="Weights to write (pytorch_state_dict is always written: the parent of the others); "
+        "keras_hdf5 and tensorflow_saved_model_bundle need the keras extra.",
     )
     card: Path | None = Field(None, description="Also write the model card (markdown) here.")
     test: bool = Field(False, description="Run bioimageio.core's test of the package after writing it.")

@@ -87,8 +87,10 @@ logger = logging.getLogger(__name__)
 
 #: Weight formats written into a package (all derived from the same members).
 WEIGHT_FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+#: TensorFlow/Keras weights written on request (the ``keras`` extra; fiji_consensus.keras.export).
+TF_WEIGHT_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
 #: Order in which weights of a package are chosen to run it (code-free formats first).
-RUN_PREFERENCE = ("onnx", "torchscript", "pytorch_state_dict")
+RUN_PREFERENCE = ("onnx", "torchscript", "keras_hdf5", "tensorflow_saved_model_bundle", "pytorch_state_dict")
 #: ONNX export settings that deepImageJ's onnxruntime 1.13 loads (legacy exporter).
 ONNX_OPSET = 17
 ONNX_MAX_IR_VERSION = 8
@@ -638,10 +640,15 @@ def package_ensemble(
         check_writable(card, overwrite=overwrite)
     if uncertainty not in MEASURES:
         raise ValueError(f"uncertainty must be one of {MEASURES}; got {uncertainty!r}")
-    bad = [w for w in weight_formats if w not in WEIGHT_FORMATS]
+    bad = [w for w in weight_formats if w not in WEIGHT_FORMATS + TF_WEIGHT_FORMATS]
     if bad or not weight_formats:
-        raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS}; got {list(weight_formats)}")
+        raise ValueError(f"weight_formats must be a non-empty subset of {WEIGHT_FORMATS + TF_WEIGHT_FORMATS}; "
+                         f"got {list(weight_formats)}")
     formats = [w for w in WEIGHT_FORMATS if w in weight_formats or w == "pytorch_state_dict"]
+    if any(w in TF_WEIGHT_FORMATS for w in weight_formats):  # the keras extra
+        from .keras.export import tensorflow_formats
+
+        formats += tensorflow_formats(weight_formats, measure=uncertainty)
     views = resolve_views(tta)
     model_dir = Path(model)
     ens = load_ensemble(model_dir)
@@ -720,6 +727,10 @@ def package_ensemble(
             weights["onnx"] = bm.OnnxWeightsDescr(
                 source=work / "weights.onnx", opset_version=ONNX_OPSET, parent="pytorch_state_dict"
             )
+        if any(w in TF_WEIGHT_FORMATS for w in formats):  # the same members rebuilt in Keras
+            from .keras.export import package_weights
+
+            weights.update(package_weights(net, work, x_norm, [w for w in formats if w in TF_WEIGHT_FORMATS]))
         in_id = bm.TensorId("input")
 
         def space_in(axis: str) -> Any:
@@ -911,9 +922,11 @@ def test_package(
     _require_zoo()
     from bioimageio.core import test_model
 
-    with _quiet_bioimageio(), warnings.catch_warnings():
+    from .keras._backend import bioimageio_scratch  # TensorFlow weights unzip into the working directory
+
+    with _quiet_bioimageio(), warnings.catch_warnings(), bioimageio_scratch():
         warnings.simplefilter("ignore")
-        summary = test_model(str(source), weight_format=weight_format, devices=list(devices))
+        summary = test_model(str(Path(source).resolve()), weight_format=weight_format, devices=list(devices))
     errors: list[str] = []
     tested: set[str] = set()
     for d in summary.details:
@@ -1202,9 +1215,12 @@ def load_package(
         wf = runnable[0]
     else:
         raise ValueError(
-            f"package {name} has only {present} weights; fiji-consensus runs {list(RUN_PREFERENCE)} "
-            "(TensorFlow/Keras weights are not supported)"
+            f"package {name} has only {present} weights; fiji-consensus runs {list(RUN_PREFERENCE)}"
         )
+    if wf in TF_WEIGHT_FORMATS:
+        from .keras._backend import import_keras
+
+        import_keras()  # an ImportError naming the keras extra
     executes_code = wf == "pytorch_state_dict"
     if executes_code and not trust_code:
         raise PermissionError(
@@ -1248,7 +1264,16 @@ def load_package(
             raise ValueError(f"output {prob_id!r} of package {name} has an unsupported axis {a.id} ({a.type})")
     with _quiet_bioimageio(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pp = create_prediction_pipeline(descr, weight_format=wf, devices=[device])
+        from .keras._backend import bioimageio_scratch  # TensorFlow weights unzip into the working directory
+
+        if wf == "tensorflow_saved_model_bundle":  # outputs taken by name (fiji_consensus.keras._bioimageio)
+            from .keras._bioimageio import saved_model_adapter
+
+            with bioimageio_scratch():
+                pp = create_prediction_pipeline(descr, weight_format=wf, devices=[device],
+                                                model_adapter=saved_model_adapter(descr))
+        else:
+            pp = create_prediction_pipeline(descr, weight_format=wf, devices=[device])
     sha = _sha256(path) if path.is_file() else ""
     return Package(
         path=path, name=name, weight_format=wf, executes_code=executes_code, ours=ours, measure=measure,

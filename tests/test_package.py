@@ -11,14 +11,15 @@ import pytest
 
 from fiji_consensus.config import AgreementConfig, ConsensusConfig
 
-HEAVY = ["torch", "jpype", "scyjava", "imagej", "bioimageio", "dask"]
+HEAVY = ["torch", "jpype", "scyjava", "imagej", "bioimageio", "dask", "tensorflow", "keras"]
 
 
 def test_import_does_not_pull_heavy_dependencies():
     code = (
         "import sys, fiji_consensus\n"
         "from fiji_consensus import consensus, matching, metrics, rois, io, config, datasets, jobs, cli\n"
-        "from fiji_consensus import tiling, uncertainty, instances, predict, fiji\n"
+        "from fiji_consensus import tiling, uncertainty, instances, predict, fiji, keras\n"
+        "from fiji_consensus.keras import export, member\n"
         f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -407,7 +407,8 @@ def package_weights(
     diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
     if not diff <= 1e-4:
         raise RuntimeError(f"the Keras model differs from the torch ensemble by {diff:.3g} on the test input")
-    logger.info("Keras ensemble built (%d sub-networks); max difference to torch %.2g", len(model.layers), diff)
+    n_sub = sum(1 for layer in model.layers if hasattr(layer, "layers"))
+    logger.info("Keras ensemble built (%d U-Nets: members x views); max difference to torch %.2g", n_sub, diff)
     version = bm.Version(str(tf.__version__))
     out: dict[str, Any] = {}
     if "keras_hdf5" in formats:
@@ -423,6 +424,11 @@ def package_weights(
     if "tensorflow_saved_model_bundle" in formats:
         folder = work / "tf_saved_model"
         save_saved_model(model, folder)
+        sig = tf.saved_model.load(str(folder)).signatures["serving_default"]
+        res = sig(input=tf.constant(x))
+        back = max(float(np.abs(res[k].numpy() - r).max()) for k, r in zip(("probability", "uncertainty"), ref))
+        if not back <= 1e-4:
+            raise RuntimeError(f"the SavedModel, loaded back, differs from the torch ensemble by {back:.3g}")
         z = _zip_folder(folder, work / "weights_tf_saved_model.zip")
         import shutil
 
