@@ -1526,7 +1526,7 @@ def predict(
     imp: Any,
     model: Any,
     *,
-    tta: str = "flips",
+    tta: str | None = None,
     threshold: float | None = None,
     min_size: int | None = None,
     split: str = "none",
@@ -1548,11 +1548,14 @@ def predict(
     imp
         The image: one 2-D plane, or a multi-channel image with ``channel``.
     model
-        An ensemble folder or a loaded :class:`fiji_consensus.nn.Ensemble` (run by
-        :func:`fiji_consensus.nn.predict.predict` with tiling and test-time augmentation; needs the ``train``
-        extra), or any callable ``image (Y, X) float32 -> (M, Y, X)`` member probabilities (or ``(Y, X)``).
+        What ``fiji-consensus predict --model`` accepts: an ensemble folder or a loaded
+        :class:`fiji_consensus.nn.Ensemble` (run by :func:`fiji_consensus.nn.predict.predict` with tiling and
+        test-time augmentation; needs the ``train`` extra), a bioimage.io package (``.zip``, ``rdf.yaml`` or its
+        folder; several in a list are one ensemble; run by :func:`fiji_consensus.zoo.predict_packages`, needs the
+        ``zoo`` extra), or any callable ``image (Y, X) float32 -> (M, Y, X)`` member probabilities (or ``(Y, X)``).
     tta
-        Test-time augmentation of an ensemble: ``"none"``, ``"flips"`` or ``"dihedral"``.
+        Test-time augmentation: ``"none"``, ``"flips"`` or ``"dihedral"``; default as the CLI's: flips for an
+        ensemble, none for packages (ours hold their views inside).
     threshold, min_size
         Foreground threshold on the mean probability and the smallest object (pixels); default the
         ensemble's (0.5 and 0 for a callable).
@@ -1563,7 +1566,8 @@ def predict(
     channel
         0-based channel of a multi-channel image (ROIs are pushed for every channel).
     replace, roi_manager
-        See :func:`push_rois` (``replace=False`` adds the objects to, e.g., a consensus overlay).
+        See :func:`push_rois` (``replace=False`` adds the objects to, e.g., a consensus overlay; the objects of
+        an earlier ``predict`` on this image, named ``prediction:...``, are replaced, never doubled).
     return_result
         Also return a dict: ``probability`` (mean), ``uncertainty`` (``measure``), ``labels``, ``objects``
         (:data:`fiji_consensus.instances.OBJECT_COLUMNS` rows), ``object_uncertainty`` (mean per object),
@@ -1597,14 +1601,32 @@ def predict(
     image = np.asarray(from_imageplus(imp, squeeze=False)[0, 0, channel or 0], dtype=np.float32)
     if measure not in uncertainty.MEASURES:
         raise ValueError(f"measure must be one of {uncertainty.MEASURES}; got {measure!r}")
-    if isinstance(model, (str, os.PathLike)):
-        from .nn import load_ensemble
+    paths = [model] if isinstance(model, (str, os.PathLike)) else model if isinstance(model, (list, tuple)) else None
+    packages = None
+    if paths is not None and paths and all(isinstance(m, (str, os.PathLike)) for m in paths):
+        from .zoo import is_package
 
-        model = load_ensemble(model)
-    if hasattr(model, "predict_members") and hasattr(model, "members"):
+        kinds = [is_package(m) for m in paths]
+        if all(kinds):  # one loader for what the CLI accepts: packages here, ensemble folders below
+            from .zoo import load_package
+
+            packages = [load_package(m) for m in paths]
+        elif len(paths) == 1:
+            from .nn import load_ensemble
+
+            model = load_ensemble(paths[0])
+        else:
+            raise ValueError(f"several models must all be bioimage.io packages (.zip); got {[str(m) for m in paths]}")
+    if packages is not None:
+        from .zoo import predict_packages
+
+        res = predict_packages(packages, image, tta=tta or "none", threshold=threshold, min_size=min_size,
+                               split=split, measure=measure)
+        prob, unc, labels, objects, thr = res.probability, res.uncertainty, res.labels, res.objects, res.threshold
+    elif hasattr(model, "predict_members") and hasattr(model, "members"):
         from .nn.predict import predict as nn_predict
 
-        res = nn_predict(model, image, tta=tta, threshold=threshold, min_size=min_size, split=split,
+        res = nn_predict(model, image, tta=tta or "flips", threshold=threshold, min_size=min_size, split=split,
                          measure=measure)
         prob, unc, labels, objects, thr = res.probability, res.uncertainty, res.labels, res.objects, res.threshold
     elif callable(model):
@@ -1621,12 +1643,20 @@ def predict(
         labels = instances.label_instances(prob, threshold=thr, min_size=int(min_size or 0), split=split)
         objects = instances.object_table(labels, image=image, probability=prob, uncertainty=unc)
     else:
-        raise TypeError(f"model must be an ensemble folder, an Ensemble or a callable; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be an ensemble folder, a bioimage.io package, an Ensemble or a callable; got {type(model).__name__}"
+        )
     names = {r["id"]: f"{r['id']:04d}_u{r['mean_uncertainty']:.3f}" for r in objects}
     rois = _rois.labels_to_rois(labels, names=names)
     for roi, r in zip(rois, objects):
         roi.stroke_color = _argb(uncertainty_color(r["mean_uncertainty"], measure), "stroke_color")
         roi.properties = {"uncertainty": f"{r['mean_uncertainty']:.4f}", "measure": measure}
+    if not replace:  # an earlier prediction's objects are replaced (predicting twice must not double them)
+        ov = imp.getOverlay()
+        if ov is not None:
+            for i in reversed(range(int(ov.size()))):
+                if str(ov.get(i).getName() or "").startswith("prediction:"):
+                    ov.remove(i)
     push_rois(imp, rois, name_prefix="prediction:", replace=replace, roi_manager=roi_manager)
     result = {"probability": prob, "uncertainty": unc, "labels": labels, "objects": objects,
               "object_uncertainty": np.array([r["mean_uncertainty"] for r in objects], float),

@@ -10,6 +10,7 @@ the real ij.jar (acceptable here because no Fiji can start offline; the ImageJ s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -714,7 +715,11 @@ def test_predict_with_a_callable_ensemble(ij, sample_crop):
     assert np.array_equal(res2["labels"], expected) and two.getOverlay().size() == expected.max()
     # added to a consensus overlay, the predictions are not taken for an expert
     fiji.push_consensus(imp, None, {e: masks[k] for k, e in enumerate(experts)})
+    n_consensus = imp.getOverlay().size()
     fiji.predict(imp, ensemble, threshold=0.3, min_size=20, replace=False)
+    # predicting again replaces the earlier prediction's objects, never doubles them (issue 16, bug 7)
+    fiji.predict(imp, ensemble, threshold=0.3, min_size=20, replace=False)
+    assert imp.getOverlay().size() == n_consensus + expected.max()
     _, cres = fiji.consensus(imp, return_result=True)
     assert cres["experts"] == experts
     with pytest.raises(ValueError, match="model must return"):
@@ -748,3 +753,34 @@ def test_headless_refuses_the_roi_manager(ij, sample_crop):
         fiji.show(imp)
     with pytest.raises(ValueError, match="stroke_color must be"):
         fiji.push_labels(imp, masks[0], stroke_color="blue-ish")
+
+
+@pytest.mark.imagej
+@pytest.mark.slow
+def test_predict_takes_a_bioimageio_package_as_the_cli_does(ij, sample_crop):
+    """Issue 16, bug 7: ``fiji.predict(imp, "model.zip")`` refused the zoo package that the CLI accepts."""
+    pytest.importorskip("bioimageio.core")
+    from fiji_consensus import zoo
+
+    package = REPO / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
+    experts, image, masks = sample_crop
+    imp = fiji.to_imageplus(image[:128, :128])
+    out, res = fiji.predict(imp, str(package), return_result=True)
+    expected = zoo.predict_packages([zoo.load_package(package)], image[:128, :128])
+    assert np.allclose(res["probability"], expected.probability, atol=1e-5)
+    assert np.array_equal(res["labels"], expected.labels) and expected.labels.max() > 0
+    assert out.getOverlay().size() == len(expected.objects)
+
+
+def test_fiji_commands_name_themselves_in_json_and_errors(tmp_path):
+    """Issue 16, bug 8: ``install-macros --json`` reported ``"command": "fiji"`` on failure."""
+    r = subprocess.run([sys.executable, "-m", "fiji_consensus", "fiji", "install-macros", str(tmp_path / "nope"),
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["ok"] is False and res["command"] == "fiji install-macros" and "nope" in res["error"]
+    assert "fiji-consensus fiji install-macros: error:" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fiji_consensus", "fiji", "model-summary", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["command"] == "fiji model-summary" and "ensemble.json" in res["error"]

@@ -262,6 +262,12 @@ def test_train_ensemble_macro_end_to_end(project, home, ij_jar):
                                ij_jar=ij_jar, home=home))
     assert "missing" in err
 
+    # Show Results offers the result finished last (this prediction, not the alphabetically first consensus)
+    # and counts the CLI's unprefixed object names as "prediction" (issue 16, bug 8)
+    show = done_line(run_macro("Show_Results.ijm", {"project": str(project), "image": "0015"},
+                               ij_jar=ij_jar, home=home))
+    assert f"show {pred / 'overlays' / '0015.tif'} prediction={n_rois}" in show
+
 
 @pytest.mark.imagej
 @pytest.mark.xvfb
