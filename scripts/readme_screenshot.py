@@ -1,19 +1,19 @@
-"""The README picture: experts, consensus and ensemble outlines in real ImageJ (under Xvfb).
+"""The README picture: experts, consensus and the zoo model's objects in real ImageJ (under Xvfb).
 
-Self-contained (``make screenshot``): from the bundled lab-wue1 sample it
+Self-contained (``make screenshot``): on a 256 x 256 crop of image 1051 of lab-mue, a lab whose images the zoo
+model never saw (it was trained on lab-wue1), it
 
-1. makes a project of a 256 x 256 crop of image 0001 and runs ``fiji-consensus consensus`` on it: the overlay
-   TIFF holds each expert's outlines (one colour per expert) and the STAPLE consensus (white);
-2. trains a tiny ensemble with ``fiji-consensus train`` on the four *other* images (a few minutes on a
-   2-core CPU; ``--model DIR`` uses an existing ensemble instead);
-3. runs the ensemble on the crop through the Python-ImageJ bridge (``fiji_consensus.fiji.predict``, in-process
-   ImageJ 1 via JPype): its objects are stroked by their uncertainty, cyan (certain) to red, as
+1. makes a project of the crop with the lab's four experts and runs ``fiji-consensus consensus`` on it: the
+   overlay TIFF holds each expert's outlines (one colour per expert) and the STAPLE consensus (white);
+2. runs the zoo model (``model_zoo/cfos-wue1/cfos-wue1.zip``, a bioimage.io package; ``--model`` takes another
+   package or an ensemble folder) on the crop through the Python-ImageJ bridge (``fiji_consensus.fiji.predict``,
+   in-process ImageJ 1 via JPype): its objects are stroked by their uncertainty, cyan (certain) to red, as
    ``fiji-consensus predict`` colours them;
-4. opens both images in ImageJ 1 (Debian libij-java) on a virtual display, takes a screenshot of each window
+3. opens both images in ImageJ 1 (Debian libij-java) on a virtual display, takes a screenshot of each window
    and puts them side by side in ``docs/consensus_in_imagej.png``.
 
-Needs: Java, ij.jar (``IJ_JAR`` or Debian's), xvfb, xdotool, imagemagick (``import``), the ``train`` extra.
-Run: ``python scripts/readme_screenshot.py [--out PNG] [--model DIR] [--work DIR]``
+Needs: Java, ij.jar (``IJ_JAR`` or Debian's), xvfb, xdotool, imagemagick (``import``), the ``zoo`` extra.
+Run: ``python scripts/readme_screenshot.py [--out PNG] [--model ZIP_OR_DIR] [--work DIR]``
 """
 
 from __future__ import annotations
@@ -32,14 +32,10 @@ import imageio.v3 as iio
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHOWN, CROP = "0001", (slice(256, 512), slice(448, 704))
-TRAIN_CROP = (slice(None), slice(None))  # the whole 1024 x 1024 images
-#: A tiny ensemble: about a minute per member on a 2-core CPU; unsure, but enough to show objects and their
-#: uncertainty (a real one: ``fiji-consensus train`` with its defaults, see README).
-TINY_TRAINING = ["--members", "3", "--iterations", "300", "--patch-size", "96", "--batch-size", "4",
-                 "--depth", "2", "--base-channels", "8", "--validate-every", "150", "--learning-rate", "0.004",
-                 "--threads", "2"]
-TITLES = ("experts-and-consensus", "ensemble-by-uncertainty")
+LAB = REPO / "data" / "segebarth2020" / "lab-mue"  # held out: the zoo model was trained on lab-wue1 only
+SHOWN, CROP = "1051", (slice(128, 384), slice(512, 768))  # 77 nuclei in the lab's consensus (est_GT)
+ZOO_MODEL = REPO / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
+TITLES = ("experts-and-consensus", "zoo-model-by-uncertainty")
 
 
 def _cli(*args: str) -> dict:
@@ -52,17 +48,18 @@ def _cli(*args: str) -> dict:
     return json.loads(lines[-1])
 
 
-def _project(root: Path, ids: list[str], crop: tuple[slice, slice]) -> Path:
-    from fiji_consensus import datasets
+def _experts() -> list[str]:
+    return sorted(p.name for p in (LAB / "labels").glob("expert_*") if p.is_dir())
 
-    sample = datasets.load_sample()
+
+def _project(root: Path) -> Path:
+    """A project of the crop of ``SHOWN``: its image and every expert's mask."""
     (root / "images").mkdir(parents=True)
-    for image_id in ids:
-        iio.imwrite(root / "images" / f"{image_id}.png", sample.image(image_id)[crop])
-        masks = sample.masks(image_id)[:, crop[0], crop[1]]
-        for k, e in enumerate(sample.experts):
-            (root / "annotations" / e).mkdir(parents=True, exist_ok=True)
-            iio.imwrite(root / "annotations" / e / f"{image_id}.png", masks[k].astype(np.uint8) * 255)
+    iio.imwrite(root / "images" / f"{SHOWN}.png", iio.imread(LAB / "images" / f"{SHOWN}.png")[CROP])
+    for e in _experts():
+        (root / "annotations" / e).mkdir(parents=True, exist_ok=True)
+        mask = iio.imread(LAB / "labels" / e / f"{SHOWN}_cFOS.png")[CROP] > 0
+        iio.imwrite(root / "annotations" / e / f"{SHOWN}.png", mask.astype(np.uint8) * 255)
     return root
 
 
@@ -77,33 +74,28 @@ def _label(fiji, imp, text: str) -> None:
     fiji.push_rois(imp, [t], name_prefix="caption:")
 
 
-def make_images(work: Path, model: Path | None) -> tuple[Path, Path]:
-    """The two overlay TIFFs to show: experts + consensus, and the ensemble's objects."""
+def make_images(work: Path, model: Path) -> tuple[Path, Path]:
+    """The two overlay TIFFs to show: experts + consensus, and the model's objects."""
     import jpype
 
-    from fiji_consensus import datasets, fiji
+    from fiji_consensus import fiji
 
-    shown = _project(work / "shown", [SHOWN], CROP)
+    shown = _project(work / "shown")
     res = _cli("consensus", "--project", str(shown), "--min-size", "30", "--out", str(shown / "consensus"))
     if not res.get("ok", False):
         raise RuntimeError(f"consensus failed: {res}")
-    if model is None:
-        others = [i for i in datasets.load_sample().ids if i != SHOWN]
-        train = _project(work / "train", others, TRAIN_CROP)
-        model = work / "models" / "tiny"
-        t0 = time.perf_counter()
-        _cli("train", "--project", str(train), "--out", str(model), *TINY_TRAINING)
-        print(f"trained a tiny ensemble in {time.perf_counter() - t0:.0f} s: {model}")
     fiji.connect(headless=True)
     imp = jpype.JClass("ij.IJ").openImage(str(shown / "consensus" / "overlays" / f"{SHOWN}.tif"))
-    _label(fiji, imp, "5 experts (colours) + consensus (white)")
+    _label(fiji, imp, f"{len(_experts())} experts (colours) + consensus (white)")
     first = fiji.save_tiff(imp, work / f"{TITLES[0]}.tif", overwrite=True)
     image = iio.imread(shown / "images" / f"{SHOWN}.png")
     pred = fiji.to_imageplus(image, title=TITLES[1])
-    _, out = fiji.predict(pred, model, tta="flips", min_size=30, return_result=True)
-    print(f"ensemble: {len(out['objects'])} objects, mean uncertainty "
-          f"{np.mean(out['object_uncertainty']) if len(out['objects']) else float('nan'):.3f} bits")
-    _label(fiji, pred, "ensemble: cyan = certain ... red = uncertain")
+    t0 = time.perf_counter()
+    _, out = fiji.predict(pred, str(model), return_result=True)
+    print(f"model {model.name}: {len(out['objects'])} objects, mean uncertainty "
+          f"{np.mean(out['object_uncertainty']) if len(out['objects']) else float('nan'):.3f} bits "
+          f"({time.perf_counter() - t0:.0f} s)")
+    _label(fiji, pred, "zoo model, unseen lab: cyan certain .. red unsure")
     second = fiji.save_tiff(pred, work / f"{TITLES[1]}.tif", overwrite=True)
     return first, second
 
@@ -135,7 +127,7 @@ def screenshot(tiffs: tuple[Path, Path], out_png: Path, ij_jar: str, work: Path)
         shots = []
         for title in TITLES:
             wid = None
-            for _ in range(120):
+            for _ in range(480):  # up to 4 minutes: ImageJ starts slowly on a busy machine
                 r = subprocess.run(["xdotool", "search", "--name", f"^{title}"], env=env, capture_output=True,
                                    text=True)
                 if r.stdout.strip():
@@ -178,7 +170,8 @@ def screenshot(tiffs: tuple[Path, Path], out_png: Path, ij_jar: str, work: Path)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "consensus_in_imagej.png")
-    ap.add_argument("--model", type=Path, default=None, help="an ensemble folder (default: train a tiny one)")
+    ap.add_argument("--model", type=Path, default=ZOO_MODEL,
+                    help="a bioimage.io package or an ensemble folder (default: the zoo's cfos-wue1.zip)")
     ap.add_argument("--work", type=Path, default=None, help="keep the intermediate files here")
     a = ap.parse_args(argv)
     from fiji_consensus import fiji
