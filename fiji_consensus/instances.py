@@ -207,14 +207,15 @@ def object_table(
         a = np.asarray(m)
         if a.shape != L.shape:
             raise ValueError(f"{name} must have the shape of labels {L.shape}; got {a.shape}")
-        maps[name] = a.astype(np.float64, copy=False)
+        maps[name] = a  # stacked as float64 below, in one step (no float64 copy of each map first)
     if L.size == 0 or L.max() == 0:
         return []
     props = ["label", "area", "centroid", "bbox"]
     if maps:  # one channel per given map: intensity_mean-<c>, intensity_max-<c>
         props += ["intensity_mean", "intensity_max"]
-    t = regionprops_table(L, intensity_image=np.stack(list(maps.values()), axis=-1) if maps else None,
-                          properties=props)
+    stacked = np.stack(list(maps.values()), axis=-1, dtype=np.float64) if maps else None
+    t = regionprops_table(L, intensity_image=stacked, properties=props)
+    del stacked
     nan = np.full(t["label"].shape, math.nan)
     channel = {name: c for c, name in enumerate(maps)}
 

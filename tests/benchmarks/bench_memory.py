@@ -52,8 +52,9 @@ t0 = time.perf_counter()
 summary = run_predict(PredictConfig(model=model, inputs=[image], out=out, tta="flips"))
 seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import fiji_consensus
 print(json.dumps({"ok": summary["ok"], "before_mb": before, "peak_mb": peak, "seconds": seconds,
-                  "n_objects": summary["n_objects"]}))
+                  "n_objects": summary["n_objects"], "package": fiji_consensus.__file__}))
 """
 
 
@@ -142,8 +143,9 @@ def _image(size: int, out: Path) -> Path:
 
 def _run(pythonpath: Path, model: Path, image: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"}
+    # cwd outside the repository: `python -c` puts the working directory first on sys.path
     r = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(image), str(out)], env=env,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, cwd=out.parent)
     if r.returncode != 0:
         return {"ok": False, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -152,7 +154,7 @@ def _run(pythonpath: Path, model: Path, image: Path, out: Path) -> dict:
 def _phases(pythonpath: Path, model: Path, image: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", _PHASES, str(model), str(image)], env=env, capture_output=True,
-                       text=True)
+                       text=True, cwd=image.parent)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -196,7 +198,9 @@ def main() -> None:
                           f"{res['n_objects']} objects", flush=True)
                 else:
                     print(f"{size:>5}²  {name:<12} failed: {res.get('error')}", flush=True)
-                if a.phases:
+                if res.get("ok"):
+                    assert Path(res["package"]).resolve().is_relative_to(Path(path).resolve()), res["package"]
+                if a.phases and name == "new":
                     ph = _phases(path, model, image)
                     res["phases_mb"] = ph
                     print("        numpy peak per phase: " + ", ".join(
