@@ -784,3 +784,24 @@ def test_fiji_commands_name_themselves_in_json_and_errors(tmp_path):
                        capture_output=True, text=True, timeout=120)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["command"] == "fiji model-summary" and "ensemble.json" in res["error"]
+
+
+def test_model_summary_puts_validation_next_to_the_experts_and_warns(tmp_path):
+    """What Train Ensemble shows at the end (issue 16): a model far below the experts is called useless."""
+    def write(f1s, dices, experts):
+        meta = {"members": [{"val_roi_f1": f, "val_dice": d, "val_ids": ["a", "b"]} for f, d in zip(f1s, dices)],
+                "provenance": {"expert_roi_f1": experts}}
+        (tmp_path / "ensemble.json").write_text(json.dumps(meta))
+        return fiji.model_summary(tmp_path)
+
+    experts = {"a": {"e1": 0.8, "e2": 0.7}, "b": {"e1": 0.9, "e2": 0.6}, "c": {"e1": 0.0}}  # c: not validated
+    good = write([0.7, 0.74], [0.8, 0.8], experts)
+    assert good["val_roi_f1"] == 0.72 and good["expert_roi_f1"] == 0.75 and good["useless"] is False
+    assert "ROI-F1 0.720" in good["text"] and "0.750" in good["text"] and "WARNING" not in good["text"]
+    bad = write([0.007], [0.01], experts)
+    assert bad["useless"] is True and "WARNING: this model is not useful yet" in bad["text"]
+    assert write([0.3], [0.5], experts)["useless"] is True  # below half the experts' ROI-F1
+    none = write([None], [None], {})
+    assert none["val_roi_f1"] is None and none["useless"] is False and "n/a" in none["text"]
+    with pytest.raises(ValueError, match="ensemble.json"):
+        fiji.model_summary(tmp_path / "nope")
