@@ -35,8 +35,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python tests/benchmarks/bench_objects.py
 	$(BIN)/python tests/benchmarks/bench_fiji.py
 
-# README picture: experts, consensus and a tiny ensemble's objects in real ImageJ under Xvfb (trains the
-# ensemble for a few minutes; needs xdotool and imagemagick from Debian).
+# README picture: experts, consensus and the zoo model's objects on a lab it never saw, in real ImageJ under
+# Xvfb (about a minute for the package's prediction; needs xdotool and imagemagick from Debian).
 screenshot: $(STAMP) system-deps
 	@command -v xdotool >/dev/null && command -v import >/dev/null || \
 	  (test "$$(id -u)" = 0 && apt-get install -y -qq --no-install-recommends xdotool imagemagick >/dev/null)
