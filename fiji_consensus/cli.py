@@ -309,40 +309,8 @@ def _train_parser(sub) -> None:
     g.add_argument("--targets", choices=["staple", "staple-soft", "fraction", "majority"], default="staple",
                    help="targets from the experts (default staple: posterior > 0.5)")
     g.add_argument("--groups", type=Path, metavar="CSV", help="image id -> group CSV for grouped k-fold")
-    t = p.add_argument_group("ensemble and budget")
-    t.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
-    t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap", "all"], default="auto",
-                   help="auto: grouped k-fold with --groups, else k-fold; all: every member trains on all images "
-                   "(fine-tuning on a few)")
-    t.add_argument("--init", type=Path, metavar="MODEL",
-                   help="fine-tune: start every member from a member of this ensemble folder or fiji-consensus "
-                   "bioimage.io package (its architecture and normalisation are kept); use a smaller "
-                   "--learning-rate (e.g. 5e-4) and few --iterations")
-    t.add_argument("--folds", type=int, help="folds (default: --members)")
-    t.add_argument("--iterations", type=int, help="iterations per member")
-    t.add_argument("--max-minutes", type=float, help="wall-time budget for the whole ensemble (default 60)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--paper-selection", action="store_true",
-                   help="keep a member only if its ROI-F1 >= the lowest expert's on every validation image")
-    n = p.add_argument_group("network and optimisation")
-    n.add_argument("--depth", type=int, default=3, help="U-Net pooling steps (default 3)")
-    n.add_argument("--base-channels", type=int, default=16, help="features at full resolution (default 16)")
-    n.add_argument("--patch-size", type=int, default=256)
-    n.add_argument("--batch-size", type=int, default=4)
-    n.add_argument("--learning-rate", type=float, default=2e-3)
-    n.add_argument("--validate-every", type=int, default=200, help="iterations between validations")
-    n.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.99), metavar=("LOW", "HIGH"),
-                   help="per-image normalisation percentiles (default 1 99.99)")
-    n.add_argument("--min-size", type=int, default=0, help="MIN_PIXEL of the validation ROI-F1")
-    n.add_argument("--zoom", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="augment the apparent object size in [MIN, MAX] (e.g. 0.5 1.3 for a model meant for "
-                   "other microscopes or magnifications; default: +-15%% only)")
-    n.add_argument("--noise", type=float, default=0.0, help="largest Gaussian noise sigma of the augmentation "
-                   "(normalised intensity units; default 0)")
-    n.add_argument("--blur", type=float, default=0.0, help="largest Gaussian blur sigma (pixels) of the "
-                   "augmentation, on a third of the patches (default 0)")
-    n.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    n.add_argument("--threads", type=int, help="CPU threads for torch")
+    _add_lab_inputs(g, required=False)
+    _add_train_options(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="ensemble folder (models/NAME)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an ensemble folder made by an earlier run (without it, running the same "
@@ -350,6 +318,142 @@ def _train_parser(sub) -> None:
     _add_dask(p, task="member")
     _add_common(p)
     p.set_defaults(func=_run_train)
+
+
+def _tdefault(name: str) -> Any:
+    """The default of a TrainConfig field (the one place where training defaults are defined)."""
+    from .config import TrainConfig
+
+    return TrainConfig.model_fields[name].default
+
+
+def _adefault(name: str) -> Any:
+    from .config import AugmentOptions
+
+    return AugmentOptions.model_fields[name].default
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """Ensemble, budget, network and augmentation options of train and crossval (defaults: TrainConfig's)."""
+    t = p.add_argument_group("ensemble and budget")
+    t.add_argument("--members", type=int, default=_tdefault("members"),
+                   help=f"ensemble members (default {_tdefault('members')})")
+    t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap", "all"], default=_tdefault("split"),
+                   help="auto: grouped k-fold with --groups, else k-fold; all: every member trains on all images "
+                   "(fine-tuning on a few)")
+    t.add_argument("--init", type=Path, metavar="MODEL",
+                   help="fine-tune: start every member from a member of this ensemble folder or fiji-consensus "
+                   "bioimage.io package (its architecture and normalisation are kept); use a smaller "
+                   "--learning-rate (e.g. 5e-4) and few --iterations")
+    t.add_argument("--folds", type=int, help="folds (default: --members)")
+    t.add_argument("--iterations", type=int, default=_tdefault("iterations"),
+                   help="iterations per member (default: none, --max-minutes decides)")
+    t.add_argument("--max-minutes", type=float, default=_tdefault("max_minutes"),
+                   help=f"wall-time budget for the whole ensemble (default {_tdefault('max_minutes'):g})")
+    t.add_argument("--seed", type=int, default=_tdefault("seed"))
+    t.add_argument("--paper-selection", action="store_true",
+                   help="keep a member only if its ROI-F1 >= the lowest expert's on every validation image")
+    n = p.add_argument_group("network, normalisation and augmentation")
+    n.add_argument("--depth", type=int, default=_tdefault("depth"), help=f"U-Net pooling steps (default {_tdefault('depth')})")
+    n.add_argument("--base-channels", type=int, default=_tdefault("base_channels"),
+                   help=f"features at full resolution (default {_tdefault('base_channels')})")
+    n.add_argument("--patch-size", type=int, default=_tdefault("patch_size"))
+    n.add_argument("--batch-size", type=int, default=_tdefault("batch_size"))
+    n.add_argument("--learning-rate", type=float, default=_tdefault("learning_rate"))
+    n.add_argument("--validate-every", type=int, default=_tdefault("validate_every"),
+                   help="iterations between validations")
+    lo, hi = _tdefault("low_percentile"), _tdefault("high_percentile")
+    n.add_argument("--percentiles", type=float, nargs=2, default=(lo, hi), metavar=("LOW", "HIGH"),
+                   help=f"per-image normalisation percentiles (default {lo:g} {hi:g})")
+    n.add_argument("--min-size", type=int, default=_tdefault("min_size"), help="MIN_PIXEL of the validation ROI-F1")
+    n.add_argument("--zoom", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="augment the apparent object size in [MIN, MAX] (e.g. 0.5 1.3 for a model meant for "
+                   "other microscopes or magnifications; default: +-15%% only)")
+    for name, help_ in (
+        ("contrast", "contrast factor of the augmentation drawn in 1 +- this"),
+        ("gamma", "gamma of the augmentation drawn log-uniformly in [1/(1+g), 1+g]"),
+        ("noise", "largest Gaussian noise sigma of the augmentation (normalised units)"),
+        ("blur", "largest Gaussian blur sigma (pixels) of the augmentation, on a third of the patches"),
+        ("background", "largest peak (normalised units) of a random smooth background field (ramp + wide "
+         "bump) added to or multiplied into half of the patches: robustness to bright, uneven backgrounds"),
+    ):
+        n.add_argument(f"--{name}", type=float, default=_adefault(name), help=f"{help_} (default {_adefault(name):g})")
+    n.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_tdefault("device"))
+    n.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def _train_config(a: argparse.Namespace) -> Any:
+    from .config import TrainConfig
+
+    return TrainConfig(
+        members=a.members, split=a.split, folds=a.folds, seed=a.seed, iterations=a.iterations,
+        max_minutes=a.max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
+        batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
+        min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
+        low_percentile=a.percentiles[0], high_percentile=a.percentiles[1],
+        augment={"zoom": tuple(a.zoom) if a.zoom else None, "noise": a.noise, "blur": a.blur,
+                 "contrast": a.contrast, "gamma": a.gamma, "background": a.background},
+    )
+
+
+def _name_int(text: str) -> tuple[str, int]:
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=N (e.g. lab-inns1=16); got {text!r}")
+    try:
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=N with an integer N; got {text!r}") from None
+
+
+def _add_lab_inputs(g: Any, *, required: bool) -> None:
+    g.add_argument("--lab", type=Path, action="append", default=[], metavar="DIR", required=required,
+                   help="a lab folder (repeat for several labs): a project folder (images/, annotations/<expert>/) "
+                   "or images/ + labels/expert_*/; each lab keeps its own experts, consensus and --lab-min-size")
+    g.add_argument("--lab-min-size", type=_name_int, action="append", default=[], metavar="NAME=N",
+                   help="MIN_PIXEL of one lab (default 30 for lab-wue1/lab-mue, 16 for lab-inns1, else --min-size)")
+
+
+def _crossval_parser(sub) -> None:
+    p = sub.add_parser(
+        "crossval",
+        help="leave-one-lab-out: train on all labs but one, score the left-out lab against its experts",
+        description="For every lab in turn (or those of --hold-out): train an ensemble on the other labs (each "
+        "with its own experts and consensus, patches drawn equally often from each lab), predict the left-out "
+        "lab and score each image against that lab's consensus next to each of its experts (above / within / "
+        "below the experts; the paper's rule: ROI-F1 >= the lowest expert's). Writes crossval.csv, summary.json "
+        "and one folder per fold; an interrupted run resumes when started again.",
+    )
+    g = p.add_argument_group("labs")
+    _add_lab_inputs(g, required=True)
+    g.add_argument("--hold-out", nargs="+", metavar="LAB", help="labs to leave out in turn (default: every lab)")
+    g.add_argument("--targets", choices=["staple", "staple-soft", "fraction", "majority"], default="fraction",
+                   help="training targets from each lab's experts (default fraction)")
+    g.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips")
+    _add_train_options(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    _add_common(p)
+    p.set_defaults(func=_run_crossval)
+
+
+def _run_crossval(a: argparse.Namespace) -> dict[str, Any]:
+    from .config import CrossvalConfig
+    from .crossval import run_crossval
+
+    if len(a.lab) < 2:
+        raise ValueError(f"crossval needs at least 2 --lab folders; got {len(a.lab)}")
+    cfg = CrossvalConfig(labs=a.lab, min_sizes=dict(a.lab_min_size), hold_out=a.hold_out, targets=a.targets,
+                         tta=a.tta, out=a.out, train=_train_config(a))
+    res = run_crossval(cfg, progress=not (a.no_progress or a.quiet))
+    if not a.json:
+        rows = []
+        for lab, s in res["labs"].items():
+            rows.append({"left out": lab, "model ROI-F1": s["model"]["roi_f1"], "model Dice": s["model"]["dice"],
+                         "median expert": s["median_expert"]["roi_f1"], "lowest expert": s["lowest_expert"]["roi_f1"],
+                         "rule": f"{s['images_at_least_lowest_expert']}/{s['images']}"})
+        print(_table(rows, ["left out", "model ROI-F1", "model Dice", "median expert", "lowest expert", "rule"]))
+        print(f"per image and rater: {Path(res['out']) / 'crossval.csv'}")
+    return res
 
 
 def _add_dask(p: argparse.ArgumentParser, *, task: str) -> None:
@@ -380,17 +484,10 @@ def _run_train(a: argparse.Namespace) -> dict[str, Any]:
     from .config import TrainConfig, TrainJobConfig
     from .jobs import run_train
 
-    max_minutes = a.max_minutes if (a.max_minutes is not None or a.iterations is not None) else 60.0
-    train = TrainConfig(
-        members=a.members, split=a.split, folds=a.folds, seed=a.seed, iterations=a.iterations,
-        max_minutes=max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
-        batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
-        min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
-        low_percentile=a.percentiles[0], high_percentile=a.percentiles[1],
-        augment={"zoom": tuple(a.zoom) if a.zoom else None, "noise": a.noise, "blur": a.blur},
-    )
+    train = _train_config(a)
     kw = dict(images=a.images, labels=a.labels, experts=a.experts, expert_names=a.expert_names,
-              project=a.project, ignore=a.ignore, groups=a.groups, init=a.init)
+              project=a.project, ignore=a.ignore, groups=a.groups, init=a.init, labs=a.lab or None,
+              lab_min_sizes=dict(a.lab_min_size) if a.lab_min_size else None)
     cfg = TrainJobConfig(**{k: v for k, v in kw.items() if v is not None}, targets=a.targets, out=a.out,
                          overwrite=a.overwrite, train=train, dask=_dask_options(a))
     summary = run_train(cfg, progress=not (a.no_progress or a.quiet))
@@ -761,7 +858,15 @@ def _package_parser(sub) -> None:
                    help="edge of the test crop in pixels (default %(default)s)")
     p.add_argument("--validation", type=Path, metavar="JSON",
                    help="held-out-lab scores (default: validation.json or bench_results.json in the model folder)")
-    p.add_argument("--author", dest="authors", action="append", metavar="NAME", help="author (repeatable)")
+    p.add_argument("--author", dest="authors", action="append", metavar="PERSON",
+                   help="author, 'Name; affiliation=...; github_user=...; orcid=...' (repeatable)")
+    p.add_argument("--maintainer", dest="maintainers", action="append", default=[], metavar="GITHUB_USER",
+                   help="maintainer's GitHub user, or 'Name; github_user=...' (repeatable; bioimageio.spec checks "
+                   "GitHub users online, so offline validation fails on users it does not know)")
+    p.add_argument("--training-data", metavar="NAME|JSON",
+                   help="training data description: 'segebarth2020' or a JSON file (name, authors, license, ...)")
+    p.add_argument("--card-notes", type=Path, metavar="MD",
+                   help="hand-written additions to the model card: a markdown file of '## Section' blocks")
     p.add_argument("--license", default=_default("PackageConfig", "license"),
                    help="SPDX licence id (default %(default)s)")
     p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG", help="extra tag (repeatable)")
@@ -787,7 +892,8 @@ def _run_package(a: argparse.Namespace) -> dict[str, Any]:
     cfg = PackageConfig(
         model=a.model, out=a.out, name=a.name, description=a.description, tta=a.tta, uncertainty=a.uncertainty,
         image=a.image, channel=a.channel, tile=a.tile, validation=a.validation, license=a.license, tags=a.tags,
-        version=a.pkg_version, weight_formats=a.weights, card=a.card, test=a.test, overwrite=a.overwrite, **kw,
+        version=a.pkg_version, weight_formats=a.weights, card=a.card, test=a.test, overwrite=a.overwrite,
+        maintainers=a.maintainers, training_data=a.training_data, card_notes=a.card_notes, **kw,
     )
     summary = run_package(cfg)
     if not a.json:
@@ -809,16 +915,20 @@ def _zoo_parser(sub) -> None:
         description="List the models under model_zoo/<name>/ (the package, its size, members, views, "
         "uncertainty measure and held-out-lab ROI-F1 of the ensemble and the median expert).",
     )
-    q.add_argument("--root", type=Path, metavar="DIR", help="zoo folder (default ./model_zoo or the repository's)")
+    q.add_argument("--root", type=Path, metavar="DIR",
+                   help="zoo folder (default: $FIJI_CONSENSUS_ZOO, else ./model_zoo, else a clone's model_zoo/)")
     _add_common(q)
     q.set_defaults(func=_run_zoo_list)
 
 
 def _run_zoo_list(a: argparse.Namespace) -> dict[str, Any]:
-    from .zoo import list_zoo
+    from .zoo import ZOO_HINT, list_zoo, zoo_root
 
-    models = list_zoo(a.root)
-    if not a.json:
+    root = zoo_root(a.root)
+    models = list_zoo(root) if root is not None else []
+    if root is None and not a.json:
+        print(ZOO_HINT)
+    elif not a.json:
         rows = []
         for m in models:
             labs = m.get("labs") or {}
@@ -830,7 +940,7 @@ def _run_zoo_list(a: argparse.Namespace) -> dict[str, Any]:
                          "views": m.get("views"), "uncertainty": m.get("measure"),
                          "held-out ROI-F1": scores or ("not built" if not m.get("built") else m.get("error", "n/a"))})
         print(_table(rows, ["model", "MB", "members", "views", "uncertainty", "held-out ROI-F1"]) or "no models")
-    return {"ok": True, "command": "zoo list", "models": models}
+    return {"ok": True, "command": "zoo list", "root": None if root is None else str(root), "models": models}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -844,6 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     _agreement_parser(sub)
     _plan_parser(sub)
     _train_parser(sub)
+    _crossval_parser(sub)
     _predict_parser(sub)
     _package_parser(sub)
     _zoo_parser(sub)

@@ -106,17 +106,6 @@ class ConsensusConfig(_ExpertInputs):
         False,
         description="Leave out (and list) images annotated by fewer than 2 experts instead of stopping.",
     )
-    staple_estimate: Literal["auto", "image", "pooled"] = Field(
-        "auto",
-        description="STAPLE's estimate of the experts' sensitivity/specificity: image = per image (SimpleITK's "
-        "filter; reproduces the published est_GT); pooled = each expert's from all images that expert "
-        "annotated, each image's posterior from its own experts (for experts who annotated different "
-        "images); auto = image when every expert annotated every image, else pooled.",
-    )
-    skip_incomplete: bool = Field(
-        False,
-        description="Leave out (and list) images annotated by fewer than 2 experts instead of stopping.",
-    )
     min_votes: int | None = Field(
         None,
         ge=1,
@@ -257,12 +246,12 @@ class TrainConfig(BaseModel):
     )
     # optimisation
     patch_size: int = Field(256, ge=8, description="Training patch height and width (a multiple of 2**depth).")
-    batch_size: int = Field(8, ge=1, description="Patches per iteration.")
+    batch_size: int = Field(4, ge=1, description="Patches per iteration.")
     iterations: int | None = Field(
-        2000, ge=1, description="Iterations per member; None to train by max_minutes alone."
+        None, ge=1, description="Iterations per member; None to train by max_minutes alone."
     )
     max_minutes: float | None = Field(
-        None,
+        60.0,
         gt=0,
         description="Wall-time budget for the whole ensemble (split equally among members, validation "
         "included); training stops at whichever of iterations/max_minutes comes first. Runs limited by "
@@ -297,7 +286,7 @@ class TrainConfig(BaseModel):
         "object level.",
     )
     # validation and selection
-    validate_every: int = Field(100, ge=1, description="Validate (held-out images) every this many iterations.")
+    validate_every: int = Field(200, ge=1, description="Validate (held-out images) every this many iterations.")
     checkpoint_every: int = Field(50, ge=1, description="Write a resume checkpoint every this many iterations.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for validation scores.")
     min_size: int = Field(0, ge=0, description="MIN_PIXEL of the ROI-F1: objects smaller than this are dropped.")
@@ -415,9 +404,25 @@ class TrainJobConfig(JobConfig):
         description="Train the members in parallel on Dask, one task per member (identical members to a "
         "sequential run on CPUs with the same threads); default: one after the other in this process.",
     )
+    labs: list[Path] | None = Field(
+        None,
+        description="Multi-lab training: lab folders (a project folder, or images/ + labels/expert_*/), each "
+        "with its own experts, consensus (of kind targets) and MIN_PIXEL; patches are drawn equally often "
+        "from every lab (train.balance_labs). Replaces images/experts/project.",
+    )
+    lab_min_sizes: dict[str, int] | None = Field(
+        None, description="MIN_PIXEL per lab name (default: 30 for lab-wue1/lab-mue, 16 for lab-inns1, else "
+        "train.min_size)."
+    )
 
     @model_validator(mode="after")
     def _inputs(self):
+        if self.labs is not None:
+            if self.project is not None or self.images is not None or self.experts or self.labels:
+                raise ValueError("give either labs or a project / images folder, not both")
+            if not self.labs:
+                raise ValueError("labs is empty: give at least one lab folder")
+            return self
         if self.project is not None and (self.images is not None or self.experts or self.labels):
             raise ValueError("give either a project folder or images with labels/experts folders, not both")
         if self.project is None:
@@ -604,7 +609,15 @@ class PackageConfig(JobConfig):
         "as bench_train.py writes); default: validation.json or bench_results.json in the model folder.",
     )
     authors: list[str] = Field(default_factory=lambda: ["fiji-consensus"], min_length=1,
-                               description="Author names.")
+                               description="Authors: 'Name; affiliation=...; github_user=...; orcid=...'.")
+    maintainers: list[str] = Field(default_factory=list,
+                                   description="Maintainers: a GitHub user or 'Name; github_user=...'.")
+    training_data: str | None = Field(
+        None, description="Training data description: 'segebarth2020' or a JSON file (name, authors, license)."
+    )
+    card_notes: Path | None = Field(
+        None, description="Markdown file of '## Section' blocks added to those sections of the model card."
+    )
     license: str = Field("MIT", description="SPDX licence id of the package.")
     tags: list[str] = Field(default_factory=list, description="Extra tags.")
     version: str = Field("0.1.0", description="Version of the package.")

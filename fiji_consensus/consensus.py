@@ -1232,3 +1232,25 @@ def object_consensus(
     members_out = members_tab[sel] if sel.size else np.zeros((0, r), np.int32)
     support = (members_out > 0).sum(axis=1).astype(np.int32)
     return ObjectConsensusResult(final, support, members_out, expert_labels)
+
+
+def training_targets(masks: Any, kind: str, *, ignore: Any = None) -> np.ndarray:
+    """Training targets of one image from its experts' ``(R, Y, X)`` masks, float32 in ``[0, 1]``.
+
+    ``kind``: ``staple`` (posterior > 0.5, the published consensus), ``staple-soft`` (the posterior),
+    ``fraction`` (fraction of experts per pixel) or ``majority`` (strict majority vote).
+
+    >>> m = np.zeros((3, 4, 4), bool); m[:2, 1, 1] = True
+    >>> round(float(training_targets(m, "fraction")[1, 1]), 4), float(training_targets(m, "majority")[1, 1])
+    (0.6667, 1.0)
+    """
+    if kind == "fraction":
+        return expert_fraction(masks, ignore=ignore).astype(np.float32)
+    if kind == "majority":
+        return majority_vote(masks, ignore=ignore).astype(np.float32)
+    if kind not in ("staple", "staple-soft"):
+        raise ValueError(f"kind must be one of staple, staple-soft, fraction, majority; got {kind!r}")
+    res = staple(masks, ignore=ignore)
+    if kind == "staple-soft":
+        return res.probability.astype(np.float32)
+    return (res.probability > 0.5).astype(np.float32)

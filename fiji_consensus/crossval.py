@@ -60,7 +60,7 @@ class Lab:
         """Per image: the experts' consensus of ``kind`` (staple = STAPLE > 0.5 as float32, staple-soft,
         fraction, majority), each from that image's own experts."""
         if kind not in self._consensus:
-            from .jobs import _train_targets
+            from .consensus import training_targets
 
             out = []
             for j in range(len(self.ids)):
@@ -70,7 +70,7 @@ class Lab:
                         f"lab {self.name!r}, image {self.ids[j]!r}: {stack.shape[0]} expert(s) annotated it; a "
                         "consensus needs at least 2"
                     )
-                out.append(_train_targets(stack, kind, None))
+                out.append(training_targets(stack, kind))
             self._consensus[kind] = out
         return self._consensus[kind]
 
@@ -102,9 +102,7 @@ def load_lab(path: str | Path, *, name: str | None = None, min_size: int | None 
     groups = None
     gfiles = sorted(root.glob("groups*.csv"))
     if len(gfiles) == 1:
-        from .jobs import read_groups
-
-        groups = read_groups(gfiles[0])
+        groups = fio.read_groups(gfiles[0])
     if min_size is None:
         min_size = DEFAULT_MIN_SIZES.get(name, 0)
     return Lab(name=name, root=root, ids=list(ds.ids), images=images, experts=experts, min_size=int(min_size),

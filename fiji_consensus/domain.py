@@ -45,7 +45,7 @@ STATISTICS = {
     "median_object_area": "median object area (pixels)",
 }
 _LOG = {"foreground_fraction", "objects_per_megapixel", "median_object_area"}  # compared on a log scale
-MARGIN = 0.5
+MARGIN = 0.25
 """The accepted range is the training range widened by this fraction of its width on each side."""
 
 

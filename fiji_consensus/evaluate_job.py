@@ -389,7 +389,7 @@ def _pooled_staple(ds: Any) -> Any:
 
 
 def _groups(config: Any, ids: Sequence[str]) -> dict[str, str]:
-    from .jobs import read_groups
+    from .io import read_groups
 
     if config.groups is None:
         return {}

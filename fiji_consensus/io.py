@@ -582,3 +582,38 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 __all__ += ["check_writable"]
+
+
+def read_groups(path: str | os.PathLike) -> dict[str, str]:
+    """Read a CSV mapping image id -> group (first two columns; a header row is allowed).
+
+    Ids are kept as written (``0001`` stays ``0001``).
+    """
+    import csv
+    import io as _io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    groups: dict[str, str] = {}
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the groups CSV as UTF-8"
+        ) from None
+    for i, row in enumerate(csv.reader(_io.StringIO(text, newline=""))):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}, line {i + 1}: expected 'image id, group'; got {row}")
+        image_id, group = row[0].strip(), row[1].strip()
+        if i == 0 and image_id.lower() in ("file_id", "image", "image_id", "id"):
+            continue
+        if image_id in groups and groups[image_id] != group:
+            raise ValueError(f"{path}: image {image_id!r} is in two groups ({groups[image_id]}, {group})")
+        groups[image_id] = group
+    if not groups:
+        raise ValueError(f"{path} holds no 'image id, group' rows")
+    return groups

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from . import io as fio
+from .io import read_groups  # noqa: F401  (kept importable from jobs)
 from .config import AgreementConfig, ConsensusConfig, TrainJobConfig
 
 __all__ = [
@@ -859,52 +860,11 @@ def next_planned(project: str | os.PathLike, expert: str, *, plan: str | os.Path
 # --------------------------------------------------------------------------------------------- training
 
 
-def read_groups(path: str | os.PathLike) -> dict[str, str]:
-    """Read a CSV mapping image id -> group (first two columns; a header row is allowed).
-
-    Ids are kept as written (``0001`` stays ``0001``).
-    """
-    import csv
-    import io as _io
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    groups: dict[str, str] = {}
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-            "save the groups CSV as UTF-8"
-        ) from None
-    for i, row in enumerate(csv.reader(_io.StringIO(text, newline=""))):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2:
-            raise ValueError(f"{path}, line {i + 1}: expected 'image id, group'; got {row}")
-        image_id, group = row[0].strip(), row[1].strip()
-        if i == 0 and image_id.lower() in ("file_id", "image", "image_id", "id"):
-            continue
-        if image_id in groups and groups[image_id] != group:
-            raise ValueError(f"{path}: image {image_id!r} is in two groups ({groups[image_id]}, {group})")
-        groups[image_id] = group
-    if not groups:
-        raise ValueError(f"{path} holds no 'image id, group' rows")
-    return groups
-
-
 def _train_targets(masks: np.ndarray, kind: str, ignore: np.ndarray | None) -> np.ndarray:
-    from . import consensus
+    from .consensus import training_targets
 
-    if kind == "fraction":
-        return consensus.expert_fraction(masks, ignore=ignore).astype(np.float32)
-    if kind == "majority":
-        return consensus.majority_vote(masks, ignore=ignore).astype(np.float32)
-    res = consensus.staple(masks, ignore=ignore)
-    if kind == "staple-soft":
-        return res.probability.astype(np.float32)
-    return (res.probability > 0.5).astype(np.float32)
+    return training_targets(masks, kind, ignore=ignore)
+
 
 
 def _dask_member_runner(config: TrainJobConfig, *, progress: bool) -> Any:
@@ -934,6 +894,8 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
 
     claim_folder(config.out, "train", legacy=_is_ensemble_folder, create=False)  # before the images: fail fast
     init = _load_init(config.init) if config.init is not None else None  # before the images: fail fast
+    if config.labs:
+        return _run_train_labs(config, init, progress=progress)
     ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
     label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
     if not label_paths and len(ds.experts) < 2:
@@ -1000,6 +962,34 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
         progress=progress,
         resume=not config.overwrite,
         member_runner=_dask_member_runner(config, progress=progress),
+        init=init,
+    )
+    return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}
+
+
+def _run_train_labs(config: TrainJobConfig, init: Any, *, progress: bool) -> dict[str, Any]:
+    """Multi-lab training: every lab's own consensus and experts, labs balanced in sampling."""
+    from .crossval import load_lab, multi_lab_inputs
+    from .nn.train import train_ensemble
+
+    sizes = config.lab_min_sizes or {}
+    labs = [load_lab(p, min_size=sizes.get(Path(p).name)) for p in config.labs]
+    if config.train.min_size:
+        for lab in labs:  # labs named in neither lab_min_sizes nor the published table: the config's
+            if lab.name not in sizes and lab.name not in ("lab-wue1", "lab-mue", "lab-inns1"):
+                lab.min_size = config.train.min_size
+    kw = multi_lab_inputs(labs, config.targets)
+    groups = read_groups(config.groups) if config.groups else None
+    provenance = {
+        "tool": "fiji-consensus", "version": __version__, "job": config.model_dump(mode="json", exclude={"train"}),
+        "targets": f"{config.targets} of each lab's own experts",
+        "experts": sorted(kw["expert_masks"]),
+    }
+    summary = train_ensemble(
+        kw["images"], kw["targets"], config.out, config.train, image_ids=kw["image_ids"],
+        groups=groups if groups else (kw["groups"] if config.train.split == "group_kfold" else None),
+        expert_masks=kw["expert_masks"], labs=kw["labs"], min_sizes=kw["min_sizes"], provenance=provenance,
+        progress=progress, resume=not config.overwrite, member_runner=_dask_member_runner(config, progress=progress),
         init=init,
     )
     return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}

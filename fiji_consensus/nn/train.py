@@ -565,11 +565,12 @@ def _train_member(
                 break
             if budget_s is not None and it > 0 and state["elapsed"] + state["val_seconds"] >= budget_s:
                 break
-            frac = 0.0
+            # the learning-rate schedule follows the iterations when they are the budget (reproducible: the
+            # time budget is then only a safety stop), else the elapsed time
             if c.iterations is not None:
                 frac = it / c.iterations
-            if budget_s is not None:
-                frac = max(frac, state["elapsed"] / budget_s)
+            else:
+                frac = state["elapsed"] / budget_s if budget_s else 0.0
             lr = _lr_at(frac, c)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -37,8 +37,8 @@ def train(args: argparse.Namespace) -> None:
     from fiji_consensus.nn.train import train_ensemble
 
     rargs = bc.main.__globals__["argparse"].Namespace(
-        members=args.members, folds=4, seed=0, base_channels=14, iterations=None, minutes=args.minutes,
-        high_percentile=99.9, contrast=0.5, background=0.6, threads=args.threads, validate_every=200,
+        members=args.members, folds=4, seed=0, base_channels=14, iterations=args.iterations, minutes=args.minutes,
+        high_percentile=99.9, contrast=0.5, background=0.6, threads=args.threads, validate_every=args.iterations or 200,
     )
     cfg = bc.recipe(rargs)
     labs = [load_lab(bc.DATA / lab) for lab in bc.LABS]
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ensemble", type=Path, default=REPO / "out" / NAME)
     ap.add_argument("--members", type=int, default=3)
-    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--minutes", type=float, default=240.0, help="time budget (a safety net; --iterations decides)")
+    ap.add_argument("--iterations", type=int, default=500, help="iterations per member")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-package", action="store_true")

@@ -335,7 +335,7 @@ def test_config_errors():
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         TrainConfig(epochs=3)
     with pytest.raises(ValidationError, match="give iterations or max_minutes"):
-        TrainConfig(iterations=None)
+        TrainConfig(iterations=None, max_minutes=None)
     assert TrainConfig.model_validate_json(TrainConfig(members=3).model_dump_json()) == TrainConfig(members=3)
     assert all(f.description for f in TrainConfig.model_fields.values())
 
