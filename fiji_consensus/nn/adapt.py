@@ -1,0 +1,117 @@
+"""Label-free adaptation to a new lab: re-estimate the batch-normalisation statistics on its images.
+
+A U-Net with batch normalisation stores, for every layer, the mean and variance of its features over the
+training images. On another microscope those statistics shift (brighter background, dimmer nuclei), and
+every layer then normalises with the wrong numbers. :func:`recalibrate_batchnorm` replaces them by the
+statistics of the new lab's own images (AdaBN, Li et al. 2018) without any annotation and without changing
+a single learned weight: the images are cut into patches, passed through each member once in training
+mode with gradients off, and the running statistics are the plain average over all patches.
+
+:func:`adapt_ensemble` does it for every member of an ensemble folder and writes a new ensemble folder
+(provenance records the images and the base ensemble's checksum). Cheap: one forward pass per patch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["recalibrate_batchnorm", "adapt_ensemble"]
+
+
+def _patches(images: Sequence[np.ndarray], size: int, per_image: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for img in images:
+        h, w = img.shape
+        ph, pw = min(size, h), min(size, w)
+        for _ in range(per_image):
+            y = int(rng.integers(0, h - ph + 1))
+            x = int(rng.integers(0, w - pw + 1))
+            out.append(np.ascontiguousarray(img[y:y + ph, x:x + pw], np.float32))
+    return out
+
+
+def recalibrate_batchnorm(
+    member: Any, images: Sequence[np.ndarray], *, patch_size: int = 256, patches_per_image: int = 16,
+    batch_size: int = 8, seed: int = 0, multiple: int = 8,
+) -> int:
+    """Replace the running mean/variance of every BatchNorm layer of ``member`` (a torch module) by their
+    average over patches of ``images`` (already normalised as the model expects). Learned weights are not
+    changed. Returns the number of patches used; raises if the member has no batch normalisation."""
+    import torch
+
+    bns = [m for m in member.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError("the member has no batch-normalisation layer: nothing to re-estimate (group norm?)")
+    if not images:
+        raise ValueError("recalibrate_batchnorm needs at least one image; got none")
+    size = max(multiple, (patch_size // multiple) * multiple)
+    patches = _patches(images, size, patches_per_image, seed)
+    patches = [p[: (p.shape[0] // multiple) * multiple, : (p.shape[1] // multiple) * multiple] for p in patches]
+    patches = [p for p in patches if p.size]
+    saved = {m: (m.momentum, m.training) for m in bns}
+    was_training = member.training
+    member.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+        m.train()
+    try:
+        with torch.no_grad():
+            by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
+            for p in patches:
+                by_shape.setdefault(p.shape, []).append(p)
+            for group in by_shape.values():
+                for i in range(0, len(group), batch_size):
+                    x = torch.from_numpy(np.stack(group[i:i + batch_size]))[:, None]
+                    member(x)
+    finally:
+        for m, (mom, tr) in saved.items():
+            m.momentum = mom
+            m.train(tr)
+        member.train(was_training)
+    return len(patches)
+
+
+def adapt_ensemble(
+    model: str | os.PathLike, images: Sequence[np.ndarray], out_dir: str | os.PathLike, *,
+    image_ids: Sequence[str] | None = None, patch_size: int = 256, patches_per_image: int = 16, seed: int = 0,
+) -> Path:
+    """Re-estimate the batch-norm statistics of every member of the ensemble folder ``model`` on
+    ``images`` (raw images of the new lab, normalised here as the ensemble does) and write the adapted
+    ensemble to ``out_dir`` (a new folder). Returns the path of its ``ensemble.json``."""
+    from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble, sha256_file
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the adapted ensemble")
+    t0 = time.perf_counter()
+    ens = load_ensemble(model)
+    xs = [ens.normalize(np.asarray(im)) for im in images]
+    meta = copy.deepcopy(ens.metadata)
+    states, n = {}, 0
+    for k, member in zip(ens.indices, ens.members):
+        n = recalibrate_batchnorm(member, xs, patch_size=patch_size, patches_per_image=patches_per_image,
+                                  seed=seed, multiple=ens.tile_multiple)
+        states[k] = member.state_dict()
+    meta["members"] = [m for m in meta["members"] if int(m["index"]) in states]
+    meta.setdefault("provenance", {})["adaptation"] = {
+        "method": "batch-norm statistics re-estimated on unannotated images (AdaBN); weights unchanged",
+        "base_ensemble": str(Path(model)),
+        "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if Path(model).is_dir() else None,
+        "images": list(image_ids) if image_ids is not None else len(images),
+        "patches": n, "patch_size": patch_size, "seed": seed, "seconds": time.perf_counter() - t0,
+    }
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    return save_ensemble(out, states, meta)

@@ -1,0 +1,61 @@
+"""Label-free adaptation: batch-norm statistics re-estimated on a new lab's images (real crops)."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from fiji_consensus.config import TrainConfig
+from fiji_consensus.nn.adapt import adapt_ensemble, recalibrate_batchnorm
+from fiji_consensus.nn.ensemble import load_ensemble
+from fiji_consensus.nn.train import train_ensemble
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, shared_data):
+    lab = shared_data / "lab-wue1"
+    ids = ["0001", "0004"]
+    ims = [iio.imread(lab / "images" / f"{i}.png")[200:328, 200:328] for i in ids]
+    gts = [(iio.imread(lab / "labels" / "est_GT" / f"{i}_cFOS.png")[200:328, 200:328] > 0).astype(np.float32)
+           for i in ids]
+    out = tmp_path_factory.mktemp("adapt") / "base"
+    cfg = TrainConfig(members=2, iterations=3, patch_size=32, batch_size=2, depth=2, base_channels=4,
+                      validate_every=3, threads=1)
+    train_ensemble(ims, gts, out, cfg, image_ids=ids)
+    new = [iio.imread(shared_data / "lab-inns1" / "images" / f"{i}.png")[300:428, 300:428] for i in ("1107", "1108")]
+    return out, new
+
+
+def test_adapted_ensemble_has_new_statistics_and_the_same_weights(tiny, tmp_path):
+    base, new = tiny
+    out = tmp_path / "adapted"
+    adapt_ensemble(base, new, out, image_ids=["1107", "1108"], patch_size=64, patches_per_image=4)
+    a, b = load_ensemble(base), load_ensemble(out)
+    sa, sb = a.members[0].state_dict(), b.members[0].state_dict()
+    stats = [n for n in sa if n.endswith("running_mean") or n.endswith("running_var")]
+    learned = [n for n in sa if n.endswith("weight") or n.endswith("bias")]
+    assert stats and learned
+    assert all(torch.equal(sa[n], sb[n]) for n in learned)  # not a single learned weight changed
+    assert any(not torch.allclose(sa[n], sb[n]) for n in stats)  # the statistics are the new lab's
+    assert not np.allclose(a.predict(new[0]), b.predict(new[0]))
+    prov = json.loads((out / "ensemble.json").read_text())["provenance"]["adaptation"]
+    assert prov["images"] == ["1107", "1108"] and prov["patches"] == 8 and "AdaBN" in prov["method"]
+    with pytest.raises(FileExistsError, match="not empty"):
+        adapt_ensemble(base, new, out)
+
+
+def test_recalibration_is_the_plain_average_over_patches():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.BatchNorm2d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    net.eval()  # the mode it had is restored
+    ims = [np.full((16, 16), 2.0, np.float32), np.full((16, 16), 4.0, np.float32)]
+    n = recalibrate_batchnorm(net, ims, patch_size=16, patches_per_image=1, batch_size=1)
+    assert n == 2 and net[1].running_mean.item() == pytest.approx(3.0) and net[1].momentum == 0.1
+    assert not net.training
+    with pytest.raises(ValueError, match="no batch-normalisation layer"):
+        recalibrate_batchnorm(torch.nn.Conv2d(1, 1, 1), ims)
