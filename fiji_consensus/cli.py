@@ -456,6 +456,40 @@ def _run_crossval(a: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _adapt_parser(sub) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="label-free adaptation of an ensemble to a new lab's images (batch-norm statistics)",
+        description="Re-estimate every member's batch-normalisation statistics on the images of a new lab or "
+        "microscope (no annotation needed; learned weights unchanged) and write the adapted ensemble to a new "
+        "folder. Takes seconds; try it before annotating images for fine-tuning (train --init).",
+    )
+    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="the ensemble folder to adapt")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="the new lab's images")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder for the adapted ensemble")
+    p.add_argument("--patches-per-image", type=int, default=16, metavar="N")
+    _add_common(p)
+    p.set_defaults(func=_run_adapt)
+
+
+def _run_adapt(a: argparse.Namespace) -> dict[str, Any]:
+    from . import io as fio
+    from ._validate import require
+
+    require("torch", extra="train")
+    from .nn.adapt import adapt_ensemble
+
+    paths = fio.list_images(a.images)
+    if not paths:
+        raise ValueError(f"no images found in {a.images} (expected .tif/.png/... files)")
+    ids = sorted(paths)
+    images = [fio.read_image(paths[i]) for i in ids]
+    ej = adapt_ensemble(a.model, images, a.out, image_ids=ids, patches_per_image=a.patches_per_image)
+    if not a.json:
+        print(f"adapted {a.model} to {len(ids)} image(s) of {a.images} -> {ej.parent}")
+    return {"ok": True, "command": "adapt", "out": str(ej.parent.resolve()), "images": ids}
+
+
 def _add_dask(p: argparse.ArgumentParser, *, task: str) -> None:
     g = p.add_argument_group(
         f"Dask (the distributed extra): one task per {task} on a cluster; the machines share the files"
@@ -955,6 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_parser(sub)
     _train_parser(sub)
     _crossval_parser(sub)
+    _adapt_parser(sub)
     _predict_parser(sub)
     _package_parser(sub)
     _zoo_parser(sub)

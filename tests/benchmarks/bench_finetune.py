@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", choices=["fraction", "staple"], default="fraction")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench_finetune", help="fine-tuned ensembles")
+    ap.add_argument("--adabn", action="store_true",
+                    help="also score the label-free adaptation: batch-norm statistics re-estimated on all of the "
+                    "lab's images, no annotation used (fiji_consensus.nn.adapt)")
+    ap.add_argument("--skip-finetune", action="store_true", help="only zero-shot (and --adabn)")
     args = ap.parse_args(argv)
 
     import torch
@@ -86,26 +90,37 @@ def main(argv: list[str] | None = None) -> int:
             members=len(base.members), split="all", seed=0, iterations=args.iterations,
             learning_rate=args.learning_rate, batch_size=4, patch_size=256, validate_every=args.iterations,
             checkpoint_every=50, min_size=MIN_PIXEL[lab_name], device="cpu", threads=args.threads,
-            augment={k: aug[k] for k in ("zoom", "noise", "blur") if k in aug},
+            augment={k: aug[k] for k in ("zoom", "noise", "blur", "contrast", "gamma", "background") if k in aug},
         )
-        t0 = time.perf_counter()
-        train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
-                       provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
-        seconds = time.perf_counter() - t0
-        tuned = load_ensemble(args.out / lab_name)
-        print(f"\n{lab_name}: fine-tuned {len(tuned.members)} members x {args.iterations} iterations on "
-              f"{tune['ids']} ({note}) in {seconds / 60:.1f} min; test images {test['ids']} vs est_GT "
-              f"(MIN_PIXEL {MIN_PIXEL[lab_name]})")
+        seconds, fine, adabn = float("nan"), None, None
+        print(f"\n{lab_name}: test images {test['ids']} vs est_GT (MIN_PIXEL {MIN_PIXEL[lab_name]})")
         print(f"  {'':<22} {'ROI-F1':>7} {'Dice':>7}")
         zero = table("zero-shot ensemble", evaluate(base, test, MIN_PIXEL[lab_name]))
-        fine = table("fine-tuned ensemble", evaluate(tuned, test, MIN_PIXEL[lab_name]))
+        if args.adabn and args.model.is_dir():
+            from fiji_consensus.nn.adapt import adapt_ensemble
+
+            t0 = time.perf_counter()
+            dest = args.out / f"{lab_name}-adabn"
+            if not (dest / "ensemble.json").is_file():
+                adapt_ensemble(args.model, lab["images"], dest, image_ids=lab["ids"])
+            adabn = table(f"AdaBN ({time.perf_counter() - t0:.0f} s)", evaluate(load_ensemble(dest), test,
+                                                                             MIN_PIXEL[lab_name]))
+        if not args.skip_finetune:
+            t0 = time.perf_counter()
+            train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
+                           provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
+            seconds = time.perf_counter() - t0
+            tuned = load_ensemble(args.out / lab_name)
+            fine = table(f"fine-tuned ({len(tuned.members)}x{args.iterations} it on {','.join(tune['ids'])}, "
+                         f"{seconds / 60:.1f} min)", evaluate(tuned, test, MIN_PIXEL[lab_name]))
         for e, v in zero["experts"].items():
             print(f"  {e:<22} {v['roi_f1']:>7.3f} {v['dice']:>7.3f}")
         med = zero["median_expert"]
         print(f"  {'median expert':<22} {med['roi_f1']:>7.3f} {med['dice']:>7.3f}")
-        print(f"  fine-tuned >= median expert (ROI-F1): {fine['ensemble']['roi_f1'] >= med['roi_f1']}")
+        if fine is not None:
+            print(f"  fine-tuned >= median expert (ROI-F1): {fine['ensemble']['roi_f1'] >= med['roi_f1']}")
         results["labs"][lab_name] = {"tune_ids": tune["ids"], "test_ids": test["ids"], "seconds": seconds,
-                                     "zero_shot": zero, "fine_tuned": fine}
+                                     "zero_shot": zero, "fine_tuned": fine, "adabn": adabn}
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", args.out / "bench_finetune.json")
     print(f"\nresults in {args.out / 'bench_finetune.json'}")

@@ -59,3 +59,19 @@ def test_recalibration_is_the_plain_average_over_patches():
     assert not net.training
     with pytest.raises(ValueError, match="no batch-normalisation layer"):
         recalibrate_batchnorm(torch.nn.Conv2d(1, 1, 1), ims)
+
+
+def test_adapt_cli_writes_a_loadable_ensemble_and_refuses_a_used_folder(tiny, tmp_path, capsys):
+    from fiji_consensus.cli import main
+
+    base, new = tiny
+    src = tmp_path / "new_lab"
+    src.mkdir()
+    for k, im in enumerate(new):
+        iio.imwrite(src / f"img{k}.png", im)
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--model", str(base), "--images", str(src), "--out", str(out), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["images"] == ["img0", "img1"] and len(load_ensemble(out).members) == 2
+    assert main(["adapt", "--model", str(base), "--images", str(src), "--out", str(out)]) != 0
+    assert "not empty" in capsys.readouterr().err
