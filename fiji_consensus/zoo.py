@@ -81,6 +81,15 @@ __all__ = [
     "predict_packages",
     "ensemble_from_package",
     "list_zoo",
+    "zoo_root",
+    "ZOO_ENV",
+    "ZOO_HINT",
+    "PYTORCH_MIN_VERSION",
+    "DEFAULT_TAGS",
+    "TRAINING_DATA",
+    "parse_person",
+    "absolute_paths",
+    "read_card_notes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,6 +124,37 @@ UNCERTAINTY_DEFINITIONS = {
 _ALL_WEIGHT_FORMATS = ("onnx", "torchscript", "pytorch_state_dict", "keras_hdf5", "keras_v3", "tensorflow_js",
                        "tensorflow_saved_model_bundle")
 _TOLERANCE = {"relative_tolerance": 1e-4, "absolute_tolerance": 1e-4, "mismatched_elements_per_million": 100}
+
+#: The ``pytorch_version`` declared for the TorchScript and state-dict weights: the oldest PyTorch checked to
+#: load and reproduce them (torch 2.0.1, deepImageJ's libtorch; tests/benchmarks/bench_old_runtimes.py). The
+#: files need no newer one, and deepImageJ's engine installer (JDLL, which knows PyTorch up to 2.0.x) refuses
+#: weights that declare a version it does not know.
+PYTORCH_MIN_VERSION = "2.0.1"
+#: Tags of every package, one per bioimage.io category it fills (dims, framework, software, network, task);
+#: modality and content come from the caller (``tags``). Our outputs are semantic (per-pixel probability).
+DEFAULT_TAGS = ("2d", "pytorch", "unet", "deepimagej", "fiji", "imagej", "semantic-segmentation", "ensemble",
+                "uncertainty", "fiji-consensus")
+
+#: The training data of Segebarth et al. 2020 as a bioimage.io dataset description (``training_data``):
+#: the people who made and published the images and annotations, with their affiliations.
+SEGEBARTH2020_DATASET = {
+    "name": "Segebarth et al 2020 multi-expert cFOS data",  # bioimage.io names: no dots
+    "description": (
+        "Fluorescence images of cFOS-positive nuclei in mouse brain sections from three labs (lab-wue1, "
+        "lab-mue, lab-inns1), each annotated independently by several experts, with the published STAPLE "
+        "consensus est_GT; published by the authors in the GitHub repository matjesg/bioimage_analysis "
+        "(Apache-2.0) and carried by fiji-consensus in data/segebarth2020."
+    ),
+    "authors": [
+        {"name": "Dennis Segebarth", "affiliation": "Institute of Clinical Neurobiology, University Hospital Wuerzburg"},
+        {"name": "Matthias Griebel", "affiliation": "University of Wuerzburg"},
+        {"name": "Robert Blum", "affiliation": "Institute of Clinical Neurobiology, University Hospital Wuerzburg"},
+    ],
+    "license": "Apache-2.0",
+    "tags": ["fluorescence-light-microscopy", "2d", "nuclei", "brain", "mouse", "cfos"],
+}
+#: Named training-data descriptions for ``package_ensemble(training_data=...)`` and ``--training-data``.
+TRAINING_DATA = {"segebarth2020": SEGEBARTH2020_DATASET}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -220,7 +260,46 @@ def _colour_array(t: np.ndarray) -> np.ndarray:
 
 def _cover(image: np.ndarray, prob: np.ndarray, unc: np.ndarray, *, measure: str, threshold: float,
            min_size: int) -> np.ndarray:
-    """RGB uint8 cover, 2:1: the crop with object outlines coloured by mean uncertainty | the uncertainty map."""
+    """RGB uint8 cover, 2:1: the crop with object outlines coloured by mean uncertainty | the uncertainty map,
+    with titles and a colour bar under each panel (:func:`_cover_panels` without the legend)."""
+    left, right = _cover_panels(image, prob, unc, measure=measure, threshold=threshold, min_size=min_size)
+    import matplotlib
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    rng = float(MEASURE_RANGE[measure])
+    unit = " (bits)" if measure in ("entropy", "expected_entropy", "mutual_information") else ""
+    t = np.linspace(0, 1, 256)
+    outline_cmap = ListedColormap(_colour_array(t) / 255.0)
+    map_cmap = ListedColormap(_colour_array(t) * t[:, None] / 255.0)
+    fig = Figure(figsize=(8, 4), dpi=100, facecolor="black")
+    FigureCanvasAgg(fig)
+    text = {"color": "white", "fontsize": 9}
+    for k, (panel, cmap, title, label) in enumerate([
+        (left, outline_cmap, f"input; objects (probability > {threshold:g})",
+         f"outline colour = mean {measure} of the object{unit}"),
+        (right, map_cmap, f"uncertainty map: {measure}{unit}", f"{measure}{unit}, 0 = certain"),
+    ]):
+        ax = fig.add_axes([0.01 + 0.5 * k, 0.2, 0.48, 0.72])
+        ax.imshow(panel, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, pad=3, **text)
+        cax = fig.add_axes([0.06 + 0.5 * k, 0.1, 0.38, 0.035])
+        cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, rng), cmap=cmap),
+                          cax=cax, orientation="horizontal")
+        cb.set_label(label, labelpad=1, **text)
+        cb.ax.tick_params(colors="white", labelsize=7, length=2, pad=1)
+        cb.outline.set_edgecolor("white")
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _cover_panels(image: np.ndarray, prob: np.ndarray, unc: np.ndarray, *, measure: str, threshold: float,
+                  min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two panels of the cover, RGB float in [0, 255]: the crop with object outlines coloured by mean
+    uncertainty, and the uncertainty map (dark where certain)."""
     from skimage.segmentation import find_boundaries
 
     from .instances import label_instances
@@ -241,7 +320,7 @@ def _cover(image: np.ndarray, prob: np.ndarray, unc: np.ndarray, *, measure: str
     t = np.clip(unc / rng, 0, 1)
     right = _colour_array(t) * t[..., None]  # dark where certain, the ROI colours where not
     right[bounds] = 255 * 0.6 + right[bounds] * 0.4
-    return np.concatenate([left, right], axis=1).round().astype(np.uint8)
+    return left.round().astype(np.uint8), right.round().astype(np.uint8)
 
 
 def _write_png(path: Path, rgb: np.ndarray, *, max_bytes: int = 500_000) -> None:
@@ -255,10 +334,11 @@ def _write_png(path: Path, rgb: np.ndarray, *, max_bytes: int = 500_000) -> None
         arr = arr[::2, ::2]
 
 
-def _read_validation(path: Path | None, model_dir: Path) -> dict[str, Any] | None:
+def _read_validation(path: Path | None, model_dir: Path, data: Any = None) -> dict[str, Any] | None:
     """Held-out scores: a json with ``labs: {lab: {images, means: {ensemble|expert_k|member k: {roi_f1,
-    dice}}}}`` (``tests/benchmarks/bench_train.py`` writes it as ``bench_results.json``)."""
-    if path is None:
+    dice}}}}`` (``tests/benchmarks/bench_train.py`` writes it as ``bench_results.json``); or ``data``, the
+    same already read (a package's ``config.fiji_consensus.validation``), with ``path`` naming its source."""
+    if data is None and path is None:
         for cand in ("validation.json", "bench_results.json"):
             if (model_dir / cand).is_file():
                 path = model_dir / cand
@@ -266,12 +346,13 @@ def _read_validation(path: Path | None, model_dir: Path) -> dict[str, Any] | Non
         else:
             return None
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"validation scores {path} are not valid JSON: {exc}") from exc
+    if data is None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"validation scores {path} are not valid JSON: {exc}") from exc
     labs = data.get("labs") if isinstance(data, dict) else None
     if not isinstance(labs, dict) or not labs:
         raise ValueError(
@@ -327,6 +408,87 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
+_PERSON_KEYS = ("name", "affiliation", "email", "github_user", "orcid")
+
+
+def parse_person(entry: str | dict[str, Any], *, maintainer: bool = False) -> dict[str, str]:
+    """An author or maintainer from ``"Name; affiliation=...; github_user=...; orcid=...; email=..."`` (or a dict).
+
+    Authors need a name; maintainers a ``github_user``. Note that bioimageio.spec looks every GitHub user up
+    on api.github.com when it validates with file checks (``bioimageio test``), so a package naming one it
+    does not know fails validation offline.
+
+    >>> parse_person("Jane Doe; affiliation=University of X")
+    {'name': 'Jane Doe', 'affiliation': 'University of X'}
+    """
+    if isinstance(entry, dict):
+        d = {str(k): str(v).strip() for k, v in entry.items() if v is not None and str(v).strip()}
+    else:
+        parts = [x.strip() for x in str(entry).split(";")]
+        d = {}
+        for i, part in enumerate(parts):
+            if not part:
+                continue
+            if "=" in part:
+                k, v = (t.strip() for t in part.split("=", 1))
+                d[k] = v
+            elif i == 0:
+                d["maintainer_github" if maintainer else "name"] = part
+            else:
+                raise ValueError(f"person entry {entry!r}: part {part!r} is not key=value (keys {_PERSON_KEYS})")
+        if maintainer and "maintainer_github" in d:
+            d.setdefault("github_user", d.pop("maintainer_github"))
+    bad = sorted(set(d) - set(_PERSON_KEYS))
+    if bad:
+        raise ValueError(f"person entry {entry!r} has unknown field(s) {bad}; expected {list(_PERSON_KEYS)}")
+    need = "github_user" if maintainer else "name"
+    if not d.get(need):
+        raise ValueError(
+            f"{'maintainer' if maintainer else 'author'} entry {entry!r} needs a {need}; e.g. "
+            + ("'jdoe' or 'Jane Doe; github_user=jdoe'" if maintainer else "'Jane Doe; affiliation=University of X'")
+        )
+    return d
+
+
+_ABS_PATH_RE = None
+
+
+def absolute_paths(text: str) -> list[str]:
+    """Absolute file-system paths in ``text`` (POSIX ``/a/b``, ``~/a``, Windows ``C:\\a``); URLs are not paths.
+
+    >>> absolute_paths("source: /home/me/data/lab-wue1; doi https://doi.org/10.7554/eLife.59780; 1/2")
+    ['/home/me/data/lab-wue1']
+    """
+    global _ABS_PATH_RE
+    import re
+
+    if _ABS_PATH_RE is None:
+        _ABS_PATH_RE = re.compile(r"(?<![\w:/.\-])(?:~/|[A-Za-z]:\\|/)(?:[\w.@+-]+[/\\])+[\w.@+-]*")
+    return _ABS_PATH_RE.findall(text)
+
+
+def _portable(value: Any, roots: Sequence[Path] = ()) -> Any:
+    """``value`` with every absolute path made relative to the first of ``roots`` (the repository, the working
+    directory) that holds it, else cut to ``.../<last 3 parts>``: a package must not name the build machine."""
+    if isinstance(value, dict):
+        return {k: _portable(v, roots) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_portable(v, roots) for v in value)
+    if not isinstance(value, str) or not absolute_paths(value):
+        return value
+    p = Path(value.strip())
+    if p.is_absolute():
+        for root in roots:
+            try:
+                return p.resolve().relative_to(root.resolve()).as_posix()
+            except (ValueError, OSError):
+                continue
+        return ".../" + "/".join(p.parts[-3:])
+    import re
+
+    return re.sub(r"\S+", lambda m: _portable(m.group(0), roots) if absolute_paths(m.group(0)) else m.group(0), value)
+
+
 # --------------------------------------------------------------------------------------------- model card
 
 
@@ -340,12 +502,20 @@ def model_card(
     description: str | None = None,
     package_file: str | None = None,
     weight_formats: Sequence[str] = WEIGHT_FORMATS,
+    notes: dict[str, str] | None = None,
+    authors: Sequence[dict[str, str]] = (),
+    training_data: dict[str, Any] | None = None,
 ) -> str:
     """The model card (markdown) of a packaged ensemble, filled from ``ensemble.json`` and held-out scores.
 
-    It is the package's documentation and the ``model_zoo/<name>/README.md``: data, experts, consensus,
-    training budget, member and held-out-lab scores (``# Validation``), how to run it in deepImageJ, with
-    bioimageio.core and with fiji-consensus, intended use and limits, citation.
+    It is the package's ``documentation.md`` and, byte for byte, the ``model_zoo/<name>/README.md``: data,
+    experts, consensus, training budget, member and held-out-lab scores (``## Validation``), how to run it in
+    deepImageJ, with bioimageio.core and with fiji-consensus, intended use and limits, citation. One ``#``
+    title, every section ``##``.
+
+    ``notes`` adds hand-written markdown at the end of sections, by section title (``{"Validation": "..."}``;
+    :func:`read_card_notes` reads them from a markdown file of ``## Title`` blocks, e.g.
+    ``model_zoo/<name>/notes.md``), so the packaged card and the zoo's README come from one source.
     """
     arch = meta.get("architecture", {})
     cfg = arch.get("config", {})
@@ -354,14 +524,18 @@ def model_card(
     prov = meta.get("provenance") or {}
     members = [m for m in meta.get("members", []) if m.get("selected", True)]
     k = len(members)
-    ids = sorted((norm.get("training_values") or {}).keys())
+    ids = sorted((norm.get("training_values") or {}).keys()) or sorted(str(i) for i in prov.get("image_ids") or [])
     n_images = len(ids) or prov.get("n_images")
+    seconds = [float(m["seconds"]) for m in members if m.get("seconds") is not None]
+    total_s = sum(seconds) if len(seconds) == k and k else _num(prov.get("seconds"))
+    val_of = {i: len(sp.get("validation") or []) for i, sp in enumerate(prov.get("splits") or [])
+              if isinstance(sp, dict)}  # member index -> its validation images (train_ensemble's provenance)
     pkg = package_file or f"{name}.zip"
     lines = [f"# {name}", ""]
     if description:
         lines += [description.strip(), ""]
     lines += [
-        f"An ensemble of {k} U-Nets trained with [fiji-consensus] on the consensus of several experts' "
+        f"An ensemble of {k} U-Nets trained with fiji-consensus on the consensus of several experts' "
         "annotations (after Segebarth et al. 2020), packaged as **one** bioimage.io network: the members"
         + (f", {len(views)} test-time views (" + ", ".join(views) + ")" if len(views) > 1 else "")
         + " and the sigmoid run inside it, and it returns two images:",
@@ -388,12 +562,13 @@ def model_card(
         f"* Members: {k} ({train.get('split', 'n/a')} split, seed {train.get('seed', 'n/a')}); patch "
         f"{train.get('patch_size', 'n/a')} px, batch {train.get('batch_size', 'n/a')}, learning rate "
         f"{train.get('learning_rate', 'n/a')}, time budget {train.get('max_minutes', 'n/a')} min, "
-        f"iterations per member: {', '.join(str(m.get('iterations', 'n/a')) for m in members)}; "
-        f"training time {sum(float(m.get('seconds') or 0) for m in members) / 60:.1f} min in total.",
+        f"iterations per member: {', '.join(str(m.get('iterations', 'n/a')) for m in members)}"
+        + (f"; training time {total_s / 60:.1f} min in total." if total_s else "."),
         f"* Normalisation: per image, ({norm.get('min_percentile')}, {norm.get('max_percentile')}) percentiles "
-        f"to (0, 1) with eps {norm.get('eps')} (bioimage.io `scale_range` over y, x: deepImageJ does the same).",
+        f"to (0, 1) with eps {norm.get('eps')}, computed over the whole image before any padding or tiling "
+        "(bioimage.io `scale_range` over y, x; deepImageJ does the same).",
         "",
-        "# Validation",
+        "## Validation",
         "",
         "Every member was selected on its held-out images of the training lab (Dice and ROI-F1 of "
         "Segebarth et al. 2020 against the consensus):",
@@ -402,7 +577,8 @@ def model_card(
         "|---|---|---|---|---|",
     ]
     for m in members:
-        nval = len(m.get("val_ids") or (m.get("split") or {}).get("val", []) or m.get("val_per_image") or [])
+        nval = len(m.get("val_ids") or (m.get("split") or {}).get("val", []) or m.get("val_per_image") or []) \
+            or m.get("val_images") or val_of.get(int(m.get("index", -1)))
         lines.append(f"| {m.get('index')} | {m.get('seed', 'n/a')} | {nval or 'n/a'} | {_fmt(_num(m.get('val_dice')))} "
                      f"| {_fmt(_num(m.get('val_roi_f1')))} |")
     lines.append("")
@@ -446,12 +622,18 @@ def model_card(
         f"{meta.get('threshold', 0.5)} and drop objects smaller than "
         f"{(train.get('min_size') or 0)} px (*Analyze Particles*).",
         "",
-        "**bioimageio.core** (Python, offline):",
+        "**bioimageio.core** (Python, offline). Use its blockwise mode, which normalises the whole, unpadded "
+        "image first and then tiles it, as deepImageJ and fiji-consensus do; its default whole-image mode "
+        "pads the image by the halo *before* the percentile normalisation, which shifts the percentiles and "
+        "changes probabilities near the threshold:",
         "",
         "```bash",
         f"bioimageio test {pkg}",
-        f"bioimageio predict {pkg} --inputs image.tif --outputs 'out_{{output_id}}.tif'",
+        f"bioimageio predict {pkg} --inputs image.tif --outputs 'out_{{output_id}}.tif' --blockwise 10",
         "```",
+        "",
+        "In Python: `bioimageio.core.predict(model=..., inputs=..., blocksize_parameter=10)` or "
+        "`create_prediction_pipeline(...).predict_sample_with_blocking(sample)`.",
         "",
         "**fiji-consensus** (probability, uncertainty, objects, RoiSets and Fiji overlays per image):",
         "",
@@ -472,7 +654,12 @@ def model_card(
         "## Package",
         "",
         f"* Weights: {', '.join(weight_formats)}, all made from the same members (ONNX: opset {ONNX_OPSET}, "
-        f"IR version <= {ONNX_MAX_IR_VERSION}, for deepImageJ).",
+        f"IR version <= {ONNX_MAX_IR_VERSION}, for deepImageJ; TorchScript and state dict load in PyTorch "
+        f">= {PYTORCH_MIN_VERSION}; the TorchScript returns the list [probability, uncertainty]).",
+        "* Speed on CPU: the ONNX weights run 2 to 3 times faster than the TorchScript weights of the same "
+        "network (tests/benchmarks/bench_old_runtimes.py). The time goes to PyTorch's convolutions for these channel "
+        "counts, not to TorchScript or the views inside (eager PyTorch is as slow; freezing and "
+        "`optimize_for_inference` gain little), so choose the onnx weights in deepImageJ on a CPU.",
         f"* Axes batch, channel, y, x; tiles of `{2 * int(arch.get('halo', 0)) + 2 ** int(cfg.get('depth', 0))} "
         f"+ n * {2 ** int(cfg.get('depth', 0))}` px, output halo {arch.get('halo')} px.",
         f"* Made with fiji-consensus {__version__} from ensemble.json (format {meta.get('format_version')}).",
@@ -480,12 +667,53 @@ def model_card(
         "## Citation and licence",
         "",
         f"* {CITATION_TEXT}. doi:{CITATION_DOI}",
-        "* Training data: Segebarth et al. 2020 (Apache-2.0).",
-        "",
-        "[fiji-consensus]: https://pypi.org/project/fiji-consensus/",
-        "",
     ]
-    return "\n".join(lines)
+    if training_data:
+        people = "; ".join(a["name"] + (f" ({a['affiliation']})" if a.get("affiliation") else "")
+                           for a in training_data.get("authors") or [])
+        lines.append(f"* Training data: {training_data.get('name')} ({training_data.get('license', 'n/a')})"
+                     + (f"; {people} and others." if people else "."))
+    if authors:
+        lines.append("* Model authors: " + "; ".join(
+            a.get("name", "") + "".join(f", {k} {a[k]}" for k in ("affiliation", "github_user", "orcid") if a.get(k))
+            for a in authors) + ".")
+    lines.append("")
+    return _add_notes("\n".join(lines), notes or {})
+
+
+def read_card_notes(path: str | os.PathLike) -> dict[str, str]:
+    """Hand-written additions to a model card: a markdown file of ``## Section title`` blocks (text before
+    the first heading is ignored, so the file can say what it is), as :func:`model_card`'s ``notes``."""
+    text = Path(path).read_text(encoding="utf-8")
+    notes: dict[str, str] = {}
+    title = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            if title in notes:
+                raise ValueError(f"card notes {path}: section {title!r} appears twice")
+            notes[title] = ""
+        elif line.startswith("# "):
+            raise ValueError(f"card notes {path}: use '## Section' headings (got {line!r})")
+        elif title is not None:
+            notes[title] += line + "\n"
+    return {k: v.strip() for k, v in notes.items() if v.strip()}
+
+
+def _add_notes(card: str, notes: dict[str, str]) -> str:
+    """``card`` with each note appended at the end of its ``## section``; unknown sections are an error."""
+    lines = card.split("\n")
+    heads = {ln[3:].strip(): i for i, ln in enumerate(lines) if ln.startswith("## ")}
+    bad = sorted(set(notes) - set(heads))
+    if bad:
+        raise ValueError(f"card notes for unknown section(s) {bad}; the card's sections are {list(heads)}")
+    for title in sorted(notes, key=lambda t: -heads[t]):  # from the bottom up, so indices stay valid
+        start = heads[title]
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        lines[end:end] = ["", notes[title].strip()]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # --------------------------------------------------------------------------------------------- packaging
@@ -506,7 +734,8 @@ def _export_torchscript(net: Any, example: Any, path: Path) -> None:
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation notices about TorchScript itself
-        traced = torch.jit.trace(net, example, check_trace=False)
+        # strict=False: forward returns a list (what deepImageJ's engine reads), fixed in length
+        traced = torch.jit.trace(net, example, check_trace=False, strict=False)
         torch.jit.save(traced, str(path))
 
 
@@ -534,6 +763,57 @@ def _export_onnx(net: Any, example: Any, path: Path) -> tuple[int, int]:
             f"{ONNX_MAX_IR_VERSION} and opset <= {ONNX_OPSET}"
         )
     return ir, opset
+
+
+def _training_data(spec: str | os.PathLike | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The training-data description of ``package_ensemble(training_data=...)`` as a plain dict."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        data = dict(spec)
+    elif str(spec) in TRAINING_DATA:
+        data = json.loads(json.dumps(TRAINING_DATA[str(spec)]))
+    elif Path(spec).is_file():
+        try:
+            data = json.loads(Path(spec).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"training data description {spec} is not valid JSON: {exc}") from exc
+    else:
+        raise ValueError(
+            f"training_data must be one of {sorted(TRAINING_DATA)}, a JSON file or a dict; got {str(spec)!r}"
+        )
+    if not isinstance(data, dict) or not data.get("name") or not data.get("authors"):
+        raise ValueError(f"training data description {spec!r} needs at least a 'name' and 'authors'")
+    data["authors"] = [parse_person(a) for a in data["authors"]]
+    return data
+
+
+def _dataset_doc(data: dict[str, Any]) -> str:
+    """``training_data.md`` of a package: what the training data is, who made it, its licence."""
+    people = "\n".join(f"* {a['name']}" + (f", {a['affiliation']}" if a.get("affiliation") else "")
+                       for a in data["authors"])
+    lines = [f"# {data['name']}", "", data.get("description", ""), "", "## Authors", "", people, "",
+             f"Licence: {data.get('license', 'n/a')}.", ""]
+    if data.get("name") == SEGEBARTH2020_DATASET["name"]:
+        lines += ["## Citation", "", f"{CITATION_TEXT}. doi:{CITATION_DOI}", ""]
+    return "\n".join(lines)
+
+
+def _dataset_descr(data: dict[str, Any], doc: Path | None = None) -> Any:
+    """A bioimage.io dataset description (inline ``training_data``) from :func:`_training_data`'s dict; it
+    cites Segebarth et al. 2020 when it is their data (the only data fiji-consensus names itself)."""
+    from bioimageio.spec.dataset import v0_3 as dv
+    from bioimageio.spec.model import v0_5 as bm
+
+    cite = [bm.CiteEntry(text=CITATION_TEXT, doi=bm.Doi(CITATION_DOI))] if data is SEGEBARTH2020_DATASET or \
+        data.get("name") == SEGEBARTH2020_DATASET["name"] else []
+    return dv.DatasetDescr(
+        name=data["name"], description=data.get("description", ""),
+        authors=[bm.Author(**a) for a in data["authors"]], cite=cite,
+        license=bm.LicenseId(data["license"]) if data.get("license") else None,
+        tags=list(data.get("tags") or []),
+        documentation=bm.FileDescr(source=doc) if doc is not None else None,
+    )
 
 
 def _read_sample_image(image: Any, channel: int | None) -> tuple[np.ndarray, str]:
@@ -566,7 +846,7 @@ def package_ensemble(
     channel: int | None = None,
     tile: int = 256,
     validation: str | os.PathLike | None = None,
-    authors: Sequence[str] = ("fiji-consensus",),
+    authors: Sequence[str | dict[str, str]] = ("fiji-consensus",),
     license: str = "MIT",
     tags: Sequence[str] = (),
     version: str = "0.1.0",
@@ -574,8 +854,12 @@ def package_ensemble(
     card: str | os.PathLike | None = None,
     overwrite: bool = False,
     test: bool = False,
+    maintainers: Sequence[str | dict[str, str]] = (),
+    training_data: str | os.PathLike | dict[str, Any] | None = None,
+    card_notes: str | os.PathLike | dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Package an ensemble folder as one bioimage.io model (a ``.zip``); see the module docstring.
+    """Package an ensemble folder (or one of our packages) as one bioimage.io model (a ``.zip``); see the
+    module docstring.
 
     Parameters
     ----------
@@ -598,8 +882,17 @@ def package_ensemble(
     validation : path-like, optional
         Held-out scores (json; see :func:`_read_validation`); default ``validation.json`` or
         ``bench_results.json`` in the model folder when present.
-    authors, license, tags, version :
-        Package metadata (license: an SPDX id).
+    authors, maintainers :
+        People (:func:`parse_person`: ``"Name; affiliation=...; github_user=...; orcid=..."``); maintainers
+        need a GitHub user, which bioimageio.spec verifies online (offline validation fails on users it does
+        not know).
+    license, tags, version :
+        Package metadata (license: an SPDX id); :data:`DEFAULT_TAGS` are always added.
+    training_data : str, path-like or dict, optional
+        The training data as a bioimage.io dataset description: a name of :data:`TRAINING_DATA`
+        (``"segebarth2020"``), a JSON file or a dict (name, description, authors, license, tags).
+    card_notes : path-like or dict, optional
+        Hand-written additions to the model card by section (:func:`read_card_notes`).
     weight_formats : sequence of str
         Subset of :data:`WEIGHT_FORMATS`; ``pytorch_state_dict`` is always written (the parent of the others).
     card : path-like, optional
@@ -636,6 +929,11 @@ def package_ensemble(
     if out.suffix.lower() != ".zip":
         raise ValueError(f"the package must be a .zip file; got {out}")
     check_writable(out, overwrite=overwrite)
+    if out.exists() and not _made_by_us(out):  # --overwrite replaces only a package we wrote
+        raise FileExistsError(
+            f"{out} exists and is not a package made by fiji-consensus; it is never replaced, also not with "
+            "--overwrite: choose another file"
+        )
     if card is not None:
         check_writable(card, overwrite=overwrite)
     if uncertainty not in MEASURES:
@@ -651,8 +949,24 @@ def package_ensemble(
         formats += tensorflow_formats(weight_formats, measure=uncertainty)
     views = resolve_views(tta)
     model_dir = Path(model)
-    ens = load_ensemble(model_dir)
-    meta = ens.metadata
+    from_package = is_package(model_dir) and not (model_dir.is_dir() and (model_dir / "ensemble.json").is_file())
+    if from_package:  # repackaging one of our packages: its members, metadata and scores
+        ens = ensemble_from_package(model_dir)
+    else:
+        ens = load_ensemble(model_dir)
+    roots = [Path(__file__).resolve().parents[1], Path.cwd()]
+    prov = dict(ens.metadata.get("provenance") or {})
+    if from_package:  # where the members came from, not where that file lay on this machine
+        prov.pop("package", None)
+        prov["repackaged_from"] = model_dir.name
+    meta = dict(ens.metadata, provenance=_portable(prov, roots))
+    people = [parse_person(a) for a in authors]
+    if not people:
+        raise ValueError("give at least one author")
+    keepers = [parse_person(m, maintainer=True) for m in maintainers]
+    data_descr = _training_data(training_data)
+    if isinstance(card_notes, (str, os.PathLike)):
+        card_notes = read_card_notes(card_notes)
     cfg = dict(meta["architecture"]["config"])
     if int(cfg.get("in_channels", 1)) != 1 or int(cfg.get("out_channels", 1)) != 1:
         raise ValueError(f"only single-channel ensembles can be packaged; this one has config {cfg}")
@@ -660,7 +974,10 @@ def package_ensemble(
         raise ValueError(f"unsupported normalisation {meta['normalization']} (expected scale_range)")
     name = _check_name(name, model_dir)
     depth, halo = ens.depth, int(ens.halo)
-    val = _read_validation(Path(validation) if validation else None, ens.path or model_dir)
+    if from_package and not validation and meta.get("validation"):
+        val = _read_validation(Path(model_dir.name), model_dir, data=meta["validation"])
+    else:
+        val = _read_validation(Path(validation) if validation else None, ens.path or model_dir)
     img, image_source = _read_sample_image(image, channel)
     smin, step, size = _test_size(depth, halo, int(tile), min(img.shape))
     y0, x0 = _choose_crop(img, size)
@@ -694,8 +1011,13 @@ def package_ensemble(
         _write_png(work / "cover.png", _cover(crop, prob[0, 0], unc[0, 0], measure=uncertainty,
                                               threshold=threshold, min_size=min_size))
         doc = model_card(meta, name=name, measure=uncertainty, views=views, validation=val,
-                         description=description, package_file=out.name, weight_formats=formats)
+                         description=description, package_file=out.name, weight_formats=formats,
+                         notes=card_notes, authors=people, training_data=data_descr)
+        if absolute_paths(doc):
+            raise ValueError(f"the model card would name absolute paths of this machine: {absolute_paths(doc)}")
         (work / "documentation.md").write_text(doc, encoding="utf-8")
+        if data_descr:
+            (work / "training_data.md").write_text(_dataset_doc(data_descr), encoding="utf-8")
         from .nn.ensemble_net import architecture_source
 
         (work / "ensemble_net.py").write_text(architecture_source(), encoding="utf-8")
@@ -708,7 +1030,7 @@ def package_ensemble(
         if "onnx" in formats:
             onnx_info = _export_onnx(net, example, work / "weights.onnx")
 
-        torch_version = bm.Version(torch.__version__.split("+")[0])
+        torch_version = bm.Version(PYTORCH_MIN_VERSION)  # the oldest that loads them, not the one running
         kwargs = {"unet_config": cfg, "n_members": len(ens.members), "views": list(views), "measure": uncertainty}
         weights: dict[str, Any] = {
             "pytorch_state_dict": bm.PytorchStateDictWeightsDescr(
@@ -791,8 +1113,9 @@ def package_ensemble(
                             "range": [0.0, rng], "samples": "members x views"},
             "views": list(views),
             "members": [
-                {k: m.get(k) for k in ("index", "seed", "sha256", "iterations", "best_iteration", "val_dice",
-                                       "val_roi_f1", "selected") if k in m}
+                {**{k: m.get(k) for k in ("index", "seed", "sha256", "iterations", "best_iteration", "val_dice",
+                                          "val_roi_f1", "selected", "seconds", "val_images") if k in m},
+                 **({"val_images": len(m["val_ids"])} if m.get("val_ids") else {})}
                 for m in members
             ],
             "normalization": {k: norm.get(k) for k in ("method", "mode", "min_percentile", "max_percentile",
@@ -800,6 +1123,7 @@ def package_ensemble(
             "architecture": {k: meta["architecture"].get(k) for k in ("name", "config", "parameters",
                                                                       "receptive_field_radius", "halo")},
             "training": meta.get("training"),
+            "domain": meta.get("domain"),
             "provenance": meta.get("provenance"),
             "ensemble_json_format_version": meta.get("format_version"),
             "validation": val,
@@ -815,11 +1139,12 @@ def package_ensemble(
                 description=(description or f"U-Net ensemble ({len(ens.members)} members, {len(views)} views) "
                              "trained on multi-expert consensus with fiji-consensus; outputs probability and "
                              f"{uncertainty}")[:1024],
-                authors=[bm.Author(name=a) for a in authors],
+                authors=[bm.Author(**a) for a in people],
+                maintainers=[bm.Maintainer(**m) for m in keepers],
                 cite=[bm.CiteEntry(text=CITATION_TEXT, doi=bm.Doi(CITATION_DOI))],
                 license=bm.LicenseId(license),
-                tags=sorted({"fiji-consensus", "unet", "ensemble", "uncertainty", "segmentation", "2d",
-                             "deepimagej", *tags}),
+                tags=sorted({*DEFAULT_TAGS, *tags}),
+                training_data=_dataset_descr(data_descr, work / "training_data.md") if data_descr else None,
                 version=bm.Version(version),
                 documentation=bm.FileDescr(source=work / "documentation.md"),
                 covers=[bm.FileDescr(source=work / "cover.png")],
@@ -835,7 +1160,7 @@ def package_ensemble(
                         "task": "semantic segmentation with uncertainty",
                         "model_parameter_count": n_params,
                     },
-                    "fiji_consensus": json_safe(fc_config),
+                    "fiji_consensus": json_safe(_portable(fc_config, roots)),
                 },
             )
         with _quiet_bioimageio():
@@ -878,6 +1203,14 @@ def package_ensemble(
     return summary
 
 
+def _made_by_us(path: Path) -> bool:
+    """Whether ``path`` is a bioimage.io package zip written by :func:`package_ensemble`."""
+    try:
+        return bool(((_read_rdf(path).get("config") or {}).get("fiji_consensus")))
+    except Exception:  # not a zip, no rdf, unreadable YAML: not ours
+        return False
+
+
 def run_package(config: Any) -> dict[str, Any]:
     """Run :func:`package_ensemble` from a :class:`fiji_consensus.config.PackageConfig` (the CLI's job)."""
     return package_ensemble(
@@ -899,6 +1232,9 @@ def run_package(config: Any) -> dict[str, Any]:
         card=config.card,
         overwrite=config.overwrite,
         test=config.test,
+        maintainers=tuple(getattr(config, "maintainers", ()) or ()),
+        training_data=getattr(config, "training_data", None),
+        card_notes=getattr(config, "card_notes", None),
     )
 
 
@@ -1059,9 +1395,13 @@ class Package:
         bioimageio.core with the package's halo in blocks of at most ``tile`` pixels (halo included);
         ``progress`` shows bioimageio.core's bar over blocks.
 
-        The package's preprocessing (e.g. percentile normalisation) sees the whole image. Images smaller
-        than the package's smallest tile are mirror-padded to it (which changes their percentiles a little).
+        The package's preprocessing (e.g. percentile normalisation) runs first, on the whole unpadded image,
+        as in deepImageJ (JDLL) and :func:`fiji_consensus.nn.predict.predict`; only then is the image
+        mirror-padded (images smaller than the package's smallest tile) and tiled. bioimageio.core's
+        blockwise mode does the same for images of a valid size; its whole-image mode would pad by the halo
+        first and shift the percentiles.
         """
+        from bioimageio.core import Tensor
         from bioimageio.core.common import MemberId
         from bioimageio.core.digest_spec import create_sample_for_model
 
@@ -1069,9 +1409,7 @@ class Package:
             raise RuntimeError(f"package {self.name} is closed")
         arr = np.asarray(image, dtype=np.float32)
         shape = arr.shape
-        pad = [(0, max(0, self._param_axes.get(a, (0, 1))[0] - n)) for a, n in zip(("y", "x"), shape)]
-        if any(p for _, p in pad):
-            arr = np.pad(arr, pad, mode="symmetric")
+        pad = {a: max(0, self._param_axes.get(a, (0, 1))[0] - n) for a, n in zip(("y", "x"), shape)}
         import xarray as xr
 
         inp = self.descr.inputs[0]
@@ -1080,13 +1418,22 @@ class Package:
         expand = [i for i, a in enumerate(inp.axes) if a.type in ("batch", "channel")]
         data = np.expand_dims(np.ascontiguousarray(arr), axis=tuple(expand)) if expand else arr
         da = xr.DataArray(data, dims=dims)
-        sample = create_sample_for_model(self.descr, inputs={MemberId(str(inp.id)): da}, sample_id="image")
+        mid = MemberId(str(inp.id))
+        sample = create_sample_for_model(self.descr, inputs={mid: da}, sample_id="image")
         with _quiet_bioimageio(), warnings.catch_warnings(), _no_block_progress(progress):
             warnings.simplefilter("ignore")
+            self.pipeline.apply_preprocessing(sample)  # over the whole unpadded image
+            if any(pad.values()):
+                t = sample.members[mid].data
+                widths = [(0, pad.get(str(d), 0)) for d in t.dims]
+                sample.members[mid] = Tensor.from_xarray(
+                    xr.DataArray(np.pad(np.asarray(t.values), widths, mode="symmetric"), dims=t.dims))
+                arr = np.pad(arr, [(0, pad["y"]), (0, pad["x"])], mode="symmetric")
             if self._param_axes:
-                res = self.pipeline.predict_sample_with_blocking(sample, ns=self._ns(arr.shape, tile))
+                res = self.pipeline.predict_sample_with_blocking(sample, skip_preprocessing=True,
+                                                                 ns=self._ns(arr.shape, tile))
             else:
-                res = self.pipeline.predict_sample_without_blocking(sample)
+                res = self.pipeline.predict_sample_without_blocking(sample, skip_preprocessing=True)
         prob = self._plane(res, self.probability_output, self.output_channel, arr.shape)[: shape[0], : shape[1]]
         unc = None
         if self.uncertainty_output is not None:
@@ -1487,13 +1834,15 @@ def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> 
         listed = [{"index": k, "selected": True} for k in range(n)]
     meta = {
         "name": rdf.get("name"),
+        "format_version": fc.get("ensemble_json_format_version"),
         "architecture": arch,
         "normalization": dict(fc["normalization"]),
         "threshold": float(fc.get("threshold", 0.5)),
         "min_size": int(fc.get("min_size", 0) or 0),
         "members": listed,
         "training": fc.get("training"),
-        "provenance": {"package": str(path)},
+        "provenance": {**(fc.get("provenance") or {}), "package": str(path)},
+        "validation": fc.get("validation"),
     }
     return Ensemble(
         members=members, indices=[int(m.get("index", k)) for k, m in enumerate(listed)],
@@ -1502,21 +1851,48 @@ def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> 
     )
 
 
+#: Environment variable naming the zoo folder (``<folder>/<name>/<name>.zip``) for installs from a wheel.
+ZOO_ENV = "FIJI_CONSENSUS_ZOO"
+#: How a user without a clone gets the zoo's models (the packages are not in the wheel: about 20 MB each).
+ZOO_HINT = (
+    f"no model zoo folder found: give --root DIR or set {ZOO_ENV}=DIR, where DIR holds <name>/<name>.zip "
+    "(the model_zoo/ folder of a fiji-consensus clone, or a folder where you put downloaded packages such as "
+    "cfos-wue1/cfos-wue1.zip); any package also runs directly: fiji-consensus predict --model PACKAGE.zip"
+)
+
+
+def zoo_root(root: str | os.PathLike | None = None) -> Path | None:
+    """The zoo folder: ``root``, else ``$FIJI_CONSENSUS_ZOO``, else ``./model_zoo``, else the ``model_zoo/``
+    of the source tree this package runs from (a clone); ``None`` when there is none (a wheel install).
+
+    An explicit ``root`` or ``$FIJI_CONSENSUS_ZOO`` that is not a folder is an error.
+    """
+    if root is not None or os.environ.get(ZOO_ENV):
+        p = Path(root if root is not None else os.environ[ZOO_ENV]).expanduser()
+        if not p.is_dir():
+            src = "--root" if root is not None else f"${ZOO_ENV}"
+            raise FileNotFoundError(f"no model zoo folder at {p} ({src}); expected a folder of <name>/<name>.zip")
+        return p
+    for p in (Path("model_zoo"), Path(__file__).resolve().parents[1] / "model_zoo"):
+        if p.is_dir():
+            return p
+    return None
+
+
 def list_zoo(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """The models of a zoo folder (``model_zoo/<name>/<name>.zip``) with their held-out scores.
 
-    ``root`` defaults to ``./model_zoo`` or else the repository's. A folder without a package (its
+    The folder is :func:`zoo_root`'s (``root``, ``$FIJI_CONSENSUS_ZOO``, ``./model_zoo``, the clone's);
+    with none, the list is empty (:data:`ZOO_HINT` says how to get one). A folder without a package (its
     recipe not run yet) is listed with ``built = False``. Rows: ``name``, ``folder``, ``package``,
     ``built``, ``megabytes``, ``members``, ``views``, ``measure``, ``weights``, ``labs`` (per held-out lab:
-    ensemble and median-expert ROI-F1), ``error`` for unreadable packages.
+    ensemble and median-expert ROI-F1), ``error`` for unreadable packages (or without the ``zoo`` extra,
+    which reads the descriptions).
     """
+    root = zoo_root(root)
     if root is None:
-        root = Path("model_zoo")
-        if not root.is_dir():
-            root = Path(__file__).resolve().parents[1] / "model_zoo"
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no model zoo folder at {root}")
+        logger.info(ZOO_HINT)
+        return []
     rows = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         zips = sorted(d.glob("*.zip"))
@@ -1542,7 +1918,7 @@ def list_zoo(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
                                 "median_expert_roi_f1": e.get("median_expert_roi_f1")}
                           for lab, e in ((fc.get("validation") or {}).get("labs") or {}).items()},
                 )
-            except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            except (ValueError, zipfile.BadZipFile, OSError, ImportError) as exc:
                 row["error"] = str(exc)
             rows.append(row)
     return rows

@@ -54,3 +54,55 @@ def test_cli_help_for_every_command():
         proc = subprocess.run([sys.executable, "-m", "fiji_consensus", *cmd, "--help"],
                               capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: fiji-consensus" in proc.stdout
+
+
+def test_wheel_works_without_the_source_tree(tmp_path):
+    """The wheel carries what its commands need: unpacked away from the source tree (and run from a folder
+    with no model_zoo/), `zoo list` says how to get the zoo's models, finds them through FIJI_CONSENSUS_ZOO,
+    and `fiji install-macros` installs the macros. .ci/run also installs it into a clean venv and runs the
+    demo there."""
+    import json
+    import os
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    dist = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(repo)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = dist.glob("fiji_consensus-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "site")
+    assert any(n.startswith("fiji_consensus/macros/") and n.endswith(".ijm") for n in names)
+    assert "fiji_consensus/data/segebarth2020_wue1/images/0001.png" in names
+    assert not [n for n in names if n.startswith(("tests/", "model_zoo/", "data/"))]
+    assert wheel.stat().st_size < 10e6, "the wheel should not carry the zoo's packages"
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    env.pop("FIJI_CONSENSUS_ZOO", None)
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fiji_consensus", *args], capture_output=True, text=True,
+                              cwd=work, env={**env, **extra})
+
+    where = subprocess.run([sys.executable, "-c", "import fiji_consensus; print(fiji_consensus.__file__)"],
+                           capture_output=True, text=True, cwd=work, env=env).stdout.strip()
+    assert where.startswith(str(tmp_path / "site")), where  # the unpacked wheel, not the source tree
+    p = cli("zoo", "list")
+    assert p.returncode == 0 and "FIJI_CONSENSUS_ZOO" in p.stdout, p.stdout + p.stderr
+    p = cli("zoo", "list", "--json", FIJI_CONSENSUS_ZOO=str(repo / "model_zoo"))
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0 and "cfos-wue1" in {m["name"] for m in res["models"]}, p.stdout + p.stderr
+    p = cli("zoo", "list", FIJI_CONSENSUS_ZOO=str(tmp_path / "nowhere"))
+    assert p.returncode != 0 and "nowhere" in p.stderr + p.stdout
+    fiji_dir = tmp_path / "Fiji.app"
+    (fiji_dir / "plugins").mkdir(parents=True)
+    (fiji_dir / "macros").mkdir()
+    p = cli("fiji", "install-macros", str(fiji_dir), "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert list((fiji_dir / "plugins").rglob("*.ijm")) and list((fiji_dir / "macros" / "toolsets").glob("*.ijm"))

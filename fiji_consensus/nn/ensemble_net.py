@@ -3,7 +3,9 @@
 :class:`EnsembleNet` is what a bioimage.io package of an ensemble runs (:mod:`fiji_consensus.zoo`): one
 ``(N, 1, h, w)`` float32 input (normalised as in training), two ``(N, 1, h, w)`` float32 outputs,
 ``probability`` (mean foreground probability over members x views, sigmoid inside the members) and
-``uncertainty`` (one measure of :mod:`fiji_consensus.uncertainty`, absolute scale). It uses only plain
+``uncertainty`` (one measure of :mod:`fiji_consensus.uncertainty`, absolute scale), returned as a **list**
+``[probability, uncertainty]``: deepImageJ's PyTorch engine (JDLL, libtorch 2.0.1) reads a Tensor or a list
+of Tensors from ``forward`` and refuses a tuple; bioimageio.core and the ONNX exporter take either. It uses only plain
 operations (convolutions, batch/group normalisation, ReLU, max-pooling, transposed convolutions, cat,
 sigmoid, flip/transpose, mean, log, sqrt), so the TorchScript and ONNX (opset 17) exports run in old
 runtimes such as deepImageJ's.
@@ -85,8 +87,9 @@ class EnsembleNet(nn.Module):
         The uncertainty output (:data:`ENSEMBLE_MEASURES`), computed over the K x V samples as
         :func:`fiji_consensus.uncertainty.ensemble_statistics` does (entropies in bits, std with ddof 0).
 
-    ``forward(x)`` takes ``(N, 1, h, w)`` (``h, w`` multiples of ``2**depth``) and returns the tuple
-    ``(probability, uncertainty)``, both ``(N, 1, h, w)`` float32.
+    ``forward(x)`` takes ``(N, 1, h, w)`` (``h, w`` multiples of ``2**depth``) and returns the list
+    ``[probability, uncertainty]``, both ``(N, 1, h, w)`` float32 (a list, not a tuple: what deepImageJ's
+    TorchScript engine reads).
 
     Examples
     --------
@@ -128,7 +131,7 @@ class EnsembleNet(nn.Module):
                 out.append(_inverse_view(member(_forward_view(x, v)), v))
         return torch.stack(out)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         s = self.samples(x)
         mean = s.mean(0)
         if self.measure == "std":
@@ -141,7 +144,7 @@ class EnsembleNet(nn.Module):
             unc = _entropy_bits(s).mean(0)
         else:  # mutual_information
             unc = (_entropy_bits(mean) - _entropy_bits(s).mean(0)).clamp(0.0, 1.0)
-        return mean, unc
+        return [mean, unc]
 
 
 def architecture_source() -> str:
