@@ -123,3 +123,211 @@ def test_keras_unet_refuses_mismatched_weights(zoo_ensemble):
     cfg = dict(zoo_ensemble.metadata["architecture"]["config"], depth=2)
     with pytest.raises(ValueError, match="state dict of unet (does not fit|does not use|has no)"):
         kx.keras_unet(cfg, zoo_ensemble.members[0].state_dict())
+
+
+# --------------------------------------------------------------------------------------------- packages
+
+
+def _ensemble_dir(ens, out: Path, n_members: int) -> Path:
+    """An ensemble folder holding the first ``n_members`` members of ``ens`` (weights copied)."""
+    from fiji_consensus.nn.ensemble import save_ensemble
+
+    meta = json.loads(json.dumps(ens.metadata))
+    keep = ens.indices[:n_members]
+    meta["members"] = [m for m in meta["members"] if int(m["index"]) in keep]
+    for k in ("format", "format_version"):
+        meta.pop(k, None)
+    save_ensemble(out, {k: ens.members[i].state_dict() for i, k in enumerate(keep)}, meta)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tf_package(zoo_ensemble, tmp_path_factory):
+    """One real member, no views: torchscript + keras_hdf5 + SavedModel weights, tested by bioimageio.core."""
+    d = tmp_path_factory.mktemp("tfpkg")
+    src = _ensemble_dir(zoo_ensemble, d / "cfos1", 1)
+    summary = zoo.package_ensemble(src, d / "cfos1.zip", tta="none", tile=128,
+                                   weight_formats=["torchscript", "keras_hdf5", "tensorflow_saved_model_bundle"])
+    return d / "cfos1.zip", summary, src
+
+
+@pytest.fixture(scope="module")
+def image():
+    img = iio.imread(sorted((DATA / "lab-mue" / "images").glob("*.png"))[1])
+    return (img[..., 0] if img.ndim == 3 else img)[300:420, 200:348]  # 120 x 148
+
+
+def test_package_tensorflow_weights_pass_bioimageio_test(tf_package, tmp_path, monkeypatch):
+    """bioimageio.core's test passes for the keras_hdf5 weights (and the torch ones); the SavedModel is the
+    same network, checked by its signature's names (as TensorFlow 1, JDLL and our runner read it)."""
+    path, summary, _ = tf_package
+    assert summary["weight_formats"] == ["pytorch_state_dict", "torchscript", "keras_hdf5",
+                                         "tensorflow_saved_model_bundle"]
+    for wf in ("keras_hdf5", "torchscript"):
+        res = zoo.test_package(path, weight_format=wf)
+        assert res["ok"] and res["weight_formats"] == [wf], res
+    import tensorflow as tf
+    import yaml
+
+    with zipfile.ZipFile(path) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        with zf.open(rdf["weights"]["tensorflow_saved_model_bundle"]["source"]) as fh, zipfile.ZipFile(fh) as sm:
+            sm.extractall(tmp_path / "sm")
+        x = np.load(zf.open("test_input.npy"))
+        expected = [np.load(zf.open(f"test_{k}.npy")) for k in ("probability", "uncertainty")]
+    for wf in ("keras_hdf5", "tensorflow_saved_model_bundle"):
+        assert rdf["weights"][wf]["tensorflow_version"] == tf.__version__  # the version that wrote them
+        assert rdf["weights"][wf]["parent"] == "pytorch_state_dict"
+    norm = next(p["kwargs"] for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range")
+    lo, hi = np.percentile(x.astype(np.float64), [float(norm["min_percentile"]), float(norm["max_percentile"])])
+    xn = ((x - lo) / (hi - lo + float(norm["eps"]))).astype(np.float32)
+    out = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](input=tf.constant(xn))
+    for k, e in zip(("probability", "uncertainty"), expected):
+        assert np.abs(out[k].numpy() - e).max() <= TOL
+    # bioimageio.core unzips SavedModels into the working directory: ours stays clean
+    monkeypatch.chdir(tmp_path / "sm")
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    zoo.test_package(path, weight_format="tensorflow_saved_model_bundle")
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before
+
+
+def test_package_with_tensorflow_weights_breaks_the_bioimageio_test_when_they_differ(tf_package, zoo_ensemble,
+                                                                                      tmp_path):
+    """The test can fail: the SavedModel replaced by one of a different member."""
+    path, _, _ = tf_package
+    model = kx.from_ensemble_net(_net(zoo_ensemble, n_members=2, views=("identity",), measure="entropy"))
+    kx.save_saved_model(model, tmp_path / "sm")
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            if item.filename.endswith("weights_tf_saved_model.zip"):
+                kx._zip_folder(tmp_path / "sm", tmp_path / "w.zip")
+                dst.writestr(item.filename, (tmp_path / "w.zip").read_bytes())
+            else:
+                dst.writestr(item, src.read(item.filename))
+    res = zoo.test_package(bad, weight_format="tensorflow_saved_model_bundle")
+    assert not res["ok"]
+
+
+@pytest.mark.parametrize("weight_format", ["keras_hdf5", "tensorflow_saved_model_bundle"])
+def test_our_package_runs_on_its_tensorflow_weights(tf_package, image, weight_format):
+    """load_package runs the TensorFlow weights through bioimageio.core: same maps as the torchscript ones."""
+    path, _, _ = tf_package
+    with zoo.load_package(path) as ts:
+        assert ts.weight_format == "torchscript"
+        p_ref, u_ref = ts.predict(image)
+    with zoo.load_package(path, weight_format=weight_format) as pkg:
+        assert pkg.weight_format == weight_format and not pkg.executes_code and pkg.ours
+        p, u = pkg.predict(image)
+    assert np.abs(p - p_ref).max() <= 1e-4 and np.abs(u - u_ref).max() <= 1e-4
+
+
+def test_our_package_keras_weights_round_trip_as_a_keras_member(tf_package, image, tmp_path):
+    """The package's keras_hdf5 file, loaded as a plain Keras member with the package's normalisation,
+    predicts what the package predicts."""
+    path, _, src = tf_package
+    with zipfile.ZipFile(path) as zf:
+        (tmp_path / "cfos1.h5").write_bytes(zf.read("weights_keras.h5"))
+    norm = json.loads((src / "ensemble.json").read_text())["normalization"]
+    member = km.load_keras_member(tmp_path / "cfos1.h5",
+                                  normalization=f"percentile:{norm['min_percentile']},{norm['max_percentile']}")
+    assert member.channels_first and member.multiple == 8 and member.weight_format == "keras_hdf5"
+    img = image[:, :144]  # a multiple of 2**depth: bioimageio.core and our tiling pad other sizes differently
+    p, u = member.predict(img)
+    assert u is None
+    with zoo.load_package(path) as ts:
+        p_ref, _ = ts.predict(img)
+    assert np.abs(p - p_ref).max() <= 1e-4
+
+
+# --------------------------------------------------------------------------------------------- Keras members
+
+
+def _tiny_keras_unet(seed: int = 0):
+    """A small Keras U-Net (channels last, sigmoid output), built here: no downloads."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    x = keras.Input((None, None, 1))
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(x)
+    b = L.MaxPooling2D(2)(a)
+    b = L.Conv2D(8, 3, padding="same", activation="relu")(b)
+    b = L.MaxPooling2D(2)(b)
+    b = L.Conv2D(8, 3, padding="same", activation="relu")(b)
+    b = L.UpSampling2D(2)(b)
+    b = L.UpSampling2D(2)(b)
+    c = L.Concatenate()([a, b])
+    y = L.Conv2D(1, 1, activation="sigmoid", bias_initializer=keras.initializers.Constant(-0.5))(c)
+    return keras.Model(x, y)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_plain_keras_model_as_a_member(image, tmp_path, suffix):
+    model = _tiny_keras_unet()
+    path = tmp_path / f"tiny{suffix}"
+    model.save(path)
+    member = km.load_keras_member(path, normalization="percentile:1,99.8", halo=32)
+    assert not member.channels_first and member.multiple == 4 and not member.executes_code
+    p, _ = member.predict(image, tile=64)  # tiled: 64 px windows, 32 px halo
+    lo, hi = np.percentile(image.astype(np.float64), [1, 99.8])
+    x = ((image - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    pad = ((0, 128 - 120), (0, 152 - 148))
+    ref = model.predict(np.pad(x, pad, mode="reflect")[None, ..., None], verbose=0)[0, :120, :148, 0]
+    assert p.shape == image.shape and np.abs(p - ref).max() <= 1e-5
+
+
+def test_keras_member_refuses_what_it_cannot_run(tmp_path):
+    import keras
+
+    model = _tiny_keras_unet()
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match="normalisation of a Keras model.*got None"):
+        km.load_keras_member(tmp_path / "m.keras", normalization=None)
+    with pytest.raises(ValueError, match="percentiles must satisfy"):
+        km.load_keras_member(tmp_path / "m.keras", normalization="percentile:99,1")
+    x = keras.Input((None, None, 1))
+    lam = keras.Model(x, keras.layers.Lambda(lambda t: t * 2.0)(x))
+    lam.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="without running code"):
+        km.load_keras_member(tmp_path / "lambda.keras", normalization="none")
+    x3 = keras.Input((None, None, 3))
+    keras.Model(x3, keras.layers.Conv2D(1, 1)(x3)).save(tmp_path / "rgb.keras")
+    with pytest.raises(ValueError, match="not single-channel"):
+        km.load_keras_member(tmp_path / "rgb.keras", normalization="none")
+    x1 = keras.Input((None, None, 1))
+    keras.Model(x1, keras.layers.Conv2D(2, 1, activation="softmax")(x1)).save(tmp_path / "two.keras")
+    with pytest.raises(ValueError, match="has 2 channels; say which"):
+        km.load_keras_member(tmp_path / "two.keras", normalization="none")
+    assert km.load_keras_member(tmp_path / "two.keras", normalization="none", output_channel=1).output_channel == 1
+
+
+def test_mixed_torch_and_keras_ensemble_predicts_through_the_cli(tf_package, image, tmp_path, capsys):
+    """A torch package (torchscript) and a plain Keras U-Net in one ensemble: the probability is their mean
+    and the uncertainty spans both frameworks."""
+    from fiji_consensus.cli import main
+
+    path, _, _ = tf_package
+    model = _tiny_keras_unet(seed=1)
+    model.save(tmp_path / "tiny.keras")
+    (tmp_path / "images").mkdir()
+    iio.imwrite(tmp_path / "images" / "0001.tif", image)
+    out = tmp_path / "pred"
+    args = ["predict", str(tmp_path / "images"), "--model", str(path), "--model", str(tmp_path / "tiny.keras"),
+            "--out", str(out), "--uncertainty", "std", "--json"]
+    assert main(args) != 0  # no normalisation for the Keras model
+    assert "--keras-normalization" in "".join(capsys.readouterr())
+    code = main([*args, "--keras-normalization", "percentile:1,99.8"])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and res["ok"] and res["n_predicted"] == 1, res
+    rec = json.loads((out / "per_image" / "0001.json").read_text()) if (out / "per_image").is_dir() else None
+    prob = iio.imread(out / "probability" / "0001.tif")
+    unc = iio.imread(out / "uncertainty" / "0001.tif")
+    with zoo.load_package(path) as ts:
+        p_torch, _ = ts.predict(image)
+    p_keras, _ = km.load_keras_member(tmp_path / "tiny.keras", normalization="percentile:1,99.8").predict(image)
+    assert np.abs(prob - (p_torch + p_keras) / 2).max() <= 1e-5
+    assert np.abs(unc - np.abs(p_torch - p_keras) / 2).max() <= 1e-5  # std of two samples
+    assert float(unc.max()) > 0.05
+    if rec is not None:
+        assert [p["weights"] for p in rec["packages"]] == ["torchscript", "keras_v3"]
