@@ -364,7 +364,7 @@ def test_package_refuses_to_overwrite_and_writes_atomically(package, ensemble_di
     with pytest.raises(ValueError, match="name must be 5 to 128"):
         zoo.package_ensemble(ensemble_dir, path.parent / "x.zip", name="a/b")
     with pytest.raises(ValueError, match="weight_formats"):
-        zoo.package_ensemble(ensemble_dir, path.parent / "x.zip", weight_formats=["keras_hdf5"])
+        zoo.package_ensemble(ensemble_dir, path.parent / "x.zip", weight_formats=["tensorflow_js"])
     assert not (path.parent / "x.zip").exists()
 
 
@@ -539,7 +539,7 @@ def test_predict_config_accepts_one_or_several_models():
     cfg = PackageConfig(model="m", out="m.zip")
     assert cfg.weight_formats == ["pytorch_state_dict", "torchscript", "onnx"] and cfg.tta == "flips"
     with pytest.raises(ValueError):
-        PackageConfig(model="m", out="m.zip", weight_formats=["keras_hdf5"])
+        PackageConfig(model="m", out="m.zip", weight_formats=["tensorflow_js"])
 
 
 # ----------------------------------------------------------------------------------------------- foreign packages
@@ -637,10 +637,16 @@ def test_foreign_packages_run_or_fail_clearly(tmp_path, image, caplog):
     with pytest.raises(ValueError, match="has no onnx weights"):
         zoo.load_package(sd_only, weight_format="onnx")
 
-    # only TensorFlow/Keras weights: refused with the formats named
+    # only TensorFlow/Keras weights: they need the keras extra (tests/test_keras.py runs real ones)
     keras = _foreign(tmp_path, "foreign-keras", net=_conv_sigmoid(1, 1), formats=("keras_hdf5",))
-    with pytest.raises(ValueError, match=r"only \['keras_hdf5'\] weights.*not supported"):
-        zoo.load_package(keras)
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        with pytest.raises(ImportError, match=r"fiji-consensus\[keras\]"):
+            zoo.load_package(keras)
+    else:
+        with pytest.raises(OSError):  # its w.h5 is not an HDF5 file
+            zoo.load_package(keras)
 
     # unsupported inputs: three channels, a z axis
     rgb = _foreign(tmp_path, "foreign-rgb", net=_conv_sigmoid(3, 1), cin=3)
@@ -721,3 +727,27 @@ def test_our_package_as_an_ensemble_for_fine_tuning(package, package_std, ensemb
                  "--iterations", "2", "--out", str(tmp_path / "t2"), "--json"])
     err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 1 and "none.zip" in err["error"]
+
+
+@pytest.mark.slow
+def test_package_loads_in_the_oldest_runtimes(package):
+    """deepImageJ's engines are old: the TorchScript loads in torch 2.0.1 and returns a list, the state dict
+    loads with the packaged architecture there, the ONNX runs in onnxruntime 1.15.0 (the oldest that installs
+    for Python 3.11), each reproducing the test outputs. The runtimes live in throw-away venvs made by
+    ``python tests/benchmarks/bench_old_runtimes.py`` (PyPI; tests never download), found in
+    ``$FIJI_CONSENSUS_OLD_RUNTIMES`` (default: the temp folder)."""
+    import os
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+    import bench_old_runtimes as bo
+
+    root = Path(os.environ.get("FIJI_CONSENSUS_OLD_RUNTIMES", tempfile.gettempdir()))
+    pys = [root / v / "bin" / "python" for v in ("venv-torch201", "venv-ort115")]
+    if not all(p.exists() for p in pys):
+        pytest.skip(f"old runtimes not installed in {root}: run python tests/benchmarks/bench_old_runtimes.py once")
+    res = bo.check(package[0], torch_python=pys[0], ort_python=pys[1])
+    assert res["ok"], res
+    assert res["torch"].startswith(bo.TORCH_OLD) and res["onnxruntime"] == bo.ORT_OLD
+    assert res["torchscript_output_type"] == "list" and res["declared_pytorch_version"] == bo.TORCH_OLD
