@@ -127,7 +127,7 @@ def _press(display: Display, wid: str, keys=(("key", "Return"),)) -> None:
         display.xdotool(*k)
 
 
-def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_images=(), timeout: int = 90,
+def run_gui(display: Display, ij_jar: str, home, macro, *, log, steps=(), open_images=(), timeout: int = 180,
             ijpath=None, driver_code: str | None = None, ignore: str = r"\.(tif|png|zip)$| - "):
     """Run ``macro`` as a user would: ImageJ with its GUI on ``display``, the macro started without arguments
     (so it shows its dialogs), each dialog answered by xdotool as ``steps`` say.

@@ -435,7 +435,7 @@ def test_train_clicked_passes_whole_numbers_and_reports_validation(project, disp
     home = _prefs(tmp_path / "home", python=sys.executable, project=proj, model_name="clicked", train_members="1",
                   train_minutes="1", train_iterations="3", train_patch="64")
     log, dialogs = run_gui(display, ij_jar, home, built("Train_Ensemble.ijm"), log=tmp_path / "log.txt",
-                           steps=[("Train Ensemble",), ("not useful",)], timeout=240)
+                           steps=[("Train Ensemble",), ("not useful",)], timeout=480)
     line = _done(log, "train")
     meta = json.loads((proj / "models" / "clicked" / "ensemble.json").read_text("utf-8"))
     assert len(meta["members"]) == 1 and meta["members"][0]["iterations"] == 3
