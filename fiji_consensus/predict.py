@@ -51,7 +51,6 @@ input (an image larger than memory) is predicted block by block into a zarr outp
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import logging
 import math
@@ -611,9 +610,11 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
     for sub, suffix in _IMAGE_FILES:
         d = out / sub
         if d.is_dir():
-            for f in d.glob(f".{glob.escape(image_id + suffix)}.{'?' * 8}.part"):
-                f.unlink(missing_ok=True)
-                removed.append(f)
+            # staged files (.<id><suffix>.XXXXXXXX.part) and the temporaries of their atomic writes (..<staged>...)
+            for f in d.glob(".*.part"):
+                if f.name.lstrip(".").startswith(f"{image_id}{suffix}."):
+                    f.unlink(missing_ok=True)
+                    removed.append(f)
     return removed
 
 

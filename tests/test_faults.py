@@ -461,3 +461,28 @@ def test_evaluate_never_writes_into_a_folder_it_did_not_make(tmp_path, capsys):
     code, _, err = _run(argv, capsys)  # an empty folder is fine, and a rerun with --overwrite replaces its own
     assert code == 0, err
     assert _run([*argv, "--overwrite"], capsys)[0] == 0
+
+
+def test_package_never_replaces_a_file_it_did_not_write(trained, tmp_path, capsys):
+    pytest.importorskip("bioimageio.core")
+    _, model = trained
+    out = tmp_path / "data.zip"
+    out.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # a user's (empty) zip
+    code, _, err = _run(["package", "--model", str(model), "--out", str(out), "--weights", "pytorch_state_dict",
+                         "--tile", "64", "--overwrite", "-q"], capsys)
+    assert code == 1 and "is not a package made by fiji-consensus" in _error_line(err)
+    assert out.read_bytes() == b"PK\x05\x06" + b"\0" * 18
+
+
+def test_partial_files_of_one_image_are_found_also_inside_staged_writes(tmp_path):
+    from fiji_consensus.predict import _remove_partial_files
+
+    d = tmp_path / "probability"
+    d.mkdir()
+    names = [".0062.tif.abcd1234.part", "..0062.tif.abcd1234.part.k2j4x9_q.part", ".00621.tif.abcd1234.part",
+             "0062.tif", ".0062.tif.notes"]
+    for n in names:
+        (d / n).write_bytes(b"x")
+    removed = sorted(f.name for f in _remove_partial_files(tmp_path, "0062"))
+    assert removed == ["..0062.tif.abcd1234.part.k2j4x9_q.part", ".0062.tif.abcd1234.part"]
+    assert sorted(f.name for f in d.iterdir()) == [".0062.tif.notes", ".00621.tif.abcd1234.part", "0062.tif"]
