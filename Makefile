@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-EXTRAS ?= test,train,zoo
+EXTRAS ?= test,train,zoo,keras
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: setup system-deps demo test test-all bench screenshot clean
