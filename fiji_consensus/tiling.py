@@ -359,10 +359,15 @@ def _bands(
                 "same number of channels for every batch"
             )
         end = max(i * sy + cy for i, _ in batch)  # grow the window to the lowest row this batch touches
-        if end > base + weight.shape[0]:
-            grow = end - base - weight.shape[0]
-            acc = np.concatenate([acc, np.zeros((acc.shape[0], grow, ox), np.float32)], axis=1)
-            weight = np.concatenate([weight, np.zeros((grow, ox), np.float32)], axis=0)
+        if end > base + weight.shape[0]:  # grow: a new zeroed window holding the rows carried over
+            kept = weight.shape[0]
+            bigger = np.zeros((acc.shape[0], end - base, ox), np.float32)
+            bigger[:, :kept] = acc
+            acc = bigger
+            wbig = np.zeros((end - base, ox), np.float32)
+            wbig[:kept] = weight
+            weight = wbig
+            del bigger, wbig
         for k, (i, j) in enumerate(batch):
             w2 = np.outer(wts_y[i], wts_x[j]).astype(np.float32)
             core = out[k, :, hy : hy + cy, hx : hx + cx]
