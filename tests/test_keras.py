@@ -28,6 +28,9 @@ from fiji_consensus.keras import export as kx  # noqa: E402
 from fiji_consensus.keras import member as km  # noqa: E402
 from fiji_consensus.nn.ensemble_net import ENSEMBLE_VIEWS, EnsembleNet  # noqa: E402
 
+# Keras converts variables with np.array(x), which numpy 2.4 flags for TensorFlow's __array__ (a library issue)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
 DATA = ROOT / "data" / "segebarth2020"
@@ -267,14 +270,16 @@ def test_plain_keras_model_as_a_member(image, tmp_path, suffix):
     model = _tiny_keras_unet()
     path = tmp_path / f"tiny{suffix}"
     model.save(path)
-    member = km.load_keras_member(path, normalization="percentile:1,99.8", halo=32)
+    member = km.load_keras_member(path, normalization="percentile:1,99.8", halo=16)
     assert not member.channels_first and member.multiple == 4 and not member.executes_code
-    p, _ = member.predict(image, tile=64)  # tiled: 64 px windows, 32 px halo
+    p, _ = member.predict(image, tile=64)  # tiled: 64 px windows with a 16 px halo (receptive field: 10 px)
     lo, hi = np.percentile(image.astype(np.float64), [1, 99.8])
     x = ((image - lo) / (hi - lo + 1e-6)).astype(np.float32)
     pad = ((0, 128 - 120), (0, 152 - 148))
     ref = model.predict(np.pad(x, pad, mode="reflect")[None, ..., None], verbose=0)[0, :120, :148, 0]
-    assert p.shape == image.shape and np.abs(p - ref).max() <= 1e-5
+    assert p.shape == image.shape
+    inner = np.s_[16:-16, 16:-16]  # the borders see different padding (reflect halo vs zero padding)
+    assert np.abs(p - ref)[inner].max() <= 1e-5 and np.abs(p - ref).max() < 0.2
 
 
 def test_keras_member_refuses_what_it_cannot_run(tmp_path):
