@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="fraction")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adabn", action="store_true",
+                    help="also score each fold's ensemble after label-free adaptation to the left-out lab (batch-norm "
+                    "statistics re-estimated on that lab's images, no annotation: fiji_consensus.nn.adapt)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
 
@@ -78,7 +81,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{lab:<10} paper's rule (ROI-F1 >= lowest expert): {s['images_at_least_lowest_expert']}/{s['images']} "
               f"images; above/within/below the experts: {st['above']}/{st['within']}/{st['below']}; "
               f"training {s['train_seconds'] / 60:.1f} min on {', '.join(s['train_labs'])}\n")
+    if args.adabn:
+        adabn(cfg, res)
     return 0
+
+
+def adabn(cfg, res: dict) -> None:
+    """Each fold's ensemble adapted to the left-out lab without labels (AdaBN), scored the same way."""
+    import time
+
+    from fiji_consensus.crossval import _predict_lab, lab_summary, load_lab, score_lab
+    from fiji_consensus.nn.adapt import adapt_ensemble
+
+    print("label-free adaptation (AdaBN on the left-out lab's images) vs zero-shot, ROI-F1 / Dice")
+    for held, s in res["labs"].items():
+        lab = load_lab(next(p for p in cfg.labs if p.name == held))
+        fold = cfg.out / f"without_{held}"
+        t0 = time.perf_counter()
+        if not (fold / "adabn" / "ensemble.json").is_file():
+            adapt_ensemble(fold / "model", lab.images, fold / "adabn", image_ids=lab.ids)
+        secs = time.perf_counter() - t0
+        prob, thr = _predict_lab(fold / "adabn", lab, fold / "predictions_adabn", tta=cfg.tta)
+        a = lab_summary(score_lab(prob, lab, threshold=thr))
+        print(f"{held:<10} zero-shot {s['model']['roi_f1']:.3f} / {s['model']['dice']:.3f}   AdaBN "
+              f"{a['model']['roi_f1']:.3f} / {a['model']['dice']:.3f} (adaptation {secs:.0f} s; paper's rule "
+              f"{a['images_at_least_lowest_expert']}/{a['images']}; median expert {a['median_expert']['roi_f1']:.3f})")
 
 
 if __name__ == "__main__":
