@@ -1359,6 +1359,14 @@ class Package:
     min_size: int
     sha256: str
     descr: Any = field(repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Our package's ``config.fiji_consensus`` (normalisation, training range of the image statistics,
+        ...); empty for foreign packages."""
+        cfg = getattr(self.descr, "config", None)
+        fc = cfg.get("fiji_consensus") if isinstance(cfg, dict) else getattr(cfg, "fiji_consensus", None)
+        return dict(fc) if isinstance(fc, dict) else {}
     pipeline: Any = field(repr=False)
     _param_axes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
