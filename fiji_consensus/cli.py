@@ -333,7 +333,7 @@ def _adefault(name: str) -> Any:
     return AugmentOptions.model_fields[name].default
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, *, init: bool = True) -> None:
     """Ensemble, budget, network and augmentation options of train and crossval (defaults: TrainConfig's)."""
     t = p.add_argument_group("ensemble and budget")
     t.add_argument("--members", type=int, default=_tdefault("members"),
@@ -341,10 +341,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--split", choices=["auto", "kfold", "group_kfold", "bootstrap", "all"], default=_tdefault("split"),
                    help="auto: grouped k-fold with --groups, else k-fold; all: every member trains on all images "
                    "(fine-tuning on a few)")
-    t.add_argument("--init", type=Path, metavar="MODEL",
-                   help="fine-tune: start every member from a member of this ensemble folder or fiji-consensus "
-                   "bioimage.io package (its architecture and normalisation are kept); use a smaller "
-                   "--learning-rate (e.g. 5e-4) and few --iterations")
+    if init:
+        t.add_argument("--init", type=Path, metavar="MODEL",
+                       help="fine-tune: start every member from a member of this ensemble folder or fiji-consensus "
+                       "bioimage.io package (its architecture and normalisation are kept); use a smaller "
+                       "--learning-rate (e.g. 5e-4) and few --iterations")
     t.add_argument("--folds", type=int, help="folds (default: --members)")
     t.add_argument("--iterations", type=int, default=_tdefault("iterations"),
                    help="iterations per member (default: none, --max-minutes decides)")
@@ -430,7 +431,7 @@ def _crossval_parser(sub) -> None:
     g.add_argument("--targets", choices=["staple", "staple-soft", "fraction", "majority"], default="fraction",
                    help="training targets from each lab's experts (default fraction)")
     g.add_argument("--tta", choices=["none", "flips", "dihedral"], default="flips")
-    _add_train_options(p)
+    _add_train_options(p, init=False)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     _add_common(p)
     p.set_defaults(func=_run_crossval)

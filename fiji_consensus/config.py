@@ -404,24 +404,22 @@ class TrainJobConfig(JobConfig):
         description="Train the members in parallel on Dask, one task per member (identical members to a "
         "sequential run on CPUs with the same threads); default: one after the other in this process.",
     )
-    labs: list[Path] | None = Field(
-        None,
+    labs: list[Path] = Field(
+        default_factory=list,
         description="Multi-lab training: lab folders (a project folder, or images/ + labels/expert_*/), each "
         "with its own experts, consensus (of kind targets) and MIN_PIXEL; patches are drawn equally often "
         "from every lab (train.balance_labs). Replaces images/experts/project.",
     )
-    lab_min_sizes: dict[str, int] | None = Field(
-        None, description="MIN_PIXEL per lab name (default: 30 for lab-wue1/lab-mue, 16 for lab-inns1, else "
+    lab_min_sizes: dict[str, int] = Field(
+        default_factory=dict, description="MIN_PIXEL per lab name (default: 30 for lab-wue1/lab-mue, 16 for lab-inns1, else "
         "train.min_size)."
     )
 
     @model_validator(mode="after")
     def _inputs(self):
-        if self.labs is not None:
+        if self.labs:
             if self.project is not None or self.images is not None or self.experts or self.labels:
                 raise ValueError("give either labs or a project / images folder, not both")
-            if not self.labs:
-                raise ValueError("labs is empty: give at least one lab folder")
             return self
         if self.project is not None and (self.images is not None or self.experts or self.labels):
             raise ValueError("give either a project folder or images with labels/experts folders, not both")
