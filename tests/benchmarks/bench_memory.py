@@ -11,6 +11,9 @@ test-time views: flips (4), the job's default: 8 probability planes per pixel.
 ``--old REV`` runs the same job from the package as it was at git revision REV (default f5cc8e4, before the
 streamed prediction), extracted with ``git archive`` into a temporary folder, next to the working tree's.
 
+Measured (2 shared CPU cores, torch 1 thread; peak RSS, GB): 1024² new 0.53 / old 0.51, 2048² 0.71 / 0.81,
+4096² 1.01 / 2.37, 8192² 2.66 / not run (the old path grew by 135 bytes per pixel: about 9 GB).
+
 Usage::
 
     python tests/benchmarks/bench_memory.py                          # 1024, 2048, 4096 (old and new), 8192 (new)
