@@ -104,13 +104,6 @@ class PredictSteps:
     zarr_input: Callable[[PredictConfig], bool]
 
 
-def _job_steps() -> PredictSteps:
-    """The predict job's steps, for callers that give none (the job does not pass them yet)."""
-    from . import predict as job
-
-    return PredictSteps(job._start, job._run_image, job._finish, job._remove_partial_files, job._zarr_input)
-
-
 def _map_task(task: Callable[[str, Any], Any], threads: int | None, plan: dict[str, int], image_id: str,
               item: Any) -> Any:
     _set_task_threads(threads, plan, per="thread")
@@ -190,7 +183,11 @@ def run_predict_dask(
     ...                     dask=DaskOptions(workers=2))                          # doctest: +SKIP
     >>> run_predict_dask(cfg)["n_predicted"]                                      # doctest: +SKIP
     """
-    steps = steps if steps is not None else _job_steps()
+    if steps is None:
+        raise ValueError(
+            "run_predict_dask needs the predict job's steps (PredictSteps); call fiji_consensus.predict.run_predict "
+            "with config.dask set instead"
+        )
     if steps.zarr_input(config):
         return predict_zarr(config, progress=progress)
     if config.dask is None:

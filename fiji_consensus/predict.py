@@ -470,9 +470,11 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     if config.tta is None:  # packages hold their views inside; ensemble folders get the flips
         config = config.model_copy(update={"tta": "none" if _package_run(config) else "flips"})
     if config.dask is not None or _zarr_input(config):
-        from .distributed import run_predict_dask  # the distributed and the chunked (zarr) paths
+        from .distributed import PredictSteps, run_predict_dask  # the distributed and chunked (zarr) paths
 
-        return run_predict_dask(config, progress=progress)
+        # the job hands Dask its own steps: distributed never imports this module
+        steps = PredictSteps(_start, _run_image, _finish, _remove_partial_files, _zarr_input)
+        return run_predict_dask(config, progress=progress, steps=steps)
     from ._validate import require
 
     require("torch", extra="train")
