@@ -14,9 +14,6 @@ image, for every lab in turn. The question a multi-site study asks, and how reci
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
-import json
 import logging
 import statistics
 import time
@@ -190,22 +187,6 @@ _CSV_FIELDS = ["lab", "image", "rater", "kind", "roi_f1", "dice", "standing", "l
                "passes_paper_rule", "pred_fraction", "ref_fraction"]
 
 
-def _write_text(text: str, path: Path) -> None:
-    from ._atomic import atomic_open
-
-    with atomic_open(path, "w", overwrite=True) as fh:
-        fh.write(text)
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    buf = _stdio.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    _write_text(buf.getvalue(), path)
-
-
 def _predict_lab(model_dir: Path, lab: Lab, cache: Path, *, tta: str) -> tuple[list[np.ndarray], float]:
     """Probability maps of a lab's images (cached per image as .npy, written atomically)."""
     from .nn.ensemble import load_ensemble
@@ -252,7 +233,7 @@ def run_crossval(config: CrossvalConfig, *, progress: bool = False) -> dict[str,
         raise ValueError(f"hold_out names {unknown} are not among the labs {names}")
     record = {"tool": "fiji-consensus", "version": __version__, "job": "crossval",
               "config": config.model_dump(mode="json")}
-    _write_text(json.dumps(record, indent=2), out / "config.json")
+    fio.write_json(out / "config.json", record, overwrite=True)
     all_rows: list[dict] = []
     summary: dict[str, Any] = {"labs": {}, "targets": config.targets}
     for held in hold:
@@ -278,11 +259,11 @@ def run_crossval(config: CrossvalConfig, *, progress: bool = False) -> dict[str,
         s["fold_seconds"] = time.perf_counter() - t0
         summary["labs"][held] = s
         all_rows += rows
-        _write_csv(all_rows, out / "crossval.csv")
+        fio.write_csv(out / "crossval.csv", all_rows, columns=_CSV_FIELDS, overwrite=True)
         log.info(
             "%s (unseen): model ROI-F1 %.3f Dice %.3f | median expert %.3f / %.3f | lowest %.3f | paper's rule "
             "%d/%d images", held, s["model"]["roi_f1"], s["model"]["dice"], s["median_expert"]["roi_f1"],
             s["median_expert"]["dice"], s["lowest_expert"]["roi_f1"], s["images_at_least_lowest_expert"], s["images"],
         )
-    _write_text(json.dumps(summary, indent=2, default=str), out / "summary.json")
+    fio.write_json(out / "summary.json", summary, overwrite=True)
     return {"ok": True, "command": "crossval", "out": str(out.resolve()), **summary}

@@ -10,8 +10,8 @@ groups and regions, calls these functions and writes the CSV tables, ``summary.j
 ``inputs.csv`` (every input file with its SHA-256) and, through :mod:`fiji_consensus.report`,
 ``report.html``.
 
-Definitions (``../shared/notes/anchors.md``)
----------------------------------------------
+Definitions (``docs/anchors.md``)
+---------------------------------
 Kruskal-Wallis
     ``H`` with the tie correction, ``p`` from χ² with ``k - 1`` degrees of freedom; effect size
     ``η²_H = (H - k + 1) / (N - k)`` (Tomczak & Tomczak 2014; it can be slightly negative for tiny effects,

@@ -791,9 +791,13 @@ def train_ensemble(
     )
     split_kind = config.split if config.split != "auto" else ("group_kfold" if groups else "kfold")
     seeds = member_seeds(config.seed, config.members)
-    labs = {i: str(labs[i]) for i in image_ids} if labs else None
-    if labs is not None and len(labs) != len(image_ids):  # pragma: no cover - dict comprehension above
-        raise ValueError("labs must name the lab of every image")
+    if labs:
+        missing = [i for i in image_ids if i not in labs]
+        if missing:
+            raise ValueError(f"labs has no entry for {len(missing)} image(s), e.g. {missing[:3]}")
+        labs = {i: str(labs[i]) for i in image_ids}
+    else:
+        labs = None
     if min_sizes is not None:
         missing = [i for i in image_ids if i not in min_sizes]
         if missing:
