@@ -358,6 +358,9 @@ def _add_train_options(p: argparse.ArgumentParser, *, init: bool = True) -> None
     n.add_argument("--depth", type=int, default=_tdefault("depth"), help=f"U-Net pooling steps (default {_tdefault('depth')})")
     n.add_argument("--base-channels", type=int, default=_tdefault("base_channels"),
                    help=f"features at full resolution (default {_tdefault('base_channels')})")
+    n.add_argument("--background-radius", type=int, default=_tdefault("background_radius"),
+                   help="remove the background inside the network: white top-hat with a (2r+1)-pixel square "
+                   f"window, wider than the widest object (default {_tdefault('background_radius')}: none)")
     n.add_argument("--patch-size", type=int, default=_tdefault("patch_size"))
     n.add_argument("--batch-size", type=int, default=_tdefault("batch_size"))
     n.add_argument("--learning-rate", type=float, default=_tdefault("learning_rate"))
@@ -389,6 +392,7 @@ def _train_config(a: argparse.Namespace) -> Any:
     return TrainConfig(
         members=a.members, split=a.split, folds=a.folds, seed=a.seed, iterations=a.iterations,
         max_minutes=a.max_minutes, depth=a.depth, base_channels=a.base_channels, patch_size=a.patch_size,
+        background_radius=a.background_radius,
         batch_size=a.batch_size, learning_rate=a.learning_rate, validate_every=a.validate_every,
         min_size=a.min_size, paper_selection=a.paper_selection, device=a.device, threads=a.threads,
         low_percentile=a.percentiles[0], high_percentile=a.percentiles[1],

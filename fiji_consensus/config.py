@@ -244,6 +244,11 @@ class TrainConfig(BaseModel):
     upsample: Literal["transpose", "nearest"] = Field(
         "transpose", description="Upsampling: 2x2 transposed convolution, or nearest neighbour + 1x1 convolution."
     )
+    background_radius: int = Field(
+        0, ge=0, description="Remove the background inside the network first: a white top-hat (image minus "
+        "its grayscale opening) with a square window of 2r+1 pixels, Fiji's Subtract Background idea, exported "
+        "with the model. Make the window wider than the widest object; 0 = none."
+    )
     # optimisation
     patch_size: int = Field(256, ge=8, description="Training patch height and width (a multiple of 2**depth).")
     batch_size: int = Field(4, ge=1, description="Patches per iteration.")

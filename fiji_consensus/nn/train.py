@@ -350,6 +350,7 @@ def _init_from(config: TrainConfig, init: Any) -> tuple[TrainConfig, list[dict[s
     update = {
         "depth": int(arch["depth"]), "base_channels": int(arch["base_channels"]), "norm": arch.get("norm", "batch"),
         "norm_groups": int(arch.get("groups", config.norm_groups)), "upsample": arch.get("upsample", "transpose"),
+        "background_radius": int(arch.get("background_radius", 0)),
         "low_percentile": float(norm["min_percentile"]), "high_percentile": float(norm["max_percentile"]),
     }
     changed = [f"{k}={v}" for k, v in update.items() if getattr(config, k) != v]
@@ -833,6 +834,8 @@ def train_ensemble(
         in_channels=1, out_channels=1, depth=config.depth, base_channels=config.base_channels, norm=config.norm,
         groups=config.norm_groups, upsample=config.upsample, convs_per_block=2,
     )
+    if config.background_radius:
+        arch["background_radius"] = config.background_radius
     probe = UNet.from_config(arch)
     n_params = int(sum(p.numel() for p in probe.parameters()))
     device = _resolve_device(config.device)

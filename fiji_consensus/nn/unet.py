@@ -1,9 +1,17 @@
 """A plain 2-D U-Net that old runtimes (deepImageJ's libtorch 2.0 / onnxruntime 1.13, ONNX opset 17) can run.
 
-Only convolutions, batch or group normalisation, ReLU, 2x2 max-pooling, 2x2 transposed convolutions (or
+Only convolutions, batch or group normalisation, ReLU, max-pooling, 2x2 transposed convolutions (or
 nearest-neighbour upsampling followed by a convolution), concatenation and a final sigmoid are used. All
 convolutions are "same"-padded, so the output has the input's size for any tile whose height and width are
 multiples of ``2**depth``.
+
+An optional first step, ``background_radius > 0``, subtracts the image's background inside the network: a
+white top-hat, ``x - opening(x)``, with a square window of ``2 * background_radius + 1`` pixels (a grayscale
+erosion then dilation, each two 1-D max-poolings; the window is rotation- and flip-invariant). It is Fiji's
+*Process > Subtract Background* idea (a rolling ball is an opening with a ball) in layers that every export
+format has, so deepImageJ and ``predict`` give the same result and no preprocessing beyond the spec's
+percentile scaling is needed. Objects narrower than the window keep their height above the local background;
+smooth backgrounds, vignetting and bright tissue wider than the window are removed.
 
 ``depth`` counts the pooling steps: a network of depth 3 has 4 resolution levels (the layout of the
 Segebarth et al. 2020 / Falk et al. 2019 U-Net). :func:`receptive_field_radius` gives the exact number of
@@ -19,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["UNet", "receptive_field_radius", "halo_for", "check_tile_shape"]
+__all__ = ["UNet", "TopHat", "receptive_field_radius", "halo_for", "check_tile_shape"]
 
 _NORMS = ("batch", "group", "none")
 _UPSAMPLES = ("transpose", "nearest")
@@ -48,6 +56,33 @@ class _Block(nn.Sequential):
         super().__init__(*layers)
 
 
+class TopHat(nn.Module):
+    """White top-hat ``x - opening(x)`` with a square window of ``2 * radius + 1`` pixels.
+
+    Erosion is ``-maxpool(-x)``; both poolings are separable (a row, then a column) and ignore pixels outside
+    the image (max-pooling pads with -inf), the same in torch, ONNX, TorchScript and Keras (``padding="same"``).
+
+    >>> x = torch.zeros(1, 1, 16, 16); x[..., 7:9, 7:9] = 1.0; x += torch.linspace(0, 5, 16)  # spot on a ramp
+    >>> y = TopHat(3)(x)
+    >>> round(float(y[..., 7, 7]), 3), round(float(y[..., 0, 0]), 3), round(float(y[..., 2, 12]), 3)
+    (1.0, 0.0, 0.0)
+    """
+
+    def __init__(self, radius: int) -> None:
+        super().__init__()
+        if radius < 1:
+            raise ValueError(f"background radius must be >= 1 pixel; got {radius}")
+        self.radius = int(radius)
+        k = 2 * self.radius + 1
+        self.row = nn.MaxPool2d((1, k), stride=1, padding=(0, self.radius))
+        self.col = nn.MaxPool2d((k, 1), stride=1, padding=(self.radius, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eroded = -self.col(self.row(-x))
+        opened = self.col(self.row(eroded))
+        return x - opened
+
+
 class UNet(nn.Module):
     """2-D U-Net with same padding and a sigmoid output.
 
@@ -68,6 +103,10 @@ class UNet(nn.Module):
         2x2 stride-2 transposed convolution, or nearest-neighbour upsampling + 1x1 convolution.
     convs_per_block : int
         3x3 convolutions per level.
+    background_radius : int
+        0 (default): none. Otherwise the input's background is removed first by a white top-hat with a
+        square window of ``2 * background_radius + 1`` pixels (:class:`TopHat`); choose it wider than the
+        widest object. Adds ``2 * background_radius`` to the receptive field.
 
     Group normalisation pools statistics over the whole tile, so its outputs depend on the tile size and
     tiled prediction is only approximately seamless; batch normalisation (eval mode) keeps every output
@@ -96,6 +135,7 @@ class UNet(nn.Module):
         groups: int = 8,
         upsample: str = "transpose",
         convs_per_block: int = 2,
+        background_radius: int = 0,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -105,6 +145,8 @@ class UNet(nn.Module):
                 "base_channels, in_channels, out_channels and convs_per_block must be >= 1; got "
                 f"{base_channels}, {in_channels}, {out_channels}, {convs_per_block}"
             )
+        if background_radius < 0:
+            raise ValueError(f"background_radius must be >= 0 (0 = none); got {background_radius}")
         if norm not in _NORMS:
             raise ValueError(f"norm must be one of {_NORMS}; got {norm!r}")
         if upsample not in _UPSAMPLES:
@@ -119,6 +161,9 @@ class UNet(nn.Module):
             upsample=upsample,
             convs_per_block=convs_per_block,
         )
+        if background_radius:  # stored only when used, so older ensemble.json files read the same
+            self.config["background_radius"] = int(background_radius)
+        self.background = TopHat(background_radius) if background_radius else None
         ch = [base_channels * 2**i for i in range(depth + 1)]
         kw = dict(norm=norm, groups=groups, convs=convs_per_block)
         self.down = nn.ModuleList(
@@ -143,12 +188,14 @@ class UNet(nn.Module):
     @property
     def receptive_field_radius(self) -> int:
         """Pixels on each side of an output pixel that can influence it (exact, worst grid alignment)."""
-        return receptive_field_radius(self.depth, convs_per_block=self.config["convs_per_block"])
+        return receptive_field_radius(self.depth, convs_per_block=self.config["convs_per_block"],
+                                      background_radius=self.config.get("background_radius", 0))
 
     @property
     def halo(self) -> int:
         """The receptive-field radius rounded up to a multiple of ``2**depth``."""
-        return halo_for(self.depth, convs_per_block=self.config["convs_per_block"])
+        return halo_for(self.depth, convs_per_block=self.config["convs_per_block"],
+                        background_radius=self.config.get("background_radius", 0))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UNet:
@@ -158,6 +205,8 @@ class UNet(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             check_tile_shape(tuple(x.shape[-2:]), self.depth)
+        if self.background is not None:
+            x = self.background(x)
         skips = []
         for block in self.down:
             x = block(x)
@@ -182,13 +231,14 @@ def check_tile_shape(shape: tuple[int, ...], depth: int) -> None:
         )
 
 
-def receptive_field_radius(depth: int, *, convs_per_block: int = 2) -> int:
+def receptive_field_radius(depth: int, *, convs_per_block: int = 2, background_radius: int = 0) -> int:
     """Exact receptive-field radius (pixels) of :class:`UNet` of this depth, worst case over grid phases.
 
     Propagates, for each output position within one period of ``2**depth`` pixels, the interval of input
     pixels it depends on back through every layer (3x3 convs widen by 1, 2x2 pooling maps ``[a, b]`` to
     ``[2a, 2b + 1]``, 2x2 stride-2 upsampling maps ``[a, b]`` to ``[a // 2, b // 2]``, skip connections take
-    the union) and returns the largest distance from an output pixel to the edge of its interval.
+    the union) and returns the largest distance from an output pixel to the edge of its interval. A top-hat
+    background step adds ``2 * background_radius`` (its erosion and its dilation).
 
     >>> receptive_field_radius(3)
     51
@@ -215,15 +265,15 @@ def receptive_field_radius(depth: int, *, convs_per_block: int = 2) -> int:
     for x in range(period, 2 * period):
         lo, hi = at_level(0, x, x)
         radius = max(radius, x - lo, hi - x)
-    return radius
+    return radius + 2 * int(background_radius)
 
 
-def halo_for(depth: int, *, convs_per_block: int = 2) -> int:
+def halo_for(depth: int, *, convs_per_block: int = 2, background_radius: int = 0) -> int:
     """Receptive-field radius rounded up to a multiple of ``2**depth``: the halo for tiled prediction.
 
-    >>> halo_for(3)
-    56
+    >>> halo_for(3), halo_for(3, background_radius=30)
+    (56, 112)
     """
     m = 2**depth
-    r = receptive_field_radius(depth, convs_per_block=convs_per_block)
+    r = receptive_field_radius(depth, convs_per_block=convs_per_block, background_radius=background_radius)
     return int(math.ceil(r / m) * m)

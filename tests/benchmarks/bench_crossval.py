@@ -33,7 +33,7 @@ def recipe(args: argparse.Namespace):
         members=args.members, split="kfold", folds=max(args.members, args.folds), seed=args.seed,
         depth=3, base_channels=args.base_channels, patch_size=256, batch_size=4,
         iterations=args.iterations, max_minutes=args.minutes,
-        low_percentile=1.0, high_percentile=args.high_percentile,
+        low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
         augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--high-percentile", type=float, default=99.9)
     ap.add_argument("--contrast", type=float, default=0.5)
     ap.add_argument("--background", type=float, default=0.6)
+    ap.add_argument("--background-radius", type=int, default=0,
+                    help="in-network top-hat background removal, window 2r+1 px (0 = none)")
     ap.add_argument("--targets", default="fraction")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

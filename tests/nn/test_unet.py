@@ -120,3 +120,73 @@ def test_batchnorm_eval_output_is_local():
     assert torch.equal(net(x2)[0, 0, 60, 60], y0)
     x2[..., 61, 60] = 9.0
     assert not torch.equal(net(x2)[0, 0, 60, 60], y0)
+
+
+# --- in-network background removal (white top-hat) -------------------------------------------------------
+
+def test_tophat_removes_smooth_background_and_keeps_spots():
+    from fiji_consensus.nn.unet import TopHat
+
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    background = 40 + 0.3 * xx + 20 * torch.exp(-((yy - 48) ** 2 + (xx - 48) ** 2) / (2 * 30.0**2))
+    spots = torch.zeros(96, 96)
+    spots[20:26, 30:36] = 10.0  # narrower than the window (2 * 8 + 1)
+    spots[60:64, 70:75] = 5.0
+    out = TopHat(8)(((background + spots)[None, None]))[0, 0]
+    assert abs(float(out[20:26, 30:36].mean()) - 10.0) < 1.0 and abs(float(out[60:64, 70:75].mean()) - 5.0) < 1.0
+    far = torch.ones(96, 96, dtype=torch.bool)
+    far[10:36, 20:46] = False
+    far[50:74, 60:85] = False
+    far[:8], far[-8:], far[:, :8], far[:, -8:] = False, False, False, False  # windows cut by the image edge
+    assert float(out[far].abs().max()) < 1.0  # the bump and the ramp are gone (up to their curvature)
+    assert float(out.min()) >= 0.0
+    with pytest.raises(ValueError, match="radius"):
+        TopHat(0)
+
+
+def test_tophat_network_is_local_within_its_receptive_field():
+    net = UNet(depth=2, base_channels=4, norm="batch", background_radius=6).eval()
+    r = net.receptive_field_radius
+    assert r == receptive_field_radius(2) + 12 and net.halo == halo_for(2, background_radius=6) == 36
+    x = torch.randn(1, 1, 160, 160)
+    y0 = net(x)[0, 0, 80, 80]
+    x2 = x.clone()
+    x2[..., 80 + r + 1 :, :] = 5.0
+    x2[..., :, : 80 - r] = -5.0
+    assert torch.equal(net(x2)[0, 0, 80, 80], y0)
+    x3 = x.clone()
+    x3[..., 80 - r + 2, 80] = 9.0  # inside the receptive field, through the top-hat's window
+    assert not torch.equal(net(x3)[0, 0, 80, 80], y0)
+    assert torch.allclose(net(x + 3.0), net(x), atol=1e-5)  # a constant background is removed exactly
+
+
+def test_tophat_config_round_trip_and_old_configs():
+    net = UNet(depth=2, base_channels=4, background_radius=5)
+    assert net.config["background_radius"] == 5
+    assert "background_radius" not in UNet(depth=2, base_channels=4).config  # ensemble.json of older models
+    clone = UNet.from_config(net.config)
+    clone.load_state_dict(net.state_dict())
+    x = torch.randn(1, 1, 32, 32)
+    assert torch.equal(clone.eval()(x), net.eval()(x))
+    with pytest.raises(ValueError, match="background_radius"):
+        UNet(background_radius=-1)
+
+
+def test_tophat_exports_to_torchscript_and_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    net = UNet(depth=2, base_channels=4, background_radius=7).eval()
+    x = torch.randn(1, 1, 64, 80) * 10 + torch.linspace(0, 30, 80)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = net(x).numpy()
+        traced = torch.jit.trace(net, x)
+        torch.onnx.export(net, (x,), str(tmp_path / "n.onnx"), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["p"],
+                          dynamic_axes={"input": {2: "y", 3: "x"}, "p": {2: "y", 3: "x"}})
+    assert abs(traced(x).numpy() - ref).max() < 1e-6
+    sess = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert abs(got - ref).max() < 1e-5
+    x2 = torch.randn(1, 1, 96, 48)  # another size through the dynamic axes
+    with torch.no_grad():
+        assert abs(sess.run(None, {"input": x2.numpy()})[0] - net(x2).numpy()).max() < 1e-5
