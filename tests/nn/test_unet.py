@@ -138,7 +138,7 @@ def test_tophat_removes_smooth_background_and_keeps_spots():
     far[10:36, 20:46] = False
     far[50:74, 60:85] = False
     far[:8], far[-8:], far[:, :8], far[:, -8:] = False, False, False, False  # windows cut by the image edge
-    assert float(out[far].abs().max()) < 1.0  # the bump and the ramp are gone (up to their curvature)
+    assert float(out[far].abs().max()) < 1.5  # a background 40-108 high is gone (up to its curvature)
     assert float(out.min()) >= 0.0
     with pytest.raises(ValueError, match="radius"):
         TopHat(0)
