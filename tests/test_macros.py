@@ -320,8 +320,12 @@ def test_installed_toolset_and_macros_run_in_imagej(project, home, ij_jar, tmp_p
     app = tmp_path / "Fiji app"
     (app / "plugins").mkdir(parents=True)
     fiji.install_macros(app)
-    if not (project / "consensus" / "staple" / "overlays").is_dir():
-        pytest.skip("needs the consensus made by test_compute_consensus_and_show_results")
+    # its own project and consensus (made by the CLI), so it runs alone and after any other test
+    project = _copy_project(project, tmp_path / "toolset ü")
+    made = subprocess.run([sys.executable, "-m", "fiji_consensus", "consensus", "--project", str(project),
+                           "--method", "staple", "--min-size", "20", "--out", str(project / "consensus" / "staple"),
+                           "--no-progress", "--json"], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0 and (project / "consensus" / "staple" / "overlays").is_dir(), made.stderr
     log = tmp_path / "log.txt"
     driver = tmp_path / "driver.ijm"
     driver.write_text(
