@@ -41,61 +41,7 @@ _PER_IMAGE = "per_image"
 # --------------------------------------------------------------------------------------------- compute
 
 
-def consensus_of(
-    masks: np.ndarray,
-    config: ConsensusConfig,
-    *,
-    ignore: np.ndarray | None = None,
-    pooled: tuple[np.ndarray, np.ndarray, float] | None = None,
-) -> dict[str, Any]:
-    """Compute the consensus of one image's ``(R, Y, X)`` expert masks as ``config`` asks.
-
-    ``masks`` holds the experts who annotated this image (``R >= 2``). With ``pooled = (sensitivity,
-    specificity, prior)`` of those experts (from :func:`fiji_consensus.consensus.staple_fit` over all
-    images), the STAPLE posterior uses that pooled estimate instead of a per-image one.
-
-    Returns a dict with ``mask`` (bool (Y, X)), ``labels`` (int32 (Y, X), one label per consensus
-    object, ``min_size`` applied), ``probability`` (float32 (Y, X) for STAPLE, else None) and
-    ``sensitivity``/``specificity`` (per expert, STAPLE only).
-    """
-    from . import consensus, matching
-
-    out: dict[str, Any] = {"probability": None, "sensitivity": None, "specificity": None}
-    if config.method == "staple" and pooled is not None:
-        sens, spec, prior = pooled
-        prob = consensus.staple_posterior(masks, sens, spec, prior, ignore=ignore)
-        out["probability"] = prob.astype(np.float32)
-        out["mask"] = prob > config.threshold
-        out["sensitivity"] = np.asarray(sens, dtype=float)
-        out["specificity"] = np.asarray(spec, dtype=float)
-        out["prior"] = float(prior)
-        out["labels"] = matching.label_objects(out["mask"], min_size=config.min_size)
-    elif config.method == "staple":
-        res = consensus.staple(masks, prior=config.prior, max_iter=config.max_iter, ignore=ignore)
-        out["probability"] = res.probability.astype(np.float32)
-        out["mask"] = res.probability > config.threshold
-        out["sensitivity"] = np.asarray(res.sensitivity, dtype=float)
-        out["specificity"] = np.asarray(res.specificity, dtype=float)
-        out["prior"] = float(res.prior)
-        out["n_iter"] = int(res.n_iter)
-        out["converged"] = bool(res.converged)
-        out["labels"] = matching.label_objects(out["mask"], min_size=config.min_size)
-    elif config.method == "majority":
-        out["mask"] = consensus.majority_vote(masks, min_votes=config.min_votes, ignore=ignore)
-        out["labels"] = matching.label_objects(out["mask"], min_size=config.min_size)
-    else:
-        res = consensus.object_consensus(
-            masks,
-            min_experts=config.min_experts,
-            iou_threshold=config.iou_threshold,
-            min_size=config.min_size,
-        )
-        labels = np.asarray(res.labels, dtype=np.int32)
-        if ignore is not None:
-            labels = np.where(ignore, 0, labels)
-        out["labels"] = labels
-        out["mask"] = labels > 0
-    return out
+from .consensus import consensus_of  # noqa: E402,F401  (the one consensus switch; kept importable from jobs)
 
 
 def _confusion(expert: np.ndarray, reference: np.ndarray, keep: np.ndarray | None) -> tuple[float, float]:

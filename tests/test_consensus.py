@@ -395,6 +395,33 @@ def _naive_pooled_em(stacks, raters, r, iters=200):
     return p, q, w
 
 
+def test_consensus_of_dispatches_with_options_and_config() -> None:
+    from fiji_consensus.config import ConsensusConfig
+    from fiji_consensus.consensus import consensus_of
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((3, 24, 24)) < 0.4
+    st = consensus_of(masks, "staple", threshold=0.3, prior=0.2, max_iter=5)
+    ref = staple(masks, prior=0.2, max_iter=5)
+    np.testing.assert_array_equal(st["mask"], ref.probability > 0.3)
+    assert st["labels"].dtype == np.int32 and st["n_iter"] == ref.n_iter <= 5
+    ign = np.zeros((24, 24), bool)
+    ign[:5] = True
+    mv = consensus_of(masks, "majority", min_votes=1, ignore=ign)
+    np.testing.assert_array_equal(mv["mask"], majority_vote(masks, min_votes=1, ignore=ign))
+    assert mv["probability"] is None
+    ob = consensus_of(masks, "objects", min_experts=3, ignore=ign)
+    assert not ob["labels"][:5].any() and (ob["mask"] == (ob["labels"] > 0)).all()
+    # a ConsensusConfig gives the same as its fields as keywords
+    cfg = ConsensusConfig(images="i", experts=["a", "b", "c"], out="o", method="staple", threshold=0.3, prior=0.2, max_iter=5)
+    np.testing.assert_array_equal(consensus_of(masks, cfg)["probability"], st["probability"])
+    with pytest.raises(ValueError, match="method must be .*got 'vote'"):
+        consensus_of(masks, "vote")
+    from fiji_consensus import jobs
+
+    assert jobs.consensus_of is consensus_of
+
+
 def test_pooled_staple_matches_naive_em_with_missing_raters() -> None:
     from fiji_consensus.consensus import staple_pooled
 
