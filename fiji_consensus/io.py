@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_open, atomic_path, check_writable
-from ._validate import as_image_2d
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -34,6 +33,9 @@ __all__ = [
     "list_images",
     "pair_annotations",
     "read_image",
+    "read_input",
+    "read_calibration",
+    "ImageInputError",
     "read_annotation",
     "read_mask",
     "open_dataset",
@@ -262,13 +264,162 @@ def _squeeze_gray(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     return arr
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a 2-D grayscale image (8/16-bit or float); RGB with equal channels is reduced to one.
+class ImageInputError(AnnotationError):
+    """An input image that cannot be used (unreadable, 3-D, ambiguous channels, NaN values)."""
 
-    Colour images with unequal channels and 3-D stacks are an :class:`AnnotationError`.
+
+def _tiff_calibration(tif: Any) -> tuple[tuple[float, float] | None, str | None]:
+    page = tif.pages[0]
+    ij = tif.imagej_metadata or {}
+    unit = ij.get("unit")
+    xr_, yr_ = page.tags.get("XResolution"), page.tags.get("YResolution")
+    spacing = None
+    if xr_ is not None:
+        num, den = xr_.value
+        ynum, yden = yr_.value if yr_ is not None else xr_.value
+        if num and den and ynum and yden:
+            dx, dy = den / num, yden / ynum
+            if unit is None:
+                ru = page.tags.get("ResolutionUnit")
+                ru = int(ru.value) if ru is not None else 2
+                unit = {2: "inch", 3: "cm"}.get(ru)
+            if unit is not None or (dx, dy) != (1.0, 1.0):
+                spacing = (float(dy), float(dx))
+    if isinstance(unit, bytes):
+        unit = unit.decode("latin-1")
+    if unit in ("micron", "microns", "\\u00B5m", "µm"):
+        unit = "micron"
+    return spacing, (str(unit) if unit is not None else None)
+
+
+def read_calibration(path: str | os.PathLike) -> dict[str, Any]:
+    """The pixel calibration of an image file, ``{"spacing": (dy, dx) or None, "unit": str or None}``,
+    read from the TIFF header only (no pixels); other formats have none. :func:`read_input` returns the same.
     """
     path = Path(path)
-    return as_image_2d(_squeeze_gray(_read_pixels(path), path, "image"), name=str(path))
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return {"spacing": None, "unit": None}
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            spacing, unit = _tiff_calibration(tif)
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise ImageInputError(f"cannot read {path}: {one_line(exc)}") from exc
+    return {"spacing": spacing, "unit": unit}
+
+
+def _read_array(path: Path) -> tuple[np.ndarray, str, tuple[float, float] | None, str | None]:
+    """Pixels, axes (tifffile's, or YX/YXS), spacing and unit of one image file."""
+    spacing: tuple[float, float] | None = None
+    unit: str | None = None
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                try:
+                    check_tiff_single_image(tif, path)
+                except AnnotationError as exc:
+                    raise ImageInputError(str(exc)) from None
+                series = tif.series[0]
+                axes = str(series.axes)
+                arr = np.asarray(series.asarray())
+                spacing, unit = _tiff_calibration(tif)
+        else:
+            import imageio.v3 as iio
+
+            arr = np.asarray(iio.imread(path))
+            axes = {2: "YX", 3: "YXS"}.get(arr.ndim, "Q" * arr.ndim)
+    except ImageInputError:
+        raise
+    except Exception as exc:  # tifffile/imageio raise many types for corrupt files
+        raise ImageInputError(f"cannot read {path}: {one_line(exc)}") from exc
+    return arr, axes, spacing, unit
+
+
+def _one_channel(arr: np.ndarray, axes: str, path: Path, channel: int | None, shown_axes: str) -> np.ndarray:
+    """The plane of a (channel axis, Y, X) image that ``channel`` names, or the only distinct one."""
+    cax = next((i for i, a in enumerate(axes) if a in "CS"), None)
+    if cax is None:
+        if channel not in (None, 0):
+            raise ImageInputError(f"{path} has a single channel; channel {channel} does not exist")
+        return arr
+    arr = np.moveaxis(arr, cax, 0)
+    n = arr.shape[0]
+    if channel is not None:
+        if not 0 <= int(channel) < n:
+            raise ImageInputError(f"{path} has {n} channels (0..{n - 1}); channel {channel} does not exist")
+        return arr[int(channel)]
+    planes = arr[:-1] if axes[cax] == "S" and n in (2, 4) else arr  # gray+alpha, RGBA: drop alpha
+    if len(planes) == 1 or all(np.array_equal(planes[0], p) for p in planes[1:]):
+        return planes[0]
+    raise ImageInputError(
+        f"{path} has {n} channels (axes {shown_axes!r}); choose one with channel= (0-based; CLI: --channel)"
+    )
+
+
+def read_input(
+    path: str | os.PathLike, *, channel: int | None = None, finite: bool = True
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The one image reader: a 2-D array and ``{"spacing": (dy, dx) or None, "unit", "axes", "dtype",
+    "shape"}`` (the calibration and the file's own axes, shape and pixel type).
+
+    TIFF axes come from tifffile (ImageJ hyperstacks, OME, plain); singleton axes are dropped. A channel
+    axis (``C``, or ``S`` = RGB samples) needs ``channel`` (0-based) unless it holds one channel, or RGB
+    with equal channels (grayscale saved as RGB); an alpha channel is ignored. Z, T or other page axes
+    with more than one plane raise :class:`ImageInputError` ("3-D stacks are not supported yet"), as do
+    unreadable files and, with ``finite`` (the default), non-finite values. The calibration is the TIFF
+    resolution with ImageJ's unit (PNG: none). :func:`read_image` is the same reader without the record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageInputError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise ImageInputError(f"{path} is empty (0 bytes); expected an image file")
+    arr, axes, spacing, unit = _read_array(path)
+    info: dict[str, Any] = {"axes": axes, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if len(axes) != arr.ndim:
+        axes = "Q" * (arr.ndim - 2) + "YX"
+    keep = [i for i, (a, n) in enumerate(zip(axes, arr.shape)) if n > 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    if not set(axes) <= set("YXCS") or axes.count("Y") != 1 or axes.count("X") != 1:
+        raise ImageInputError(
+            f"{path} has axes {info['axes']!r} and shape {tuple(info['shape'])}: 3-D stacks and time series "
+            "are not supported yet (expected a 2-D image, optionally with channels)"
+        )
+    if "C" in axes and "S" in axes:
+        raise ImageInputError(f"{path} has both channels and RGB samples (axes {info['axes']!r}); not supported")
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ImageInputError(f"{path} has unsupported pixel type {arr.dtype}")
+    arr = _one_channel(arr, axes, path, channel, info["axes"])
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.size == 0:
+        raise ImageInputError(f"{path} holds an empty image of shape {arr.shape}; expected pixels")
+    if finite and np.issubdtype(arr.dtype, np.floating):
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise ImageInputError(
+                f"{path} has {bad} NaN or infinite pixel(s); expected finite values (replace them, e.g. "
+                "Fiji: Process > Math > Remove NaNs...)"
+            )
+    info.update(spacing=spacing, unit=unit)
+    return arr, info
+
+
+def read_image(path: str | os.PathLike, *, channel: int | None = None) -> np.ndarray:
+    """Only the pixels of :func:`read_input` (the same reader; NaN allowed, e.g. in uncertainty maps):
+    a 2-D grayscale image (8/16-bit or float); RGB with equal channels is reduced to one.
+
+    Colour images with unequal channels (without ``channel``) and 3-D stacks are an
+    :class:`ImageInputError` (an :class:`AnnotationError`); a missing file a ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image {path} does not exist")
+    return read_input(path, channel=channel, finite=False)[0]
 
 
 def _tiff_has_overlay(path: Path) -> bool:
@@ -400,14 +551,10 @@ class ExpertDataset:
         """
         if image_id not in self.images:
             raise KeyError(f"no image with id {image_id!r}; ids: {', '.join(self.ids[:10])}")
-        image = read_image(self.images[image_id])
-        if np.issubdtype(image.dtype, np.floating):
-            bad = image.size - int(np.count_nonzero(np.isfinite(image)))
-            if bad:
-                raise AnnotationError(
-                    f"image {self.images[image_id]} has {bad} NaN or infinite pixel(s); expected finite values "
-                    "(replace them, e.g. Fiji: Process > Math > Remove NaNs...)"
-                )
+        path = self.images[image_id]
+        if not path.exists():
+            raise FileNotFoundError(f"image {path} does not exist")
+        image, _ = read_input(path)
         annotations = {}
         for name, paths in self.experts.items():
             path = paths.get(image_id)

@@ -100,7 +100,7 @@ def test_bad_masks_are_clear_errors(tmp_path):
     tifffile.imwrite(stack, np.zeros((4, 5, 5), np.uint8), photometric="minisblack")
     with pytest.raises(io.AnnotationError, match="3-D stacks are not supported yet"):
         io.read_annotation(stack)
-    with pytest.raises(io.AnnotationError, match="3-D stacks are not supported yet"):
+    with pytest.raises(io.AnnotationError, match="3-D stacks .*are not supported yet"):
         io.read_image(stack)
     fl = tmp_path / "float.tif"
     tifffile.imwrite(fl, np.full((5, 5), 0.5, np.float32))
@@ -212,3 +212,25 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
         assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+def test_one_image_reader_keeps_the_calibration(tmp_path):
+    """io.read_input is the one image reader: pixels + calibration; read_image is its pixels only."""
+    img = np.arange(6 * 7, dtype=np.uint16).reshape(6, 7)
+    p = tmp_path / "cal.tif"
+    tifffile.imwrite(p, img, imagej=True, resolution=(1 / 0.5, 1 / 0.25), metadata={"unit": "micron"})
+    arr, info = io.read_input(p)
+    np.testing.assert_array_equal(arr, img)
+    assert info["spacing"] == pytest.approx((0.25, 0.5)) and info["unit"] == "micron"
+    assert io.read_calibration(p) == {"spacing": info["spacing"], "unit": "micron"}
+    np.testing.assert_array_equal(io.read_image(p), arr)
+    png = _png(tmp_path / "plain.png", img.astype(np.uint8))
+    assert io.read_input(png)[1]["spacing"] is None and io.read_calibration(png) == {"spacing": None, "unit": None}
+    # NaN: refused for prediction and the experts' images, allowed for maps (read_image)
+    fl = tmp_path / "nan.tif"
+    tifffile.imwrite(fl, np.array([[np.nan, 1.0]], np.float32))
+    with pytest.raises(io.ImageInputError, match="1 NaN or infinite"):
+        io.read_input(fl)
+    assert np.isnan(io.read_image(fl)).sum() == 1
+    with pytest.raises(FileNotFoundError, match="missing.tif"):
+        io.read_image(tmp_path / "missing.tif")
