@@ -654,12 +654,23 @@ def write_tiff(
     *,
     overwrite: bool = False,
     imagej: bool = True,
+    calibration: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Path:
-    """Write an array as an (ImageJ) TIFF atomically; refuse to replace a file unless ``overwrite``."""
+    """Write an array as an (ImageJ) TIFF atomically; refuse to replace a file unless ``overwrite``.
+
+    ``calibration``: ``{"spacing": (dy, dx) or None, "unit": str or None}`` as :func:`read_input` returns it,
+    written as the TIFF resolution and ImageJ's unit (so Fiji shows the input's calibration).
+    """
     import tifffile
 
     path = Path(path)
+    if calibration is not None:
+        if calibration.get("spacing") is not None:
+            dy, dx = calibration["spacing"]
+            kwargs["resolution"] = (1.0 / dx, 1.0 / dy)
+        if calibration.get("unit"):
+            kwargs["metadata"] = {**kwargs.get("metadata", {}), "unit": calibration["unit"]}
     with atomic_path(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(tmp, np.ascontiguousarray(array), imagej=imagej, **kwargs)
     return path
