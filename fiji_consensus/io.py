@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_open, atomic_path, check_writable
+from ._util import json_safe
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -703,34 +704,18 @@ def write_csv(
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
     if isinstance(o, np.ndarray):
-        return o.tolist()
+        return json_safe(o.tolist())
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
 def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> Path:
-    """Write JSON atomically (NaN written as null)."""
+    """Write JSON atomically (NaN and infinities written as null: :func:`fiji_consensus._util.json_safe`)."""
     path = Path(path)
-    text = json.dumps(_nan_to_none(data), indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=2, default=_json_default, allow_nan=False)
     with atomic_open(path, "w", overwrite=overwrite) as fh:
         fh.write(text + "\n")
     return path
-
-
-def _nan_to_none(o: Any) -> Any:
-    if isinstance(o, float) and not np.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _nan_to_none(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_nan_to_none(v) for v in o]
-    return o
 
 
 def read_json(path: str | os.PathLike) -> Any:

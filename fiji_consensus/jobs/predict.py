@@ -7,7 +7,7 @@ uncertainty, objects) and writes, per image id (the file stem), into ``config.ou
     probability/<id>.tif     float32 mean foreground probability (absolute, 0..1), input calibration
     uncertainty/<id>.tif     float32 uncertainty map (``config.uncertainty``; absolute scale, never
                              rescaled per image: entropies and U in 0..1 bits, std in 0..0.5)
-    labels/<id>.tif          objects as a label image (uint16; float32 beyond 65535 objects)
+    labels/<id>.tif          objects as a label image (uint16; int32 beyond 65535 objects: style.label_dtype)
     rois/<id>.zip            RoiSet: one ROI per object, named "<object id>_u<mean uncertainty>" (e.g.
                              "0007_u0.132"), outline coloured by its mean uncertainty (UNCERTAINTY_COLORS:
                              cyan = certain → yellow → red = maximally uncertain, absolute scale)
@@ -64,8 +64,10 @@ from .. import __version__
 from .. import io as fio
 from .._atomic import claim_folder, commit_staged, remove_temporary, staging_path
 from ..config import PredictConfig
+from .._util import sha256_file
 from ..instances import OBJECT_COLUMNS
-from ..uncertainty import MEASURE_RANGE, MEASURES, review_order
+from ..style import UNCERTAINTY_COLORS, as_label_output, object_roi_name, uncertainty_color, uncertainty_lut
+from ..uncertainty import MEASURES, review_order
 
 __all__ = ["PredictConfig", "run_predict", "read_input", "uncertainty_color", "UNCERTAINTY_COLORS", "ImageInputError"]
 
@@ -73,10 +75,6 @@ logger = logging.getLogger(__name__)
 
 
 _PER_IMAGE = "per_image"
-
-
-#: Anchors of the uncertainty colour map (0 → 1 of the measure's absolute range), linearly interpolated.
-UNCERTAINTY_COLORS = ((0.0, (0, 255, 255)), (0.5, (255, 255, 0)), (1.0, (255, 0, 0)))
 
 
 #: Settings that do not change results (left out when resuming is checked).
@@ -89,28 +87,6 @@ ImageInputError = fio.ImageInputError
 
 
 # --------------------------------------------------------------------------------------------- colours
-
-
-def uncertainty_color(value: float, measure: str = "entropy") -> str:
-    """``"#RRGGBB"`` of an uncertainty value on the measure's absolute scale (:data:`UNCERTAINTY_COLORS`).
-
-    >>> uncertainty_color(0.0), uncertainty_color(0.5), uncertainty_color(1.0)
-    ('#00ffff', '#ffff00', '#ff0000')
-    """
-    t = float(value) / MEASURE_RANGE[measure] if math.isfinite(float(value)) else 0.0
-    t = min(max(t, 0.0), 1.0)
-    for (t0, c0), (t1, c1) in zip(UNCERTAINTY_COLORS, UNCERTAINTY_COLORS[1:]):
-        if t <= t1:
-            f = (t - t0) / (t1 - t0)
-            rgb = [int(round(a + f * (b - a))) for a, b in zip(c0, c1)]
-            return "#" + "".join(f"{v:02x}" for v in rgb)
-    return "#" + "".join(f"{v:02x}" for v in UNCERTAINTY_COLORS[-1][1])
-
-
-def _uncertainty_lut() -> np.ndarray:
-    """The colour map as an ImageJ LUT, ``(3, 256)`` uint8 (for the uncertainty channel)."""
-    hexes = [uncertainty_color(i / 255 * MEASURE_RANGE["entropy"]) for i in range(256)]
-    return np.array([[int(h[k : k + 2], 16) for h in hexes] for k in (1, 3, 5)], dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- job
@@ -134,14 +110,6 @@ def _collect_inputs(inputs: list[Path]) -> dict[str, Path]:
                 )
             found[image_id] = path
     return found
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -191,20 +159,6 @@ def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
                 f.unlink()
         for name in _RUN_FILES:
             (out / name).unlink(missing_ok=True)
-
-
-def _tiff_kwargs(info: dict[str, Any]) -> dict[str, Any]:
-    kw: dict[str, Any] = {}
-    if info.get("spacing") is not None:
-        dy, dx = info["spacing"]
-        kw["resolution"] = (1.0 / dx, 1.0 / dy)
-    if info.get("unit"):
-        kw["metadata"] = {"unit": info["unit"]}
-    return kw
-
-
-def _labels_dtype(labels: np.ndarray) -> np.ndarray:
-    return labels.astype(np.uint16) if labels.max(initial=0) < 65536 else labels.astype(np.float32)
 
 
 def _predict_one(
@@ -311,11 +265,11 @@ def _write_image_outputs(image: np.ndarray, info: dict[str, Any], res: Any, conf
     """Write one image's files (not its record) to the names ``stage(subfolder, suffix)`` gives."""
     from .. import rois as R
 
-    kw = _tiff_kwargs(info)
-    fio.write_tiff(stage("probability", ".tif"), res.probability.astype(np.float32, copy=False), overwrite=True, **kw)
-    fio.write_tiff(stage("uncertainty", ".tif"), res.uncertainty.astype(np.float32, copy=False), overwrite=True, **kw)
-    fio.write_tiff(stage("labels", ".tif"), _labels_dtype(res.labels), overwrite=True, **kw)
-    names = {r["id"]: f"{r['id']:04d}_u{r['mean_uncertainty']:.3f}" for r in res.objects}
+    kw = {"overwrite": True, "calibration": info}
+    fio.write_tiff(stage("probability", ".tif"), res.probability.astype(np.float32, copy=False), **kw)
+    fio.write_tiff(stage("uncertainty", ".tif"), res.uncertainty.astype(np.float32, copy=False), **kw)
+    fio.write_tiff(stage("labels", ".tif"), as_label_output(res.labels), **kw)
+    names = {r["id"]: object_roi_name(r["id"], r["mean_uncertainty"]) for r in res.objects}
     rois = R.labels_to_rois(res.labels, names=names)
     rois = [R.set_stroke(roi, uncertainty_color(r["mean_uncertainty"], config.uncertainty))
             for roi, r in zip(rois, res.objects)]
@@ -330,7 +284,7 @@ def _write_image_outputs(image: np.ndarray, info: dict[str, Any], res: Any, conf
         channel_names=["image", "probability", f"uncertainty ({config.uncertainty})"],
         spacing=info.get("spacing"),
         unit=info.get("unit"),
-        luts=["gray", "green", _uncertainty_lut()],
+        luts=["gray", "green", uncertainty_lut()],
     )
     del hyper
     rows = [{**r, "roi_name": names[r["id"]]} for r in res.objects]
@@ -434,7 +388,7 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
         model_json = Path(config.model) / ENSEMBLE_JSON if Path(config.model).is_dir() else Path(config.model)
         if not model_json.is_file():
             raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
-        model_sha = _sha256(model_json)
+        model_sha = sha256_file(model_json)
     out = Path(config.out)
     record = {
         "tool": "fiji-consensus",
@@ -470,7 +424,7 @@ def _models_sha256(models: list[Path]) -> str:
     """SHA-256 of a package file, or of the packages' hashes joined (folders: of their rdf.yaml)."""
     from ..zoo import _package_source
 
-    hashes = [_sha256(_package_source(Path(m))) for m in models]
+    hashes = [sha256_file(_package_source(Path(m))) for m in models]
     return hashes[0] if len(hashes) == 1 else hashlib.sha256(",".join(hashes).encode()).hexdigest()
 
 
