@@ -256,22 +256,11 @@ def iter_tiled(
         yield y0, y1, (band[0] if sq else band)
 
 
-def _bands(
-    image: np.ndarray,
-    predictor: Callable[[np.ndarray], Any],
-    *,
-    tile: int | tuple[int, int] = 512,
-    halo: int | tuple[int, int] = 32,
-    overlap: float = 0.125,
-    batch_size: int = 4,
-    blending: str = "cosine",
-    sigma_scale: float = 0.125,
-    multiple: int = 1,
-    pad_mode: str = "reflect",
-    progress: bool = False,
-) -> Iterator[tuple[int, int, np.ndarray, bool]]:
-    """The engine of :func:`predict_tiled` and :func:`iter_tiled`: ``(y0, y1, (K, rows, X) band, squeeze)``."""
-    arr = np.asarray(image)
+def _check_tiling(
+    arr: np.ndarray, predictor: Any, *, tile: Any, halo: Any, overlap: float, batch_size: int, blending: str,
+    sigma_scale: float, multiple: int,
+) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """The arguments of :func:`predict_tiled` checked; returns (tile, halo) per axis and ``multiple``."""
     if arr.ndim not in (2, 3):
         raise ValueError(f"image must be (Y, X) or (C, Y, X); got an array of shape {arr.shape}")
     if arr.size == 0:
@@ -280,7 +269,6 @@ def _bands(
         raise TypeError(f"image must hold real numbers; got dtype {arr.dtype}")
     if not callable(predictor):
         raise TypeError(f"predictor must be callable; got {type(predictor).__name__}")
-    x = arr[None] if arr.ndim == 2 else arr
     tile_yx = _pair(tile, "tile")
     halo_yx = _pair(halo, "halo")
     multiple = int(multiple)
@@ -300,7 +288,109 @@ def _bands(
         raise ValueError(f"blending must be one of {BLENDINGS}; got {blending!r}")
     if blending == "gaussian" and not sigma_scale > 0:
         raise ValueError(f"sigma_scale must be > 0; got {sigma_scale}")
+    return tile_yx, halo_yx, multiple
 
+
+def _predict_batch(
+    predictor: Callable[[np.ndarray], Any], xp: np.ndarray, batch: list[tuple[int, int]],
+    step: tuple[int, int], window: tuple[int, int],
+) -> tuple[np.ndarray, bool]:
+    """The predictor on one batch of windows of the padded image: ``(N, K, h, w)`` and whether it returned
+    ``(N, h, w)`` (then given a channel axis)."""
+    (sy, sx), (wy, wx) = step, window
+    win = np.stack([xp[:, i * sy : i * sy + wy, j * sx : j * sx + wx] for i, j in batch])
+    out = np.asarray(predictor(np.ascontiguousarray(win)))
+    del win
+    if out.ndim == 3:
+        out = out[:, None]
+        sq = True
+    else:
+        sq = False
+    if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != (wy, wx):
+        raise ValueError(
+            f"predictor must return (N, K, h, w) or (N, h, w) for an input of shape "
+            f"{(len(batch), xp.shape[0], wy, wx)}; got shape {np.shape(out)}"
+        )
+    return out, sq
+
+
+class _Rows:
+    """A rolling window of the blend accumulators: rows ``base .. base + len``; rows before ``base`` were
+    yielded. Holds one row of tiles (K float32 planes of about a window's height times the width)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.base = 0
+        self.weight = np.zeros((0, width), np.float32)
+        self.acc: np.ndarray | None = None
+        self.squeeze: bool | None = None
+
+    def channels(self, out: np.ndarray, sq: bool) -> None:
+        """The first batch fixes the number of channels (and the squeeze); later batches must match."""
+        if self.acc is None:
+            self.squeeze = sq
+            self.acc = np.zeros((out.shape[1], 0, self.width), np.float32)
+        elif out.shape[1] != self.acc.shape[0] or sq != self.squeeze:
+            raise ValueError(
+                f"predictor returned {out.shape[1]} channels, earlier {self.acc.shape[0]}; it must return the "
+                "same number of channels for every batch"
+            )
+
+    def grow(self, end: int) -> None:
+        """Grow the window to row ``end``: a new zeroed window holding the rows carried over."""
+        if end > self.base + self.weight.shape[0]:
+            kept = self.weight.shape[0]
+            bigger = np.zeros((self.acc.shape[0], end - self.base, self.width), np.float32)
+            bigger[:, :kept] = self.acc
+            self.acc = bigger
+            wbig = np.zeros((end - self.base, self.width), np.float32)
+            wbig[:kept] = self.weight
+            self.weight = wbig
+            del bigger, wbig
+
+    def add(self, core: np.ndarray, w2: np.ndarray, y0: int, x0: int) -> None:
+        """Add one tile's weighted core at image row ``y0``, column ``x0``."""
+        ys = slice(y0 - self.base, y0 - self.base + w2.shape[0])
+        xs = slice(x0, x0 + w2.shape[1])
+        for c in range(core.shape[0]):  # channel by channel: a temporary of one plane, not of K
+            self.acc[c, ys, xs] += core[c] * w2
+        self.weight[ys, xs] += w2
+
+    def finished(self, final: int, width: int) -> np.ndarray:
+        """Rows ``base .. final`` blended (divided by their weight in place: they are final), ``width`` columns."""
+        n = final - self.base
+        band = self.acc[:, :n, :width]
+        band /= self.weight[None, :n, :width]
+        return band
+
+    def drop(self, final: int) -> None:
+        """Forget the rows before ``final`` (yielded)."""
+        n = final - self.base
+        self.acc, self.weight = self.acc[:, n:].copy(), self.weight[n:].copy()
+        self.base = final
+
+
+def _bands(
+    image: np.ndarray,
+    predictor: Callable[[np.ndarray], Any],
+    *,
+    tile: int | tuple[int, int] = 512,
+    halo: int | tuple[int, int] = 32,
+    overlap: float = 0.125,
+    batch_size: int = 4,
+    blending: str = "cosine",
+    sigma_scale: float = 0.125,
+    multiple: int = 1,
+    pad_mode: str = "reflect",
+    progress: bool = False,
+) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """The engine of :func:`predict_tiled` and :func:`iter_tiled`: ``(y0, y1, (K, rows, X) band, squeeze)``."""
+    arr = np.asarray(image)
+    tile_yx, halo_yx, multiple = _check_tiling(
+        arr, predictor, tile=tile, halo=halo, overlap=overlap, batch_size=batch_size, blending=blending,
+        sigma_scale=sigma_scale, multiple=multiple,
+    )
+    x = arr[None] if arr.ndim == 2 else arr
     C, Y, X = x.shape
     grids = [
         tile_grid(n, tile=t, halo=h, overlap=float(overlap), multiple=multiple)
@@ -323,11 +413,7 @@ def _bands(
     wts_x = [blend_weights(cx, ovx, blending, lead=j > 0, trail=j < nx - 1, sigma_scale=sigma_scale)
              for j in range(nx)]
     oy, ox = (ny - 1) * sy + cy, (nx - 1) * sx + cx  # extent of the core region (>= image)
-    # a rolling window of the accumulators: rows base .. base + len; rows before base were yielded
-    base = 0
-    weight = np.zeros((0, ox), np.float32)
-    acc: np.ndarray | None = None
-    squeeze: bool | None = None
+    rows = _Rows(ox)
     positions = [(i, j) for i in range(ny) for j in range(nx)]
     batches = [positions[k : k + int(batch_size)] for k in range(0, len(positions), int(batch_size))]
     it: Any = batches
@@ -337,56 +423,19 @@ def _bands(
         it = tqdm(batches, desc="tiles", unit="batch", leave=False)
     n_done = 0
     for batch in it:
-        win = np.stack([xp[:, i * sy : i * sy + wy, j * sx : j * sx + wx] for i, j in batch])
-        out = np.asarray(predictor(np.ascontiguousarray(win)))
-        del win
-        if out.ndim == 3:
-            out = out[:, None]
-            sq = True
-        else:
-            sq = False
-        if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != (wy, wx):
-            raise ValueError(
-                f"predictor must return (N, K, h, w) or (N, h, w) for an input of shape {(len(batch), C, wy, wx)}; "
-                f"got shape {np.shape(out)}"
-            )
-        if acc is None:
-            squeeze = sq
-            acc = np.zeros((out.shape[1], 0, ox), np.float32)
-        elif out.shape[1] != acc.shape[0] or sq != squeeze:
-            raise ValueError(
-                f"predictor returned {out.shape[1]} channels, earlier {acc.shape[0]}; it must return the "
-                "same number of channels for every batch"
-            )
-        end = max(i * sy + cy for i, _ in batch)  # grow the window to the lowest row this batch touches
-        if end > base + weight.shape[0]:  # grow: a new zeroed window holding the rows carried over
-            kept = weight.shape[0]
-            bigger = np.zeros((acc.shape[0], end - base, ox), np.float32)
-            bigger[:, :kept] = acc
-            acc = bigger
-            wbig = np.zeros((end - base, ox), np.float32)
-            wbig[:kept] = weight
-            weight = wbig
-            del bigger, wbig
+        out, sq = _predict_batch(predictor, xp, batch, (sy, sx), (wy, wx))
+        rows.channels(out, sq)
+        rows.grow(max(i * sy + cy for i, _ in batch))  # to the lowest row this batch touches
         for k, (i, j) in enumerate(batch):
             w2 = np.outer(wts_y[i], wts_x[j]).astype(np.float32)
-            core = out[k, :, hy : hy + cy, hx : hx + cx]
-            ys, xs = slice(i * sy - base, i * sy - base + cy), slice(j * sx, j * sx + cx)
-            for c in range(core.shape[0]):  # channel by channel: a temporary of one plane, not of K
-                acc[c, ys, xs] += core[c] * w2
-            weight[ys, xs] += w2
+            rows.add(out[k, :, hy : hy + cy, hx : hx + cx], w2, i * sy, j * sx)
         del out
         n_done += len(batch)
         rows_done = n_done // nx  # complete rows of tiles
         final = oy if rows_done >= ny else rows_done * sy  # no later tile reaches above the next row's start
         final = min(final, Y)
-        if final > base:
-            n = final - base
-            band = acc[:, :n, :X]
-            band /= weight[None, :n, :X]  # in place: these rows are final
-            yield base, final, band, bool(squeeze)
-            del band
-            acc, weight = acc[:, n:].copy(), weight[n:].copy()
-            base = final
-        if base >= Y:
+        if final > rows.base:
+            yield rows.base, final, rows.finished(final, X), bool(rows.squeeze)
+            rows.drop(final)
+        if rows.base >= Y:
             break
