@@ -447,38 +447,79 @@ def _java_roi_zoo():
 
 
 @pytest.mark.imagej
-def test_fast_roi_bytes_are_roifile_bytes(ij, sample_crop):
-    """pull/push read and write ROI bytes without roifile's slow general code for the common kinds: every
-    field must be what roifile gives (and anything else must go through roifile)."""
+def test_roi_bytes_come_through_one_java_stream(ij):
+    """pull reads all ROIs of an overlay from one RoiEncoder stream: the same bytes as one RoiEncoder call per
+    ROI, read by roifile's public decoder."""
     import jpype
 
-    codec = fiji._codec()
-    assert codec is not None, "the fast ROI codec disagrees with the installed roifile"
-    experts, _, masks = sample_crop
+    from fiji_consensus.fiji import roi_bytes
+
     jzoo = _java_roi_zoo()
     enc = jpype.JClass("ij.io.RoiEncoder").saveAsByteArray
     java_bytes = [bytes(memoryview(enc(j))) for j in jzoo]
-    # one stream for all ROIs gives the same bytes as one RoiEncoder call per ROI
-    assert fiji._java_rois_to_bytes(jzoo) == java_bytes
-    blobs = java_bytes + [r.tobytes() for r in rois.labels_to_rois(matching.label_objects(masks[0]))]
-    fast = 0
-    for b in blobs:
-        ref = roifile.ImagejRoi.frombytes(b)
-        mine = codec.frombytes(b)
-        if mine is not None:
-            fast += 1
-            assert fiji._same_roi(mine, ref), ref
-        again = codec.tobytes(ref, **fiji._own_style(ref))
-        assert again is None or again == ref.tobytes(), ref
-    # the kinds pushed and pulled most (polygons, traced outlines, composite shapes, rectangles, ovals) are fast
-    assert fast >= len(blobs) - 6
-    assert [r.name for r in fiji._rois_from_bytes(java_bytes)] == [str(j.getName()) for j in jzoo]
+    assert roi_bytes._java_rois_to_bytes(jzoo) == java_bytes and roi_bytes._java_rois_to_bytes([]) == []
+    pulled = roi_bytes._rois_from_bytes(java_bytes)
+    assert [r.name for r in pulled] == [str(j.getName()) for j in jzoo]
+    assert [r.tobytes() for r in pulled] == [roifile.ImagejRoi.frombytes(b).tobytes() for b in java_bytes]
 
 
 @pytest.mark.imagej
-def test_push_pull_keep_every_roi_field(ij, monkeypatch):
+def test_fast_encoder_gives_roifile_bytes(ij, sample_crop):
+    """push writes the common ROI kinds with a small struct encoder (2x faster, bench_roi_encoder.py): for
+    every kind of ROI and every style push sets, it gives roifile's bytes or leaves the ROI to roifile."""
+    import copy
+
+    import jpype
+
+    from fiji_consensus.fiji import roi_bytes
+
+    assert roi_bytes._fast_encoder() is not None, "the fast ROI encoder disagrees with the installed roifile"
+    _, _, masks = sample_crop
+    enc = jpype.JClass("ij.io.RoiEncoder").saveAsByteArray
+    blobs = [bytes(memoryview(enc(j))) for j in _java_roi_zoo()]
+    blobs += [r.tobytes() for r in rois.labels_to_rois(matching.label_objects(masks[0]))]
+    styles = [{}, {"name": "B:x \u00e9", "stroke_color": b"\x80\x11\x22\x33", "group": 4},
+              {"props": "expert: B\nscore: 0.5\n", "fill_color": b"\xff\x01\x02\x03", "stroke_width": 2,
+               "float_stroke_width": 1.5}]
+    fast = 0
+    for b in blobs:
+        ref = roifile.ImagejRoi.frombytes(b)
+        for changes in styles:
+            expected = copy.copy(ref)
+            for k, v in changes.items():
+                setattr(expected, k, v)
+            mine = roi_bytes._encode(ref, **{**roi_bytes._own_style(ref), **changes})
+            fast += mine is not None
+            assert mine is None or mine == expected.tobytes(), (ref, changes)
+            assert roi_bytes.styled_bytes(ref, changes) == expected.tobytes()
+        assert ref.tobytes() == roifile.ImagejRoi.frombytes(b).tobytes()  # (the ROI itself is not changed)
+    # the kinds pushed most (polygons, traced outlines, composite shapes, rectangles, ovals) are fast
+    assert fast >= len(styles) * (len(blobs) - 6)
+
+
+@pytest.mark.imagej
+def test_fast_encoder_turns_itself_off_when_roifile_differs(ij, monkeypatch):
+    from fiji_consensus.fiji import roi_bytes
+
+    roi_bytes._fast_encoder.cache_clear()
+    try:
+        monkeypatch.setattr(roi_bytes, "_encode", lambda r, **kw: b"not roifile's bytes")
+        assert roi_bytes._fast_encoder() is None
+        imp = fiji.to_imageplus(np.zeros((20, 20), np.uint8))
+        lab = np.zeros((20, 20), np.int32)
+        lab[2:6, 3:9] = 1
+        fiji.push_labels(imp, lab, name_prefix="A:")
+        assert [r.name for r in fiji.pull_rois(imp)] == ["A:0001"]
+    finally:
+        monkeypatch.undo()
+        roi_bytes._fast_encoder.cache_clear()
+    assert roi_bytes._fast_encoder() is not None
+
+
+@pytest.mark.imagej
+def test_push_pull_keep_every_roi_field(ij):
     """Names, colours, stroke widths, positions, groups and properties of ImageJ's own ROIs survive
-    pull -> push -> pull exactly, and push gives the same ROIs with and without the fast ROI codec."""
+    pull -> push -> pull exactly; push styles copies (roifile's encoder), never the caller's ROIs."""
     import jpype
 
     jzoo = _java_roi_zoo()
@@ -510,35 +551,17 @@ def test_push_pull_keep_every_roi_field(ij, monkeypatch):
     assert first[1].float_stroke_width == 2.5 and first[5].group == 3
     styled = dict(name_prefix="B:", stroke_color="#80112233", fill_color=(1, 2, 3), stroke_width=1.5,
                   properties={"expert": "B", "score": 0.5}, replace=True)
+    before = [r.tobytes() for r in first]
     fiji.push_rois(target, first, **styled)
-    with_codec = [r.tobytes() for r in fiji.pull_rois(target)]
-    monkeypatch.setattr(fiji, "_codec", lambda: None)
-    fiji.push_rois(target, first, **styled)
-    assert [r.tobytes() for r in fiji.pull_rois(target)] == with_codec
-    b = roifile.ImagejRoi.frombytes(with_codec[0])
+    pushed = fiji.pull_rois(target)
+    assert [r.tobytes() for r in first] == before  # push styles copies, never the caller's ROIs
+    b = pushed[0]
     assert b.name == "B:" + first[0].name and b.stroke_color == bytes.fromhex("80112233")
     assert b.fill_color == bytes.fromhex("FF010203") and b.float_stroke_width == 1.5
     assert b.properties == {"expert": "B", "score": 0.5}
     # a group (ImageJ then strokes the ROI in the group's colour)
     fiji.push_rois(target, first[:3], group=9, replace=True)
     assert [r.group for r in fiji.pull_rois(target)] == [9, 9, 9]
-
-
-@pytest.mark.imagej
-def test_fast_roi_codec_turns_itself_off_when_roifile_differs(ij, monkeypatch):
-    fiji._codec.cache_clear()
-    try:
-        monkeypatch.setattr(fiji._Codec, "frombytes", lambda self, data: None)
-        assert fiji._codec() is None
-        imp = fiji.to_imageplus(np.zeros((20, 20), np.uint8))
-        lab = np.zeros((20, 20), np.int32)
-        lab[2:6, 3:9] = 1
-        fiji.push_labels(imp, lab, name_prefix="A:")
-        assert [r.name for r in fiji.pull_rois(imp)] == ["A:0001"]
-    finally:
-        monkeypatch.undo()
-        fiji._codec.cache_clear()
-    assert fiji._codec() is not None
 
 
 @pytest.mark.imagej
@@ -670,6 +693,37 @@ def test_consensus_in_one_call(ij, sample_crop):
         fiji.consensus(fiji.to_imageplus(image))
     with pytest.raises(ValueError, match="method must be"):
         fiji.consensus(imp, method="vote")
+
+
+@pytest.mark.imagej
+def test_consensus_options_reach_the_consensus(ij, sample_crop):
+    """fiji.consensus goes through the one switch, consensus.consensus_of: STAPLE's prior and max_iter and the
+    ignore regions now count (issue 18: fiji's own copy of the switch took none of them)."""
+    from fiji_consensus import consensus as cons
+
+    experts, image, masks = sample_crop
+    imp = fiji.to_imageplus(image)
+    fiji.push_consensus(imp, None, {e: masks[k] for k, e in enumerate(experts)})
+    _, default = fiji.consensus(imp, return_result=True)
+    _, res = fiji.consensus(imp, prior=0.6, max_iter=2, return_result=True)
+    expected = cons.staple(masks, prior=0.6, max_iter=2)
+    assert np.allclose(res["probability"], expected.probability, atol=1e-6)
+    assert np.allclose(res["sensitivity"], expected.sensitivity)
+    assert not np.allclose(res["probability"], default["probability"], atol=1e-3)
+    assert np.array_equal(res["labels"], matching.label_objects(expected.probability > 0.5))
+    h, w = image.shape
+    ignore = np.zeros((h, w), bool)
+    ignore[:, : w // 2] = True
+    for method in ("staple", "majority", "objects"):
+        _, ign = fiji.consensus(imp, method=method, ignore=ignore, return_result=True)
+        assert np.array_equal(ign["labels"], cons.consensus_of(masks, method, ignore=ignore)["labels"]), method
+        assert ign["labels"][ignore].max() == 0 and ign["labels"].max() > 0, method
+    # ignore regions given as ROIs are filled by ImageJ: the same as the mask
+    left = roifile.ImagejRoi(roitype=roifile.ROI_TYPE.RECT, top=0, left=0, bottom=h, right=w // 2)
+    _, by_roi = fiji.consensus(imp, method="majority", ignore=[left], return_result=True)
+    assert np.array_equal(by_roi["labels"], cons.consensus_of(masks, "majority", ignore=ignore)["labels"])
+    with pytest.raises(ValueError, match="ignore must be a mask of the image's shape"):
+        fiji.consensus(imp, ignore=np.zeros((3, 3), bool))
 
 
 @pytest.mark.imagej
