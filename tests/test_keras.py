@@ -86,9 +86,10 @@ def test_import_fiji_consensus_loads_no_tensorflow_keras_or_torch():
 
 
 def test_keras_ensemble_equals_torch_on_real_crops(zoo_ensemble):
-    """Real members, all 8 dihedral views inside, predictive entropy: Keras within 1e-5 of torch."""
+    """Real members, all 8 dihedral views inside, predictive entropy: the built-in-layers model (keras_hdf5)
+    within 1e-5 of torch."""
     net = _net(zoo_ensemble, n_members=2, views=ENSEMBLE_VIEWS, measure="entropy")
-    model = kx.from_ensemble_net(net)
+    model = kx.from_ensemble_net(net, builtin_layers_only=True)
     x = np.stack(_crops())[:, None]  # (2, 1, 128, 128)
     got = model.predict(x, verbose=0)
     ref = _torch_out(net, x)
@@ -97,6 +98,61 @@ def test_keras_ensemble_equals_torch_on_real_crops(zoo_ensemble):
         assert np.abs(g - r).max() <= TOL
     assert 0.01 < float((ref[0] > 0.5).mean()) < 0.5 and float(ref[1].max()) > 0.5  # real, informative crops
     assert [layer.__class__.__module__.split(".")[0] for layer in model.layers] == ["keras"] * len(model.layers)
+
+
+def test_weight_shared_ensemble_equals_torch_on_real_crops(zoo_ensemble):
+    """The SavedModel's layout: one U-Net per member, the 8 views as flips/transposes around it; within 1e-5
+    of torch on real crops, and one sub-network (one set of weights) per member."""
+    net = _net(zoo_ensemble, n_members=2, views=ENSEMBLE_VIEWS, measure="entropy")
+    model = kx.from_ensemble_net(net)
+    x = np.stack(_crops())[:, None]
+    got = model.predict(x, verbose=0)
+    for g, r in zip(got, _torch_out(net, x)):
+        assert g.shape == r.shape == (2, 1, 128, 128)
+        assert np.abs(g - r).max() <= TOL
+    assert sorted(layer.name for layer in model.layers if hasattr(layer, "layers")) == ["member0", "member1"]
+    n_member = sum(int(np.prod(w.shape)) for w in model.get_layer("member0").weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    assert 2 * n_member <= total <= 2 * n_member + 64  # + the fixed 1x1 averaging of the entropy's logsumexp
+
+
+def _saved_model_bytes(tmp: Path, k: int, views, cfg) -> tuple[int, int]:
+    """(bytes of the variables, bytes of the zipped SavedModel) of a weight-shared ensemble."""
+    torch.manual_seed(k)
+    net = EnsembleNet(cfg, n_members=k, views=views).eval()
+    folder = kx.save_saved_model(kx.from_ensemble_net(net), tmp / f"sm{k}_{len(views)}")
+    var = sum(f.stat().st_size for f in (folder / "variables").rglob("*") if f.is_file())
+    return var, kx._zip_folder(folder, tmp / f"sm{k}_{len(views)}.zip").stat().st_size
+
+
+def test_saved_model_size_scales_with_members_not_views(tmp_path):
+    """The SavedModel stores each member's weights once, however many test-time views run."""
+    cfg = {"depth": 2, "base_channels": 16}  # 0.47 MB of weights per member
+    v11, z11 = _saved_model_bytes(tmp_path, 1, ("identity",), cfg)
+    v24, z24 = _saved_model_bytes(tmp_path, 2, ("identity", "flip_y", "flip_x", "rot180"), cfg)
+    assert v11 > 400_000
+    assert 1.9 * v11 <= v24 <= 2.1 * v11  # 2 members x 4 views: twice the weights of one U-Net, not 8 times
+    assert z24 <= 2.1 * z11 + 200_000  # the graph of the views adds little
+
+
+@pytest.mark.parametrize("builtin", [False, True], ids=["weight-shared", "builtin-layers"])
+def test_background_tophat_matches_torch(zoo_ensemble, builtin):
+    """The U-Net's in-network background step (TopHat, background_radius) in Keras: within 1e-5 of torch on a
+    real crop with a bright uneven background added, in both layouts; and it does change the output."""
+    cfg = dict(zoo_ensemble.metadata["architecture"]["config"], background_radius=6)
+    net = EnsembleNet(cfg, n_members=1, views=("identity", "rot90"), measure="entropy")
+    net.members[0].load_state_dict(zoo_ensemble.members[0].state_dict())  # the top-hat has no weights
+    net.eval()
+    crop = _crops(1, 96)[0]
+    x = (crop + 0.8 * np.linspace(0.0, 1.0, 96, dtype=np.float32)[None, :] ** 2)[None, None]
+    model = kx.from_ensemble_net(net, builtin_layers_only=builtin)
+    pools = [layer.pool_size for layer in model.layers[2].layers if "MaxPooling" in type(layer).__name__]
+    assert pools[:4] == [(1, 13), (13, 1), (1, 13), (13, 1)]
+    ref = _torch_out(net, x)
+    for g, r in zip(model.predict(x, verbose=0), ref):
+        assert np.abs(g - r).max() <= TOL
+    plain = _torch_out(_net(zoo_ensemble, n_members=1, views=("identity", "rot90"), measure="entropy"), x)
+    assert np.abs(plain[0] - ref[0]).max() > 0.05
 
 
 @pytest.mark.parametrize("measure", ["expected_entropy", "mutual_information", "std", "deepflash2"])
@@ -179,8 +235,10 @@ def test_package_tensorflow_weights_pass_bioimageio_test(tf_package, tmp_path, m
         x = np.load(zf.open("test_input.npy"))
         expected = [np.load(zf.open(f"test_{k}.npy")) for k in ("probability", "uncertainty")]
     for wf in ("keras_hdf5", "tensorflow_saved_model_bundle"):
-        assert rdf["weights"][wf]["tensorflow_version"] == tf.__version__  # the version that wrote them
         assert rdf["weights"][wf]["parent"] == "pytorch_state_dict"
+    assert rdf["weights"]["keras_hdf5"]["tensorflow_version"] == tf.__version__  # the Keras 3 that wrote it
+    # the SavedModel: the oldest TensorFlow verified to run it (bench_keras.py), not the newer writer
+    assert rdf["weights"]["tensorflow_saved_model_bundle"]["tensorflow_version"] == kx.TENSORFLOW_VERSION
     norm = next(p["kwargs"] for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range")
     lo, hi = np.percentile(x.astype(np.float64), [float(norm["min_percentile"]), float(norm["max_percentile"])])
     xn = ((x - lo) / (hi - lo + float(norm["eps"]))).astype(np.float32)

@@ -27,11 +27,13 @@ from ruyaml import YAML  # noqa: E402  (bioimageio.spec's YAML 1.2 library)
 
 from fiji_consensus import uncertainty as U  # noqa: E402
 from fiji_consensus import zoo  # noqa: E402
+from fiji_consensus._util import sha256_file  # noqa: E402
 from fiji_consensus.cli import main  # noqa: E402
 from fiji_consensus.config import PackageConfig, PredictConfig  # noqa: E402
 from fiji_consensus.nn.ensemble import load_ensemble  # noqa: E402
 from fiji_consensus.nn.ensemble_net import EnsembleNet, architecture_source  # noqa: E402
 from fiji_consensus.nn.predict import VIEWS, EnsemblePredictor, predict  # noqa: E402
+from fiji_consensus.zoo.export import build_net  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fiji_consensus" / "data" / "segebarth2020_wue1"
 WINDOWS = {"0001": (320, 384), "0015": (320, 320), "0062": (704, 384), "0076": (64, 384), "0092": (832, 576)}
@@ -161,7 +163,7 @@ def test_ensemble_net_equals_predictor_and_statistics(ensemble_dir):
     ref = EnsemblePredictor(ens, tta="dihedral", optimize=False)(x)[0]  # (M * V, h, w)
     stats = U.ensemble_statistics(ref)
     for measure in U.MEASURES:
-        net = zoo._build_net(ens, views=VIEWS, measure=measure)
+        net = build_net(ens, views=VIEWS, measure=measure)
         with torch.no_grad():
             s = net.samples(torch.from_numpy(x))[:, 0, 0].numpy()
             p, u = net(torch.from_numpy(x))
@@ -174,7 +176,7 @@ def test_architecture_source_is_self_contained(ensemble_dir):
     ns: dict = {}
     exec(compile(architecture_source(), "ensemble_net.py", "exec"), ns)  # noqa: S102 - our own source
     ens = load_ensemble(ensemble_dir)
-    ours = zoo._build_net(ens, views=("identity", "rot90"), measure="std")
+    ours = build_net(ens, views=("identity", "rot90"), measure="std")
     theirs = ns["EnsembleNet"](dict(ens.metadata["architecture"]["config"]), 2, ["identity", "rot90"], "std").eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.rand(1, 1, 32, 48)
@@ -354,10 +356,10 @@ def test_torchscript_returns_a_list_of_tensors(package):
 
 def test_package_refuses_to_overwrite_and_writes_atomically(package, ensemble_dir):
     path, summary = package
-    before = zoo._sha256(path)
+    before = sha256_file(path)
     with pytest.raises(FileExistsError, match="exists"):
         zoo.package_ensemble(ensemble_dir, path)
-    assert zoo._sha256(path) == before
+    assert sha256_file(path) == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["README.md", "tiny-wue1.zip"]  # no leftovers
     with pytest.raises(ValueError, match=r"must be a \.zip"):
         zoo.package_ensemble(ensemble_dir, path.with_suffix(".tar"))
@@ -392,7 +394,7 @@ def test_packages_broken_on_purpose_fail_the_bioimageio_test(package, tmp_path):
     assert not res["ok"] and res["errors"]
 
     # 2. changed weights with a matching checksum: a valid package whose outputs no longer match
-    rdf["weights"]["pytorch_state_dict"]["sha256"] = zoo._sha256(folder / "weights.pt")
+    rdf["weights"]["pytorch_state_dict"]["sha256"] = sha256_file(folder / "weights.pt")
     (folder / "rdf.yaml").write_text(_yaml_dump(rdf))
     res = zoo.test_package(_rezip(folder, tmp_path / "bad_weights.zip"))
     assert not res["ok"]

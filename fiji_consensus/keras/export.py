@@ -2,22 +2,40 @@
 
 :func:`build_keras_ensemble` rebuilds :class:`fiji_consensus.nn.ensemble_net.EnsembleNet` in Keras from the
 members' weights (copied, never retrained): the same input ``(N, 1, h, w)`` float32 and the same two outputs
-``probability`` and ``uncertainty`` ``(N, 1, h, w)``. Only built-in Keras layers are used (``Permute``,
-``Conv2D``, ``BatchNormalization`` / ``GroupNormalization``, ``ReLU``, ``MaxPooling2D``, ``Conv2DTranspose`` /
-``UpSampling2D``, ``Concatenate``, ``Activation``, ``Average``, ``Add``, ``Subtract``, ``Multiply``,
-``Rescaling``), so the HDF5 file loads without custom objects or Python code, as bioimageio.core's
-``keras_hdf5`` runner needs:
+``probability`` and ``uncertainty`` ``(N, 1, h, w)``. It has two layouts:
 
-* a test-time view of a member is the member with its kernels transformed (a U-Net with "same" padding
-  and 2x2 pooling is equivariant under flips and transpositions of tiles whose sides are multiples of
-  ``2**depth``: ``inverse_view(unet(view(x))) == unet_with_inverse_view_kernels(x)``), so no flip layer is
-  needed; each view of each member is one sub-network ``member<k>_<view>``;
+* **weight-shared** (the default; the ``tensorflow_saved_model_bundle`` weights): one sub-network
+  ``member<k>`` per member, called once per test-time view, the view and its inverse applied to its input
+  and output with ``keras.ops.flip`` / ``keras.ops.transpose`` (TensorFlow ``ReverseV2`` / ``Transpose``,
+  ops that TensorFlow 1.x has too). The weights are stored once per member, so the SavedModel grows with
+  the members, not members x views. Keras has no built-in flip *layer*, so this layout cannot be written
+  as ``keras_hdf5`` (the legacy HDF5 format stores layers only; ``Flip`` is an op).
+* **built-in layers only** (``builtin_layers_only=True``; the ``keras_hdf5`` weights, opt-in): only
+  ``Permute``, ``Conv2D``, ``BatchNormalization`` / ``GroupNormalization``, ``ReLU``, ``MaxPooling2D``,
+  ``Conv2DTranspose`` / ``UpSampling2D``, ``Concatenate``, ``Activation``, ``Average``, ``Add``,
+  ``Subtract``, ``Multiply``, ``Rescaling``, so the HDF5 file loads without custom objects or Python code,
+  as bioimageio.core's ``keras_hdf5`` runner needs. A test-time view of a member is then the member with
+  its kernels transformed (a U-Net with "same" padding and 2x2 pooling is equivariant under flips and
+  transpositions of tiles whose sides are multiples of ``2**depth``:
+  ``inverse_view(unet(view(x))) == unet_with_inverse_view_kernels(x)``), each view of each member one
+  sub-network ``member<k>_<view>``: members x views copies of the weights (8 views x 4 members of
+  cfos-wue1: about 70 MB).
+
+In both, the U-Net's optional background step (``background_radius``, :class:`fiji_consensus.nn.unet.TopHat`)
+is ``x - opening(x)`` from built-in layers: negation by ``Rescaling(-1)``, max-pooling ``(1, k)`` then
+``(k, 1)`` with stride 1 and ``padding="same"`` (TensorFlow's "same" max-pooling ignores outside pixels, as
+torch's ``-inf`` padding does). Its square window is flip- and transpose-invariant, so it needs no kernel
+transform; and
+
 * the logarithms of the uncertainty measures come from ``softplus`` and ``log_softmax``:
   ``log sigmoid(z) = -softplus(-z)`` and ``log mean_s sigmoid(z_s) = logsumexp_s(log sigmoid(z_s)) - log S``,
   with ``logsumexp(a) = mean_s(a_s - log_softmax(a)_s)``, a 1x1 convolution of fixed weights.
 
 The ``std`` measure needs a square root, which no built-in layer computes: its Keras model uses
 ``keras.ops.sqrt`` and is written only as a SavedModel (no ``keras_hdf5`` weights).
+
+:data:`TENSORFLOW_VERSION` is the ``tensorflow_version`` the packages declare: the oldest TensorFlow verified
+to load and run the SavedModel (``tests/benchmarks/bench_keras.py``), not the newer one that wrote it.
 
 :func:`save_saved_model` writes a TensorFlow SavedModel with one ``serving_default`` signature (input
 ``input``, outputs ``probability`` and ``uncertainty``), the layout that bioimageio.core (TensorFlow 2:
@@ -41,6 +59,7 @@ from ._backend import available, import_keras, import_tf
 
 __all__ = [
     "KERAS_FORMATS",
+    "TENSORFLOW_VERSION",
     "tensorflow_formats",
     "keras_unet",
     "build_keras_ensemble",
@@ -53,6 +72,11 @@ logger = logging.getLogger(__name__)
 #: The TensorFlow/Keras weight formats written into a package (both run by bioimageio.core 0.11;
 #: deepImageJ's TensorFlow engine runs the SavedModel).
 KERAS_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
+
+#: ``tensorflow_version`` declared for the SavedModel: the oldest TensorFlow that installs on Python 3.11
+#: (tensorflow-cpu 2.12.0) loads and runs it, TF 2 style and TF 1 style (Session), within 1e-5 of torch
+#: (``tests/benchmarks/bench_keras.py``). deepImageJ's engine picks its TensorFlow by this number.
+TENSORFLOW_VERSION = "2.12.0"
 
 _VIEWS = ("identity", "flip_y", "flip_x", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 _MEASURES = ("entropy", "expected_entropy", "mutual_information", "std", "deepflash2")
@@ -130,8 +154,9 @@ def keras_unet(
     """
     keras = import_keras()
     cfg = {"in_channels": 1, "out_channels": 1, "depth": 3, "base_channels": 16, "norm": "batch", "groups": 8,
-           "upsample": "transpose", "convs_per_block": 2, **dict(config)}
-    if cfg["norm"] not in ("batch", "group", "none") or cfg["upsample"] not in ("transpose", "nearest"):
+           "upsample": "transpose", "convs_per_block": 2, "background_radius": 0, **dict(config)}
+    if (cfg["norm"] not in ("batch", "group", "none") or cfg["upsample"] not in ("transpose", "nearest")
+            or int(cfg["background_radius"] or 0) < 0):
         raise ValueError(f"unsupported U-Net config {cfg}")
     sd = {k: _np(v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     try:
@@ -178,6 +203,17 @@ def _keras_unet(keras: Any, cfg: dict[str, Any], sd: dict[str, np.ndarray], *, n
     ch = [int(cfg["base_channels"]) * 2**i for i in range(depth + 1)]
     inp = keras.Input((None, None, int(cfg["in_channels"])), name=f"{name}_input")
     x, skips = inp, []
+    radius = int(cfg.get("background_radius") or 0)
+    if radius:  # white top-hat (TopHat): x - dilate(erode(x)); the square window needs no view transform
+        k = 2 * radius + 1
+
+        def max_filter(t: Any, tag: str) -> Any:
+            t = L.MaxPooling2D((1, k), strides=1, padding="same", name=f"{name}_bg_{tag}_row")(t)
+            return L.MaxPooling2D((k, 1), strides=1, padding="same", name=f"{name}_bg_{tag}_col")(t)
+
+        neg = L.Rescaling(-1.0, name=f"{name}_bg_neg")(x)
+        eroded = L.Rescaling(-1.0, name=f"{name}_bg_eroded")(max_filter(neg, "erode"))
+        x = L.Subtract(name=f"{name}_bg_tophat")([x, max_filter(eroded, "dilate")])
     for i in range(depth):
         x = block(x, f"down.{i}", ch[i], f"down{i}")
         skips.append(x)
@@ -234,12 +270,38 @@ def _entropy_bits(L: Any, p: Any, q: Any, logp: Any, logq: Any, name: str) -> An
     return L.Rescaling(-1.0 / _LN2, name=f"{name}_bits")(s)
 
 
+def _view_op(ops: Any, t: Any, view: str, *, inverse: bool = False) -> Any:
+    """A test-time view of a channels-last tensor ``(N, h, w, C)`` (``EnsembleNet``'s views, axes 1 and 2)."""
+    if inverse:  # the flips, rot180 and transpose are their own inverses; rot90 <-> rot270
+        if view == "antitranspose":
+            return ops.flip(ops.transpose(t, (0, 2, 1, 3)), axis=(1, 2))
+        view = {"rot90": "rot270", "rot270": "rot90"}.get(view, view)
+    if view == "identity":
+        return t
+    if view == "flip_y":
+        return ops.flip(t, axis=1)
+    if view == "flip_x":
+        return ops.flip(t, axis=2)
+    if view == "rot180":
+        return ops.flip(t, axis=(1, 2))
+    if view == "rot90":
+        return ops.flip(ops.transpose(t, (0, 2, 1, 3)), axis=1)
+    if view == "rot270":
+        return ops.transpose(ops.flip(t, axis=1), (0, 2, 1, 3))
+    if view == "transpose":
+        return ops.transpose(t, (0, 2, 1, 3))
+    if view == "antitranspose":
+        return ops.transpose(ops.flip(t, axis=(1, 2)), (0, 2, 1, 3))
+    raise ValueError(f"unknown view {view!r}; expected one of {_VIEWS}")
+
+
 def build_keras_ensemble(
     unet_config: Mapping[str, Any],
     members: Sequence[Mapping[str, Any]],
     *,
     views: Sequence[str] = ("identity",),
     measure: str = "entropy",
+    builtin_layers_only: bool = False,
 ) -> Any:
     """The Keras twin of :class:`fiji_consensus.nn.ensemble_net.EnsembleNet`, with the members' weights.
 
@@ -253,6 +315,11 @@ def build_keras_ensemble(
         Test-time views (:data:`fiji_consensus.nn.ensemble_net.ENSEMBLE_VIEWS`).
     measure : str
         The ``uncertainty`` output (:data:`fiji_consensus.uncertainty.MEASURES`).
+    builtin_layers_only : bool
+        False (default): weight-shared, one sub-network per member, the views as flip/transpose ops around
+        it (SavedModel, ``.keras``). True: built-in layers only, one sub-network per member x view with
+        transformed kernels (what ``keras_hdf5`` needs; members x views times the weights). See the module
+        docstring.
 
     Returns
     -------
@@ -286,8 +353,13 @@ def build_keras_ensemble(
     x = L.Permute((2, 3, 1), name="channels_last")(inp)
     logits = []
     for k, sd in enumerate(members):
-        for v in views:
-            logits.append(keras_unet(cfg, sd, name=f"member{k}_{v}", view=v)(x))
+        if builtin_layers_only:
+            for v in views:
+                logits.append(keras_unet(cfg, sd, name=f"member{k}_{v}", view=v)(x))
+        else:  # one U-Net per member, called on every view of the input
+            unet = keras_unet(cfg, sd, name=f"member{k}")
+            for v in views:
+                logits.append(_view_op(keras.ops, unet(_view_op(keras.ops, x, v)), v, inverse=True))
     probs = [L.Activation("sigmoid", name=f"sigmoid{s}")(z) for s, z in enumerate(logits)]
     mean = probs[0] if len(probs) == 1 else L.Average(name="mean")(probs)
     one_minus = L.Rescaling(-1.0, offset=1.0, name="one_minus_mean")(mean)
@@ -326,10 +398,10 @@ def build_keras_ensemble(
     return keras.Model(inp, [out_p, out_u], name="fiji_consensus_ensemble")
 
 
-def from_ensemble_net(net: Any) -> Any:
+def from_ensemble_net(net: Any, *, builtin_layers_only: bool = False) -> Any:
     """:func:`build_keras_ensemble` from a torch :class:`~fiji_consensus.nn.ensemble_net.EnsembleNet`."""
     return build_keras_ensemble(net.unet_config, [m.state_dict() for m in net.members], views=net.views,
-                                measure=net.measure)
+                                measure=net.measure, builtin_layers_only=builtin_layers_only)
 
 
 def uses_only_builtin_layers(measure: str) -> bool:
@@ -390,49 +462,59 @@ def package_weights(
     Returns
     -------
     dict
-        ``{format: bioimageio.spec WeightsEntryDescr}`` for ``keras_hdf5`` (``weights_keras.h5``; not for
-        the ``std`` measure) and ``tensorflow_saved_model_bundle`` (``weights_tf_saved_model.zip``), both
-        declaring the TensorFlow version that wrote them.
+        ``{format: bioimageio.spec WeightsEntryDescr}`` for ``keras_hdf5`` (``weights_keras.h5``, built-in
+        layers only, members x views sub-networks; not for the ``std`` measure; declares the TensorFlow that
+        wrote it) and ``tensorflow_saved_model_bundle`` (``weights_tf_saved_model.zip``, weight-shared;
+        declares :data:`TENSORFLOW_VERSION`).
     """
+    import shutil
+    import warnings
+
     import torch
     from bioimageio.spec.model import v0_5 as bm
 
     tf = import_tf()
     work = Path(work)
-    model = from_ensemble_net(net)
     x = np.ascontiguousarray(example, dtype=np.float32)
     with torch.no_grad():
         ref = [t.numpy() for t in net(torch.from_numpy(x))]
-    got = model.predict(x, verbose=0)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
-    if not diff <= 1e-4:
-        raise RuntimeError(f"the Keras model differs from the torch ensemble by {diff:.3g} on the test input")
-    n_sub = sum(1 for layer in model.layers if hasattr(layer, "layers"))
-    logger.info("Keras ensemble built (%d U-Nets: members x views); max difference to torch %.2g", n_sub, diff)
-    version = bm.Version(str(tf.__version__))
+
+    def checked(builtin: bool) -> Any:
+        model = from_ensemble_net(net, builtin_layers_only=builtin)
+        got = model.predict(x, verbose=0)
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
+        if not diff <= 1e-4:
+            raise RuntimeError(f"the Keras model differs from the torch ensemble by {diff:.3g} on the test input")
+        n_sub = sum(1 for layer in model.layers if hasattr(layer, "layers"))
+        logger.info("Keras ensemble built (%d U-Nets, %s); max difference to torch %.2g", n_sub,
+                    "built-in layers, members x views" if builtin else "weight-shared, one per member", diff)
+        return model
+
     out: dict[str, Any] = {}
     if "keras_hdf5" in formats:
         if not uses_only_builtin_layers(net.measure):
             raise ValueError(f"no keras_hdf5 weights for the {net.measure!r} uncertainty (see tensorflow_formats)")
         h5 = work / "weights_keras.h5"
-        import warnings
-
+        model = checked(builtin=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.save(h5)  # legacy HDF5 (Keras warns that the format is legacy: it is what bioimage.io runs)
-        out["keras_hdf5"] = bm.KerasHdf5WeightsDescr(source=h5, tensorflow_version=version, parent=parent)
+        del model
+        # the Keras 3 HDF5 layout; TensorFlow 2.12's tf.keras (Keras 2) is not verified to read it
+        out["keras_hdf5"] = bm.KerasHdf5WeightsDescr(source=h5, tensorflow_version=bm.Version(str(tf.__version__)),
+                                                     parent=parent)
     if "tensorflow_saved_model_bundle" in formats:
         folder = work / "tf_saved_model"
-        save_saved_model(model, folder)
+        save_saved_model(checked(builtin=False), folder)
         sig = tf.saved_model.load(str(folder)).signatures["serving_default"]
         res = sig(input=tf.constant(x))
         back = max(float(np.abs(res[k].numpy() - r).max()) for k, r in zip(("probability", "uncertainty"), ref))
         if not back <= 1e-4:
             raise RuntimeError(f"the SavedModel, loaded back, differs from the torch ensemble by {back:.3g}")
         z = _zip_folder(folder, work / "weights_tf_saved_model.zip")
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)
+        logger.info("SavedModel: %.1f MB zipped (TensorFlow %s wrote it; declared %s, the oldest verified)",
+                    z.stat().st_size / 1e6, tf.__version__, TENSORFLOW_VERSION)
         out["tensorflow_saved_model_bundle"] = bm.TensorflowSavedModelBundleWeightsDescr(
-            source=z, tensorflow_version=version, parent=parent)
+            source=z, tensorflow_version=bm.Version(TENSORFLOW_VERSION), parent=parent)
     return out
