@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_path
+
 #: The macros shipped in ``fiji_consensus/macros`` (installed into ``Fiji.app/plugins/Fiji_Consensus``).
 MACROS = (
     "Next_Planned_Image.ijm",
@@ -87,10 +89,8 @@ def _write_plan(plan: dict[Path, str], overwrite: bool) -> list[Path]:
         data = text.encode("ascii")
         if dst.exists() and dst.read_bytes() == data:
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, dst)
+        with atomic_path(dst, overwrite=True) as tmp:  # (files that differ were checked above)
+            tmp.write_bytes(data)
         written.append(dst)
     return written
 
