@@ -440,6 +440,30 @@ def test_package_predictions_on_odd_sizes(package, ensemble_dir, odd_image):
     assert diff.max() < 0.01 and np.percentile(diff, 99) < 2e-3, (diff.max(), np.percentile(diff, 99))
 
 
+def test_block_progress_bar_is_off_unless_asked_and_restored(package, image, capfd):
+    """bioimageio.core draws a bar over the blocks with no switch of its own; Package.predict hides it unless
+    progress=True, and puts bioimageio.core's own tqdm back afterwards (also after nested and failing uses)."""
+    import tqdm
+    from bioimageio.core import _prediction_pipeline as pp
+
+    with zoo.load_package(package[0]) as pkg:
+        capfd.readouterr()
+        quiet = pkg.predict(image, tile=80)
+        assert "block" not in capfd.readouterr().err
+        loud = pkg.predict(image, tile=80, progress=True)
+        assert "block" in capfd.readouterr().err  # tqdm's unit: "16/16 [..., block/s]"
+    np.testing.assert_array_equal(quiet[0], loud[0])
+    assert pp.tqdm is tqdm.tqdm
+    from fiji_consensus.zoo.runtime import _no_block_progress
+
+    with pytest.raises(RuntimeError), _no_block_progress(False):
+        with _no_block_progress(False):
+            assert pp.tqdm is not tqdm.tqdm
+        assert pp.tqdm is not tqdm.tqdm  # the outer use still holds it off
+        raise RuntimeError("fails inside")
+    assert pp.tqdm is tqdm.tqdm
+
+
 def test_package_normalises_the_unpadded_image(package, ensemble_dir, image):
     """Percentiles over the image itself, before any padding, as deepImageJ (JDLL) and our predict do: an image
     smaller than the package's smallest tile is normalised first, then mirror-padded. Normalising the padded
