@@ -730,7 +730,7 @@ def test_consensus_options_reach_the_consensus(ij, sample_crop):
 def test_predict_with_a_callable_ensemble(ij, sample_crop):
     """Objects named and coloured as `fiji-consensus predict` writes them, on the measure's absolute scale."""
     from fiji_consensus import instances, uncertainty
-    from fiji_consensus.predict import uncertainty_color
+    from fiji_consensus.style import uncertainty_color
 
     experts, image, masks = sample_crop
     imp = fiji.to_imageplus(image)
