@@ -59,8 +59,9 @@ from ._common import (
     UNCERTAINTY_DEFINITIONS,
     WEIGHT_FORMATS,
     is_package,
+    package_source,
 )
-from ._common import package_source as _package_source  # noqa: F401  (predict.py's name for it)
+from ._common import package_source as _package_source  # noqa: F401  (the old private name)
 from ._common import quiet_bioimageio as _quiet_bioimageio  # noqa: F401  (tests and benchmarks use it)
 from ._common import read_rdf as _read_rdf  # noqa: F401
 from .card import model_card, read_card_notes
@@ -87,6 +88,7 @@ __all__ = [
     "onnx_versions",
     "model_card",
     "is_package",
+    "package_source",
     "Package",
     "load_package",
     "predict_packages",
