@@ -1,8 +1,11 @@
 """Every CLI default equals its config model's default: the options a user does not give mean what the
 config models (and so the library, the Fiji macros and the provenance records) say they mean.
 
-Two checks per command: the parser's declared defaults against the model's field defaults, and, end to end,
-the config the CLI builds from only the required arguments against the model built from the same arguments.
+The options are made from the config fields (``fiji_consensus.cli._builder``), so the defaults agree by
+construction; these tests check that construction: walking the whole parser, every option of a command
+with a config model is either made from a field (and then its default and help are the field's) or one of
+the CLI's own output options; end to end, the config the CLI builds from only the required arguments equals
+the model built from the same arguments; and the builder refuses a field type it cannot map, by name.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 from pydantic_core import PydanticUndefined
 
 from fiji_consensus import cli
 from fiji_consensus import config as C
+from fiji_consensus.cli import _builder
+from fiji_consensus.cli._common import add_common
 
 #: command -> (config model, module and name of the job function the CLI calls, the required arguments)
 COMMANDS = {
@@ -23,6 +31,7 @@ COMMANDS = {
                   ["--project", "P", "--out", "O"], dict(project="P", out="O")),
     "agreement": (C.AgreementConfig, "fiji_consensus.jobs", "run_agreement",
                   ["--project", "P"], dict(project="P")),
+    "plan": (C.PlanConfig, "fiji_consensus.jobs", "run_plan", ["--project", "P"], dict(project="P")),
     "predict": (C.PredictConfig, "fiji_consensus.predict", "run_predict",
                 ["IMG", "--model", "M", "--out", "O"], dict(inputs=["IMG"], model=["M"], out="O")),
     "evaluate": (C.EvaluateConfig, "fiji_consensus.evaluate_job", "run_evaluate",
@@ -34,83 +43,83 @@ COMMANDS = {
     "crossval": (C.CrossvalConfig, "fiji_consensus.crossval", "run_crossval",
                  ["--lab", "A", "--lab", "B", "--out", "O"], dict(labs=["A", "B"], out="O", train=C.TrainConfig())),
 }
-
-#: CLI option (dest) -> config field, where the names differ; "!" = the flag is the field's negation.
-RENAMED = {
-    "consensus": {"no_overlays": "!write_overlays"},
-    "evaluate": {"model_predictions": "models", "strategy": "strategies", "no_report": "!report"},
-    "package": {"pkg_version": "version", "weights": "weight_formats"},
-    "train": {"percentiles": ("low_percentile", "high_percentile"), "lab": "labs", "lab_min_size": "lab_min_sizes"},
-    "crossval": {"percentiles": ("low_percentile", "high_percentile"), "lab": "labs", "lab_min_size": "min_sizes"},
-}
-#: Options whose parser default is None on purpose: the CLI then leaves the field out, so the model's default
-#: applies (checked end to end below). ``--author`` appends: a default list would be extended, not replaced.
-UNSET_MEANS_MODEL_DEFAULT = {"package": {"authors"}}
-#: Options of the CLI only (output, logging, the Dask cluster: DaskOptions is built only when one is named).
-CLI_ONLY = {"help", "json", "no_progress", "quiet", "verbose", "debug", "scheduler", "workers",
-            "threads_per_worker", "retries", "test"}
-
-PARAMS = list(COMMANDS)
+#: A required field whose option is optional on purpose: `plan next` shares the `plan` parser, so `plan`
+#: checks --project itself (with a one-line error).
+OPTIONAL_ON_PURPOSE = {("plan", "project")}
 
 
-def _subparser(command: str) -> argparse.ArgumentParser:
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]
+def _cli_only() -> set[str]:
+    """The CLI's own options (output and logging), the only ones not made from a config field."""
+    p = argparse.ArgumentParser()
+    add_common(p)
+    return {a.dest for a in p._actions}
 
 
-def _fields(model) -> dict:
-    fields = dict(model.model_fields)
-    if model in (C.TrainJobConfig, C.CrossvalConfig):  # training options fill TrainConfig and its AugmentOptions
-        fields.update(C.TrainConfig.model_fields)
-        fields.update(C.TrainConfig.model_fields["augment"].annotation.model_fields)
-    return fields
+def _walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(command path, parser) of every command and subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _walk(sub, (*prefix, name))
 
 
-@pytest.mark.parametrize("command", PARAMS)
-def test_parser_defaults_are_the_config_defaults(command):
-    model = COMMANDS[command][0]
-    fields = _fields(model)
-    renamed = RENAMED.get(command, {})
-    problems, matched = [], 0
-    for action in _subparser(command)._actions:
-        dest = action.dest
-        if dest in CLI_ONLY:
+def _field_default(model, name) -> Any:
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def test_every_option_of_a_config_command_is_a_config_field():
+    cli_only = _cli_only()
+    seen, problems = set(), []
+    for path, parser in _walk(cli.build_parser()):
+        if path[0] not in COMMANDS or len(path) > 1:  # `plan next` and the commands without a config model
             continue
-        name = renamed.get(dest, dest)
-        names = list(name) if isinstance(name, tuple) else [name]  # one option, several fields (LOW HIGH)
-        negated = names[0].startswith("!")
-        names = [n.lstrip("!") for n in names]
-        missing = [n for n in names if n not in fields]
-        if missing:
-            problems.append(f"--{dest.replace('_', '-')}: no config field {missing} in {model.__name__}")
-            continue
-        matched += 1
-        name = ", ".join(names)
-        wants = [fields[n].get_default(call_default_factory=True) for n in names]
-        want = wants[0] if len(wants) == 1 else list(wants)
-        if want is PydanticUndefined:
-            if not (action.required or not action.option_strings):
-                problems.append(f"--{dest}: required in {model.__name__} but optional in the CLI")
-            continue
-        got = action.default
-        if dest in UNSET_MEANS_MODEL_DEFAULT.get(command, ()):
-            if got is not None:
-                problems.append(f"--{dest}: expected no parser default (the model's applies); got {got!r}")
-            continue
-        if negated:
-            got = not got
-        if isinstance(want, (tuple, list)) and isinstance(got, (tuple, list)):
-            got, want = list(got), list(want)
-        if isinstance(want, dict) and got == []:  # NAME=VALUE pairs collected into the field's mapping
-            got = {}
-        if got != want:
-            problems.append(f"--{dest.replace('_', '-')}: CLI default {got!r} != {model.__name__}.{name} {want!r}")
-    assert matched >= 3
+        seen.add(path[0])
+        for action in parser._actions:
+            link = getattr(action, "config_field", None)
+            if isinstance(action, argparse._SubParsersAction):  # `plan next`: a subcommand, not an option
+                continue
+            if link is None:
+                if action.dest not in cli_only:
+                    problems.append(f"{path[0]} {action.option_strings or action.dest}: not made from a config field")
+                continue
+            model, names = link
+            if len(names) == 1 and action.dest != names[0] and action.option_strings:
+                problems.append(f"{path[0]} {action.option_strings}: dest {action.dest!r} != field {names[0]!r}")
+    assert seen == set(COMMANDS)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("command", PARAMS)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_parser_defaults_and_help_are_the_config_fields(command):
+    (path, parser), = [(p, s) for p, s in _walk(cli.build_parser()) if p == (command,)]
+    checked, problems = 0, []
+    for action in parser._actions:
+        if not hasattr(action, "config_field"):
+            continue
+        model, names = action.config_field
+        option = "/".join(action.option_strings) or action.dest
+        wants = [_field_default(model, n) for n in names]
+        for n in names:  # the help text is the field's description (the CLI writes none of its own)
+            description = model.model_fields[n].description
+            if not description or description.replace("%", "%%") not in (action.help or ""):
+                problems.append(f"{command} {option}: help {action.help!r} is not {model.__name__}.{n}'s description")
+        if PydanticUndefined in wants:
+            if not (action.required or not action.option_strings or (command, names[0]) in OPTIONAL_ON_PURPOSE):
+                problems.append(f"{command} {option}: required in {model.__name__} but optional in the CLI")
+            continue
+        want = wants[0] if len(wants) == 1 else tuple(wants)
+        got = action.default
+        if isinstance(action, argparse._StoreFalseAction):  # --no-X: the field is on unless the flag is given
+            assert option.startswith("--no-") and want is True, (command, option)
+        if got != want or type(got) is not type(want):
+            problems.append(f"{command} {option}: CLI default {got!r} != {model.__name__}.{names} {want!r}")
+        checked += 1
+    assert checked >= 3
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_cli_builds_the_config_models_defaults(command, monkeypatch, capsys):
     model, module, func, argv, required = COMMANDS[command]
     seen = []
@@ -126,3 +135,51 @@ def test_cli_builds_the_config_models_defaults(command, monkeypatch, capsys):
     got, want = cfg.model_dump(), model(**required).model_dump()
     diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
     assert not diff, f"{command}: CLI-built != {model.__name__} defaults: {diff}"
+
+
+def test_given_options_reach_the_config(monkeypatch, capsys):
+    """Renamed, negated, repeated, paired and NAME=VALUE options land in their fields."""
+    seen = []
+    monkeypatch.setattr(importlib.import_module("fiji_consensus.jobs"), "run_train",
+                        lambda cfg, **kw: seen.append(cfg) or {"ok": True})
+    monkeypatch.setattr(importlib.import_module("fiji_consensus.evaluate_job"), "run_evaluate",
+                        lambda cfg, **kw: seen.append(cfg) or {"ok": True})
+    monkeypatch.setattr(importlib.import_module("fiji_consensus.zoo"), "run_package",
+                        lambda cfg, **kw: seen.append(cfg) or {"ok": True})
+    assert cli.main(["train", "--lab", "A", "--lab", "B", "--lab-min-size", "A=16", "--percentiles", "2", "99",
+                     "--zoom", "0.5", "1.5", "--noise", "0.1", "--batch-size", "8", "--out", "O", "--json"]) == 0
+    assert cli.main(["evaluate", "--project", "P", "--out", "O", "--model-predictions", "m1=D1", "m2=D2",
+                     "--strategy", "s=m1,m2", "--no-report", "--json"]) == 0
+    assert cli.main(["package", "--model", "M", "--out", "O.zip", "--author", "Ann", "--author", "Bob",
+                     "--tag", "x", "--version", "1.2.3", "--weights", "onnx", "--json"]) == 0
+    train, ev, pkg = seen
+    assert train.labs == [Path("A"), Path("B")] and train.lab_min_sizes == {"A": 16}
+    assert (train.train.low_percentile, train.train.high_percentile, train.train.batch_size) == (2.0, 99.0, 8)
+    assert train.train.augment.zoom == (0.5, 1.5) and train.train.augment.noise == 0.1
+    assert ev.models == {"m1": Path("D1"), "m2": Path("D2")} and ev.strategies == {"s": ["m1", "m2"]}
+    assert ev.report is False
+    # a repeated flag replaces the default list; the default stays untouched for the next parse
+    assert pkg.authors == ["Ann", "Bob"] and pkg.tags == ["x"] and pkg.version == "1.2.3"
+    assert pkg.weight_formats == ["onnx"] and C.PackageConfig.model_fields["authors"].get_default(
+        call_default_factory=True) == ["fiji-consensus"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # a NAME=VALUE option names the expected form
+        cli.main(["train", "--project", "P", "--out", "O", "--lab-min-size", "A=many"])
+    assert e.value.code == 2 and "NAME=N" in capsys.readouterr().err
+
+
+class _Odd(BaseModel):
+    ok: int = Field(3, description="An int.")
+    nested: C.DaskOptions | None = Field(None, description="A model inside a model.")
+    on: bool = Field(True, description="On by default.")
+
+
+def test_the_builder_refuses_a_type_it_cannot_map():
+    p = argparse.ArgumentParser()
+    action = _builder.add_field(p, _Odd, "ok")
+    assert action.default == 3 and action.dest == "ok" and action.option_strings == ["--ok"]
+    with pytest.raises(_builder.FieldTypeError, match=r"_Odd\.nested: its type .*DaskOptions.* write this option by hand"):
+        _builder.add_field(p, _Odd, "nested")
+    with pytest.raises(_builder.FieldTypeError, match=r"_Odd\.on is on by default: its flag must turn it off"):
+        _builder.add_field(p, _Odd, "on")
+    assert _builder.add_field(p, _Odd, "on", flag="--no-on").default is True

@@ -22,7 +22,7 @@ OPTIONAL = {"torch", "jpype", "scyjava", "imagej", "bioimageio", "dask", "distri
 
 MODULES = sorted(
     m.name for m in pkgutil.walk_packages(fiji_consensus.__path__, prefix="fiji_consensus.")
-    if m.name != "fiji_consensus.__main__"
+    if m.name.rpartition(".")[2] != "__main__"  # running the command line is not an example
 )
 
 
