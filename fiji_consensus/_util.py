@@ -1,4 +1,5 @@
-"""Two small rules every layer needs, each in one place: the SHA-256 of a file, and strict-JSON cleaning.
+"""Small rules every layer needs, each in one place: the SHA-256 of a file, strict-JSON cleaning, and the
+lazy names of a package whose backend is imported only on first use (``lazy_getattr``).
 
 >>> json_safe({"a": float("nan"), "b": [np.float32(0.5), np.int64(3), np.bool_(True)], 1: Path("x")})
 {'a': None, 'b': [0.5, 3, True], '1': 'x'}
@@ -7,14 +8,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["sha256_file", "json_safe"]
+__all__ = ["sha256_file", "json_safe", "lazy_getattr"]
 
 _CHUNK = 1 << 20
 
@@ -53,3 +56,29 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def lazy_getattr(
+    package: str, exports: dict[str, str], before: Callable[[str], None] | None = None
+) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``package``: name ``n`` of ``exports`` (name -> submodule) is imported
+    from ``package.<exports[n]>`` when first used (``before(submodule)`` runs first, e.g. to name a missing
+    extra), so importing the package itself stays cheap.
+
+    >>> getattr_ = lazy_getattr("fiji_consensus", {"sha": "_util"})
+    >>> getattr_("sha")
+    Traceback (most recent call last):
+    ...
+    AttributeError: module 'fiji_consensus._util' has no attribute 'sha'
+    >>> lazy_getattr("fiji_consensus", {"json_safe": "_util"})("json_safe") is json_safe
+    True
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if before is not None:
+            before(exports[name])
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__

@@ -352,13 +352,7 @@ def predict_dask_array(
         meta=np.empty((0, 0, 0), np.float32),
         model=str(folder),
         sha=sha256_file(folder / ENSEMBLE_JSON),
-        device=device,
-        tta=tta,
-        measure=measure,
-        halo=halo,
-        multiple=mult,
-        threads=threads,
-        plan=plan or {},
+        device=device, tta=tta, measure=measure, halo=halo, multiple=mult, threads=threads, plan=plan or {},
     )
     return res, (lo, hi)
 

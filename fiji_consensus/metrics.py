@@ -134,14 +134,7 @@ def dice(a: Any, b: Any, *, ignore: Any = None) -> float:
 
 
 def iou(a: Any, b: Any, *, ignore: Any = None) -> float:
-    """Pixel intersection over union (Jaccard index) of two binary masks.
-
-    Parameters
-    ----------
-    a, b : array_like, shape (Y, X)
-        Binary masks (bool, 0/1 or 0/255).
-    ignore : array_like of bool, shape (Y, X), optional
-        Pixels left out of the score.
+    """Pixel intersection over union (Jaccard index) of two binary masks ``a``, ``b`` (as :func:`dice`).
 
     Returns
     -------
@@ -162,12 +155,7 @@ def iou(a: Any, b: Any, *, ignore: Any = None) -> float:
 def sensitivity_specificity(reference: Any, candidate: Any, *, ignore: Any = None) -> tuple[float, float]:
     """Pixel sensitivity ``TP / (TP + FN)`` and specificity ``TN / (TN + FP)`` of a mask against a reference.
 
-    Parameters
-    ----------
-    reference, candidate : array_like, shape (Y, X)
-        Binary masks (bool, 0/1 or 0/255).
-    ignore : array_like of bool, shape (Y, X), optional
-        Pixels left out of the score.
+    ``reference`` and ``candidate`` are binary masks and ``ignore`` the pixels left out, as in :func:`dice`.
 
     Returns
     -------
@@ -194,12 +182,7 @@ def cohen_kappa(a: Any, b: Any, *, ignore: Any = None) -> float:
     ``kappa = (p_o - p_e) / (1 - p_e)`` with the observed agreement ``p_o`` and the chance agreement
     ``p_e = p_a p_b + (1 - p_a)(1 - p_b)`` from each rater's own foreground fraction.
 
-    Parameters
-    ----------
-    a, b : array_like, shape (Y, X)
-        Binary masks (bool, 0/1 or 0/255).
-    ignore : array_like of bool, shape (Y, X), optional
-        Pixels left out.
+    ``a``, ``b``: binary masks; ``ignore``: pixels left out (as in :func:`dice`).
 
     Returns
     -------
@@ -466,12 +449,7 @@ def roi_f1(
 
 
 def object_scores(
-    reference: Any,
-    candidate: Any,
-    *,
-    min_size: int = 0,
-    ignore: Any = None,
-    iou_threshold: float = 0.5,
+    reference: Any, candidate: Any, *, min_size: int = 0, ignore: Any = None, iou_threshold: float = 0.5
 ) -> dict[str, float]:
     """Object counts and detection scores of a candidate mask against a reference mask.
 

@@ -371,18 +371,9 @@ class _Rows:
 
 
 def _bands(
-    image: np.ndarray,
-    predictor: Callable[[np.ndarray], Any],
-    *,
-    tile: int | tuple[int, int] = 512,
-    halo: int | tuple[int, int] = 32,
-    overlap: float = 0.125,
-    batch_size: int = 4,
-    blending: str = "cosine",
-    sigma_scale: float = 0.125,
-    multiple: int = 1,
-    pad_mode: str = "reflect",
-    progress: bool = False,
+    image: np.ndarray, predictor: Callable[[np.ndarray], Any], *, tile: int | tuple[int, int] = 512,
+    halo: int | tuple[int, int] = 32, overlap: float = 0.125, batch_size: int = 4, blending: str = "cosine",
+    sigma_scale: float = 0.125, multiple: int = 1, pad_mode: str = "reflect", progress: bool = False,
 ) -> Iterator[tuple[int, int, np.ndarray, bool]]:
     """The engine of :func:`predict_tiled` and :func:`iter_tiled`: ``(y0, y1, (K, rows, X) band, squeeze)``."""
     arr = np.asarray(image)

@@ -66,6 +66,30 @@ def _check_float(value: Any, name: str, *, lo: float, hi: float, open_: bool = T
     return out
 
 
+class Convergence:
+    """ITK's STAPLE stopping rule: stop after the first iteration (but never the first) in which every
+    sensitivity and specificity changed by at most ``tol`` (ITK: squared change ``<= 1e-14``). With
+    ``nan_equal``, a value that stays NaN counts as unchanged (the pooled EM: an expert without foreground)."""
+
+    def __init__(self, r: int, tol: float, *, nan_equal: bool = False) -> None:
+        self.min_sq = 1e-14 if tol == STAPLE_TOL else tol * tol  # ITK's literal threshold on the squared change
+        self.last_p = np.full(r, -10.0)
+        self.last_q = np.full(r, -10.0)
+        self.nan_equal = nan_equal
+
+    def reached(self, it: int, p: np.ndarray, q: np.ndarray) -> bool:
+        """Whether iteration ``it`` (from 0), which gave ``p`` and ``q``, ends the EM."""
+        if it != 0:
+            dp, dq = p - self.last_p, q - self.last_q
+            if self.nan_equal:
+                dp = np.where(np.isnan(p) & np.isnan(self.last_p), 0.0, dp)
+                dq = np.where(np.isnan(q) & np.isnan(self.last_q), 0.0, dq)
+            if np.all(dp ** 2 <= self.min_sq) and np.all(dq ** 2 <= self.min_sq):
+                return True
+        self.last_p, self.last_q = p, q
+        return False
+
+
 def check_em_options(
     prior: float | None, confidence_weight: float, tol: float, max_iter: int
 ) -> tuple[float | None, float, float, int]:

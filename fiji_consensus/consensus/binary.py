@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from fiji_consensus.consensus._common import STAPLE_MAX_ITER, STAPLE_TOL, _ignore, _masks, check_em_options
+from fiji_consensus.consensus._common import (
+    STAPLE_MAX_ITER, STAPLE_TOL, Convergence, _ignore, _masks, check_em_options,
+)
 from fiji_consensus.consensus.patterns import _expand, _patterns
 
 __all__ = ["StapleResult", "staple"]
@@ -18,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StapleResult:
-    """Result of :func:`staple`.
+    """What :func:`staple` returns.
 
     Attributes
     ----------
@@ -61,10 +63,8 @@ def _staple_em(
     # initial W: the average of the segmentations; prior g = mean(W) * confidence weight (ITK)
     w = bits.sum(axis=1) / float(r)
     g = float((counts * w).sum() / n_total) * confidence_weight if prior is None else float(prior)
-    min_sq = 1e-14 if tol == STAPLE_TOL else tol * tol  # ITK's literal threshold on the squared change
-    last_p = np.full(r, -10.0)
-    last_q = np.full(r, -10.0)
-    p = q = last_p
+    stop = Convergence(r, tol)
+    p = q = stop.last_p
     converged = False
     n_iter = 0
     for it in range(max_iter):
@@ -85,10 +85,9 @@ def _staple_em(
             w = num / den
         w = np.where(den > 0, w, g)  # no information at all (a = b = 0): fall back to the prior
         n_iter = it + 1
-        if it != 0 and np.all((p - last_p) ** 2 <= min_sq) and np.all((q - last_q) ** 2 <= min_sq):
+        if stop.reached(it, p, q):
             converged = True
             break
-        last_p, last_q = p, q
     return w, p, q, g, n_iter, converged
 
 

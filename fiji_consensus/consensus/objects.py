@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ObjectConsensusResult:
-    """Result of :func:`object_consensus`.
+    """The consensus objects of :func:`object_consensus` and every expert's objects.
 
     Attributes
     ----------

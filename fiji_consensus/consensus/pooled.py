@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fiji_consensus.consensus._common import (
-    STAPLE_MAX_ITER, STAPLE_TOL, _check_float, _check_int, _ignore, _masks, check_em_options,
+    STAPLE_MAX_ITER, STAPLE_TOL, Convergence, _check_float, _check_int, _ignore, _masks, check_em_options,
 )
 from fiji_consensus.consensus.patterns import _expand, _patterns, vote_patterns
 
@@ -157,10 +157,8 @@ def _pooled_em(
     """The pooled EM from the initial posteriors ``w_l``; returns (p, q, n_iter, converged), ITK's stopping rule."""
     idx_l = [np.asarray(x, dtype=np.intp) for x in raters]
     d_l = [b.astype(np.float64) for b in bits_l]
-    min_sq = 1e-14 if tol == STAPLE_TOL else tol * tol
-    last_p = np.full(r, -10.0)
-    last_q = np.full(r, -10.0)
-    p = q = last_p
+    stop = Convergence(r, tol, nan_equal=True)
+    p = q = stop.last_p
     converged = False
     n_iter = 0
     for it in range(max_iter):
@@ -180,13 +178,9 @@ def _pooled_em(
             q = q_num / q_den
         w_l = [_posterior_patterns(b, p[idx], q[idx], float(gn)) for b, idx, gn in zip(bits_l, idx_l, g)]
         n_iter = it + 1
-        if it != 0:
-            dp = np.where(np.isnan(p) & np.isnan(last_p), 0.0, p - last_p)
-            dq = np.where(np.isnan(q) & np.isnan(last_q), 0.0, q - last_q)
-            if np.all(dp ** 2 <= min_sq) and np.all(dq ** 2 <= min_sq):
-                converged = True
-                break
-        last_p, last_q = p, q
+        if stop.reached(it, p, q):
+            converged = True
+            break
     return p, q, n_iter, converged
 
 
@@ -261,15 +255,9 @@ class PooledStapleResult:
 
 
 def staple_pooled(
-    masks: Sequence[Any],
-    raters: Sequence[Sequence[int]],
-    *,
-    n_experts: int | None = None,
-    prior: float | None = None,
-    confidence_weight: float = 1.0,
-    tol: float = STAPLE_TOL,
-    max_iter: int = STAPLE_MAX_ITER,
-    ignore: Sequence[Any] | None = None,
+    masks: Sequence[Any], raters: Sequence[Sequence[int]], *, n_experts: int | None = None,
+    prior: float | None = None, confidence_weight: float = 1.0, tol: float = STAPLE_TOL,
+    max_iter: int = STAPLE_MAX_ITER, ignore: Sequence[Any] | None = None,
 ) -> PooledStapleResult:
     """STAPLE over images annotated by different subsets of experts (:func:`staple_fit` + posteriors).
 

@@ -7,7 +7,7 @@ imported only when a torch-backed name is used, so ``fiji_consensus.nn.train.Tra
 
 from __future__ import annotations
 
-import importlib
+from .._util import lazy_getattr
 
 _EXPORTS = {
     "UNet": "unet",
@@ -28,12 +28,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        mod = _EXPORTS[name]
-        if mod in ("unet", "ensemble"):
-            from .._validate import require
+def _require_torch(module: str) -> None:
+    if module in ("unet", "ensemble"):
+        from .._validate import require
 
-            require("torch", extra="train")
-        return getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        require("torch", extra="train")
+
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS, _require_torch)

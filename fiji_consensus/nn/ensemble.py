@@ -17,11 +17,9 @@ Weights are loaded with ``torch.load(..., weights_only=True)`` and checked again
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import logging
-import math
 import os
 import pickle
 import re
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
+from .._util import json_safe, sha256_file  # noqa: F401  (their one home; kept importable from here)
 from .data import apply_percentiles, compute_percentiles, pad_to_multiple
 from .unet import UNet
 
@@ -80,30 +79,6 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
         if exc.errno == errno.ENOSPC:
             raise _disk_full(path, exc) from exc
         raise
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` and numpy scalars by Python ones (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _refusal_reason(text: str) -> str | None:

@@ -66,6 +66,17 @@ def _inverse_view(t: torch.Tensor, view: str) -> torch.Tensor:
     return _forward_view(t, view)  # the flips, rot180 and transpose are their own inverses
 
 
+def check_views_and_measure(views: Any, measure: str) -> tuple[str, ...]:
+    """The test-time views as a tuple, after checking them (:data:`ENSEMBLE_VIEWS`, at least one) and the
+    uncertainty measure (:data:`ENSEMBLE_MEASURES`)."""
+    names = tuple(str(v) for v in views)
+    if not names or any(v not in ENSEMBLE_VIEWS for v in names):
+        raise ValueError(f"views must be a non-empty list of {ENSEMBLE_VIEWS}; got {list(names)}")
+    if measure not in ENSEMBLE_MEASURES:
+        raise ValueError(f"measure must be one of {ENSEMBLE_MEASURES}; got {measure!r}")
+    return names
+
+
 def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
     q = p.clamp(_EPS, 1.0 - _EPS)
     return -(q * torch.log(q) + (1.0 - q) * torch.log(1.0 - q)) / _LN2
@@ -109,12 +120,7 @@ class EnsembleNet(nn.Module):
         super().__init__()
         if int(n_members) < 1:
             raise ValueError(f"n_members must be >= 1; got {n_members}")
-        views = tuple(str(v) for v in views)
-        bad = [v for v in views if v not in ENSEMBLE_VIEWS]
-        if bad or not views:
-            raise ValueError(f"views must be a non-empty list of {ENSEMBLE_VIEWS}; got {list(views)}")
-        if measure not in ENSEMBLE_MEASURES:
-            raise ValueError(f"measure must be one of {ENSEMBLE_MEASURES}; got {measure!r}")
+        views = check_views_and_measure(views, measure)
         cfg = dict(unet_config)
         if int(cfg.get("in_channels", 1)) != 1 or int(cfg.get("out_channels", 1)) != 1:
             raise ValueError(f"EnsembleNet needs single-channel U-Nets (in/out 1); got config {cfg}")

@@ -505,17 +505,8 @@ def _assemble_prediction(
     else:
         prob_o, unc_o, lab_o, maps = prob, unc, labels, stats
     return Prediction(
-        probability=prob_o,
-        uncertainty=unc_o,
-        labels=lab_o,
-        maps=maps,
-        objects=objects,
-        qa_score=qa,
-        measure=measure,
-        threshold=threshold,
-        views=tuple(views),
-        n_members=n_members,
-        stack=stack,
+        probability=prob_o, uncertainty=unc_o, labels=lab_o, maps=maps, objects=objects, qa_score=qa,
+        measure=measure, threshold=threshold, views=tuple(views), n_members=n_members, stack=stack,
         qa_scores=qa_scores,
     )
 

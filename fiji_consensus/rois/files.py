@@ -242,17 +242,12 @@ def write_roiset(path: PathLike, rois: Iterable[ImagejRoi], *, overwrite: bool =
     rois : iterable of roifile.ImagejRoi
         The ROIs (not modified).
     overwrite : bool
-        Replace an existing file.
+        Replace an existing file; without it an existing ``path`` is a ``FileExistsError``.
 
     Returns
     -------
     pathlib.Path
         ``path``.
-
-    Raises
-    ------
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is false.
     """
     rois = list(rois)
     for i, r in enumerate(rois):

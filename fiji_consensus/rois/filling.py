@@ -185,15 +185,16 @@ def _ptseg_dist_sq(x1, y1, x2, y2, px, py) -> float:
     return 0.0 if d < 0 else d
 
 
+def _mid(a: float, b: float) -> float:
+    """The midpoint ``(a + b) / 2`` (Java's ``FlatteningPathIterator`` subdivision, same rounding)."""
+    return (a + b) / 2.0
+
+
 def _flatten_quad(c: list[float], level: int, sqflat: float, out: list[tuple[float, float]]) -> None:
     if level < 10 and _ptseg_dist_sq(c[0], c[1], c[4], c[5], c[2], c[3]) >= sqflat:
         x1, y1, cx, cy, x2, y2 = c
-        x1 = (x1 + cx) / 2.0
-        y1 = (y1 + cy) / 2.0
-        x2 = (x2 + cx) / 2.0
-        y2 = (y2 + cy) / 2.0
-        cx = (x1 + x2) / 2.0
-        cy = (y1 + y2) / 2.0
+        x1, y1, x2, y2 = _mid(x1, cx), _mid(y1, cy), _mid(x2, cx), _mid(y2, cy)
+        cx, cy = _mid(x1, x2), _mid(y1, y2)
         _flatten_quad([c[0], c[1], x1, y1, cx, cy], level + 1, sqflat, out)
         _flatten_quad([cx, cy, x2, y2, c[4], c[5]], level + 1, sqflat, out)
     else:
@@ -207,18 +208,10 @@ def _flatten_cubic(c: list[float], level: int, sqflat: float, out: list[tuple[fl
     )
     if level < 10 and flat >= sqflat:
         x1, y1, cx1, cy1, cx2, cy2, x2, y2 = c
-        x1 = (x1 + cx1) / 2.0
-        y1 = (y1 + cy1) / 2.0
-        x2 = (x2 + cx2) / 2.0
-        y2 = (y2 + cy2) / 2.0
-        mx = (cx1 + cx2) / 2.0
-        my = (cy1 + cy2) / 2.0
-        cx1 = (x1 + mx) / 2.0
-        cy1 = (y1 + my) / 2.0
-        cx2 = (x2 + mx) / 2.0
-        cy2 = (y2 + my) / 2.0
-        mx = (cx1 + cx2) / 2.0
-        my = (cy1 + cy2) / 2.0
+        x1, y1, x2, y2 = _mid(x1, cx1), _mid(y1, cy1), _mid(x2, cx2), _mid(y2, cy2)
+        mx, my = _mid(cx1, cx2), _mid(cy1, cy2)
+        cx1, cy1, cx2, cy2 = _mid(x1, mx), _mid(y1, my), _mid(x2, mx), _mid(y2, my)
+        mx, my = _mid(cx1, cx2), _mid(cy1, cy2)
         _flatten_cubic([c[0], c[1], x1, y1, cx1, cy1, mx, my], level + 1, sqflat, out)
         _flatten_cubic([mx, my, cx2, cy2, x2, y2, c[6], c[7]], level + 1, sqflat, out)
     else:
@@ -467,16 +460,18 @@ def _oval_mask(w: int, h: int) -> np.ndarray:
     return (xx * xx / a2)[None, :] + (yy * yy / b2)[:, None] <= 1.0
 
 
-def _paste_window(r: _Raster, shape: tuple[int, int]):
-    """Clipped (image slice, local slice) of a raster, or None when it misses the image."""
-    height, width = shape
+def _paste(out: np.ndarray, r: _Raster, value: Any) -> None:
+    """Set the pixels of raster ``r`` in ``out`` to ``value``, clipped to the image."""
+    height, width = out.shape
     x0, y0 = max(r.x, 0), max(r.y, 0)
     x1, y1 = min(r.x + r.w, width), min(r.y + r.h, height)
     if x1 <= x0 or y1 <= y0:
-        return None
+        return
     img = (slice(y0, y1), slice(x0, x1))
-    loc = (slice(y0 - r.y, y1 - r.y), slice(x0 - r.x, x1 - r.x))
-    return img, loc
+    if r.mask is None:
+        out[img] = value
+    else:
+        out[img][r.mask[y0 - r.y : y1 - r.y, x0 - r.x : x1 - r.x]] = value
 
 
 def _check_shape(shape: Any) -> tuple[int, int]:
@@ -516,30 +511,15 @@ def roi_to_mask(roi: ImagejRoi, shape: tuple[int, int]) -> np.ndarray:
     >>> int(roi_to_mask(roi, (6, 6)).sum())
     12
     """
-    shp = _check_shape(shape)
-    out = np.zeros(shp, dtype=bool)
-    r = _roi_raster(roi)
-    win = _paste_window(r, shp)
-    if win is not None:
-        img, loc = win
-        out[img] = True if r.mask is None else r.mask[loc]
+    out = np.zeros(_check_shape(shape), dtype=bool)
+    _paste(out, _roi_raster(roi), True)
     return out
 
 
 def rois_to_labels(rois: Iterable[ImagejRoi], shape: tuple[int, int]) -> np.ndarray:
-    """Rasterise ROIs into a label image: ROI ``i`` gets label ``i + 1``; later ROIs overwrite earlier ones.
+    """Rasterise area ROIs (see :func:`roi_to_mask`) into a ``shape`` = ``(Y, X)`` int32 label image.
 
-    Parameters
-    ----------
-    rois : iterable of roifile.ImagejRoi
-        Area ROIs (see :func:`roi_to_mask`).
-    shape : tuple of int
-        ``(Y, X)`` of the image.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(Y, X)`` int32 label image, 0 = background.
+    ROI ``i`` gets label ``i + 1``; later ROIs overwrite earlier ones; 0 is the background.
 
     Examples
     --------
@@ -548,35 +528,14 @@ def rois_to_labels(rois: Iterable[ImagejRoi], shape: tuple[int, int]) -> np.ndar
     >>> int(rois_to_labels([a, b], (6, 6))[2, 2])
     2
     """
-    shp = _check_shape(shape)
-    out = np.zeros(shp, dtype=np.int32)
+    out = np.zeros(_check_shape(shape), dtype=np.int32)
     for i, roi in enumerate(rois):
-        r = _roi_raster(roi, i)
-        win = _paste_window(r, shp)
-        if win is None:
-            continue
-        img, loc = win
-        if r.mask is None:
-            out[img] = i + 1
-        else:
-            out[img][r.mask[loc]] = i + 1
+        _paste(out, _roi_raster(roi, i), i + 1)
     return out
 
 
 def rois_to_mask(rois: Iterable[ImagejRoi], shape: tuple[int, int]) -> np.ndarray:
-    """Union of the ROIs' masks (see :func:`roi_to_mask`).
-
-    Parameters
-    ----------
-    rois : iterable of roifile.ImagejRoi
-        Area ROIs.
-    shape : tuple of int
-        ``(Y, X)`` of the image.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(Y, X)`` bool mask.
+    """The union of the area ROIs' masks (see :func:`roi_to_mask`): a ``shape`` = ``(Y, X)`` bool mask.
 
     Examples
     --------
