@@ -35,11 +35,10 @@ class JobConfig(BaseModel):
 
 
 class _ExpertInputs(JobConfig):
-    images: Path | None = Field(
-        None,
-        description="Folder of images (<id>.png/.tif/...). Annotations are paired with images by id "
-        "(file stem), never by sort order.",
-    )
+    """The experts' annotations of one set of images: a project folder, or images and expert folders."""
+
+    images: Path | None = Field(None, description="Folder of images (<id>.png/.tif/...). Annotations are paired "
+                                "with images by id (file stem), never by sort order.")
     experts: list[Path] = Field(
         default_factory=list,
         description="One folder per expert holding masks (PNG/TIFF), RoiSet .zip, .roi files or TIFFs "
@@ -77,7 +76,9 @@ class _ExpertInputs(JobConfig):
 
 
 class ConsensusConfig(_ExpertInputs):
-    """Consensus of several experts' annotations, with per-expert scores and pairwise agreement."""
+    """Consensus of several experts' annotations (STAPLE, majority vote or object-level), every expert scored
+    against it, and Fiji-ready outputs: masks, probability, RoiSet zips, overlay TIFFs, CSV tables,
+    config.json."""
 
     method: Literal["staple", "majority", "objects"] = Field(
         "staple",
@@ -139,7 +140,8 @@ class ConsensusConfig(_ExpertInputs):
 
 
 class AgreementConfig(_ExpertInputs):
-    """Agreement between experts (pairwise) and, optionally, of every expert with a reference."""
+    """Agreement between experts, pairwise (pixel Dice, IoU, ROI-F1, Cohen's kappa; Fleiss' kappa over all),
+    and, with a reference such as est_GT, of every expert with it. No consensus is written."""
 
     reference: Path | None = Field(
         None, description="Optional folder of reference masks (e.g. est_GT) to score every expert against."
@@ -151,7 +153,12 @@ class AgreementConfig(_ExpertInputs):
 
 
 class PlanConfig(JobConfig):
-    """An annotation plan: which expert annotates which project image next."""
+    """An annotation plan: which expert annotates which project image next.
+
+    Images the model is least sure about (predictions) or the experts disagree on most come first; every
+    image gets `target` experts; every pair of experts shares images (so their agreement can be measured and
+    the pooled STAPLE links them); `budget` caps the new annotations. Writes <project>/plan/plan.csv (order,
+    image, expert, reason) and summary.json; `plan next` names an expert's next planned image."""
 
     project: Path = Field(
         ..., description="Project folder: images/, annotations/<expert>/ (whatever exists so far)."
@@ -178,7 +185,20 @@ class PlanConfig(JobConfig):
 
 
 class AugmentOptions(BaseModel):
-    """Random augmentation of training patches (numpy, seeded per member)."""
+    """Random augmentation of training patches (numpy, drawn from the sampler's seeded generator; the one
+    augmentation model: ``nn.data.AugmentConfig`` is this class).
+
+    ``flip``/``rotate90``: random flips and multiples of 90 degrees; ``affine_p``: probability of a random
+    rotation by up to ``rotation_deg`` and scaling by ``1 +- scale``; ``gamma``: gamma drawn log-uniformly in
+    ``[1/(1+gamma), 1+gamma]``; ``contrast``/``brightness``: ``x * c + b`` with ``c`` in ``1 +- contrast`` and
+    ``b`` in ``+- brightness``; ``noise``: Gaussian noise with a standard deviation up to this value;
+    ``blur``: Gaussian blur (sigma up to this value) on a third of the patches; ``zoom``: apparent object size
+    drawn log-uniformly in ``[min, max]`` for every patch (replaces the affine's ``scale``);
+    ``background``: a random smooth background added to half of the patches, what differs most between
+    microscopes (autofluorescent tissue, vignetting, a brighter centre of the field): a linear ramp plus a
+    Gaussian bump wider than the patch, scaled to a peak drawn in ``[0, background]`` (normalised units),
+    and the same field as a gain ``x * (1 + field)`` on half of those.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -361,14 +381,17 @@ class DaskOptions(JobConfig):
 
 
 class TrainJobConfig(JobConfig):
-    """Train a U-Net ensemble on consensus targets: where the data is, what the targets are, the settings."""
+    """Train a U-Net ensemble on consensus targets: where the data is, what the targets are, the settings.
+
+    K U-Nets on k-fold, grouped k-fold or bootstrap splits; each member's best checkpoint on its held-out
+    images is kept; the ensemble folder holds ensemble.json, the member weights and logs. An interrupted run
+    resumes when started again with the same settings. Without iterations the budget is max_minutes for the
+    whole ensemble."""
 
     images: Path | None = Field(None, description="Folder of training images (<id>.png/.tif/...).")
-    labels: Path | None = Field(
-        None,
-        description="Folder of target masks paired with the images by id (e.g. a consensus run's masks/ or "
-        "est_GT). Without it the targets are computed from the experts' annotations.",
-    )
+    labels: Path | None = Field(None, description="Folder of target masks paired with the images by id (e.g. a "
+                                "consensus run's masks/ or est_GT). Without it the targets are computed from the "
+                                "experts' annotations.")
     experts: list[Path] = Field(
         default_factory=list,
         description="Experts' annotation folders: the consensus targets are computed from them (unless "
@@ -445,7 +468,12 @@ class TrainJobConfig(JobConfig):
 
 class CrossvalConfig(JobConfig):
     """Leave-one-lab-out cross-validation: train on all labs but one, score the left-out lab's images against
-    its consensus and each of its experts, for every lab in turn."""
+    its consensus and each of its experts, for every lab in turn.
+
+    Each training lab keeps its own experts and consensus, and patches are drawn equally often from each lab;
+    every image of the left-out lab is placed above / within / below its experts (the paper's rule: ROI-F1 >=
+    the lowest expert's). Writes crossval.csv, summary.json and one folder per fold; an interrupted run
+    resumes when started again."""
 
     labs: list[Path] = Field(
         ...,
@@ -474,7 +502,14 @@ class CrossvalConfig(JobConfig):
 
 
 class PredictConfig(JobConfig):
-    """Prediction of images with a trained ensemble, written as Fiji-ready files."""
+    """Prediction of images with a trained ensemble (or bioimage.io packages), written as Fiji-ready files.
+
+    Test-time views and tiling; per image probability and uncertainty (float32, absolute scale), labels, a
+    RoiSet with one ROI per object coloured by its uncertainty, an ImageJ hyperstack (image, probability,
+    uncertainty) with the ROIs as overlay, and object tables. Images already done are skipped; an unreadable
+    image is reported at the end and makes the run fail. A zarr input (a 2-D array, a group with one array,
+    or an OME-Zarr image) larger than memory is predicted block by block on Dask into a zarr output
+    (probability and uncertainty arrays)."""
 
     model: Path | list[Path] = Field(
         ...,
@@ -585,7 +620,12 @@ class PredictConfig(JobConfig):
 
 
 class PackageConfig(JobConfig):
-    """An ensemble folder packaged as one bioimage.io model (fiji_consensus.zoo.package_ensemble)."""
+    """An ensemble folder packaged as one bioimage.io model (fiji_consensus.zoo.package_ensemble).
+
+    The members, the test-time views and the sigmoid inside one network with two outputs, probability and
+    uncertainty; torchscript, ONNX (opset 17, for deepImageJ) and pytorch_state_dict weights; percentile
+    normalisation as preprocessing; test tensors, a TIFF sample and a cover from a real image crop; a model
+    card with the validation scores. `test` runs bioimageio.core's test on it (offline)."""
 
     model: Path = Field(..., description="Ensemble folder (models/<name>/ with ensemble.json).")
     out: Path = Field(..., description="The package to write (.zip); never replaced without overwrite.")
@@ -640,7 +680,14 @@ class PackageConfig(JobConfig):
 
 
 class EvaluateConfig(_ExpertInputs):
-    """Objectivity, reliability and validity of experts, consensus and models (Segebarth et al. 2020)."""
+    """Objectivity, reliability and validity of experts, consensus and models (Segebarth et al. 2020).
+
+    Every expert and model against the consensus (Dice, ROI-F1, AP; STAPLE sensitivity/specificity; models
+    above/within/below the experts; the paper's selection rule), agreement and reliability (pairwise ROI-F1,
+    count CV, ICC, SD of effect sizes across the models of a strategy), validity per group (Kruskal-Wallis
+    with eta2_H, Mann-Whitney with eta2 = Z^2/N, Bonferroni, Grubbs outliers flagged), and uncertainty vs
+    expert disagreement (binned uncertainty, QUBIQ Dice, calibration). Writes CSV tables, summary.json and
+    report.html."""
 
     consensus: Path | None = Field(
         None,

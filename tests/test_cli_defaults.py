@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def test_every_option_of_a_config_command_is_a_config_field():
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_parser_defaults_and_help_are_the_config_fields(command):
     (path, parser), = [(p, s) for p, s in _walk(cli.build_parser()) if p == (command,)]
+    assert parser.description == inspect.getdoc(COMMANDS[command][0])  # the command's text: its model's docstring
     checked, problems = 0, []
     for action in parser._actions:
         if not hasattr(action, "config_field"):

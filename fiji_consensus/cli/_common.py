@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import inspect
 import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._builder import add_field, field_values
@@ -78,6 +81,37 @@ def table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
 def progress(a: argparse.Namespace) -> bool:
     """Show a progress bar (stderr) unless --no-progress or --quiet."""
     return not (a.no_progress or a.quiet)
+
+
+def job_command(
+    sub: Any, name: str, model: type, job: str, *, help: str, report: Callable[[dict[str, Any]], None],
+    config: Callable[[argparse.Namespace], Any] | None = None, progress_bar: bool = True,
+) -> argparse.ArgumentParser:
+    """A command that runs one job on one config model; its description is the model's docstring.
+
+    ``job``: ``"module.function"`` under ``fiji_consensus``, looked up when the command runs (so the job's
+    module is imported only then); ``config``: builds the model from the arguments (default:
+    ``model(**field_values(args, model))``); ``report``: prints the job's summary unless ``--json``.
+    """
+    p = sub.add_parser(name, help=help, description=inspect.getdoc(model))
+    run = functools.partial(_run_job, job=job, config=config or functools.partial(_config_of, model),
+                            report=report, progress_bar=progress_bar)
+    p.set_defaults(func=run)
+    return p
+
+
+def _config_of(model: type, a: argparse.Namespace) -> Any:
+    return model(**field_values(a, model))
+
+
+def _run_job(a: argparse.Namespace, *, job: str, config: Callable, report: Callable, progress_bar: bool) -> Any:
+    cfg = config(a)
+    module, _, name = job.rpartition(".")
+    fn = getattr(importlib.import_module(f"fiji_consensus.{module}"), name)
+    summary = fn(cfg, progress=progress(a)) if progress_bar else fn(cfg)
+    if not a.json:
+        report(summary)
+    return summary
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

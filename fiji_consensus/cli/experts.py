@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import AgreementConfig, ConsensusConfig, EvaluateConfig, PlanConfig
 from ._builder import add_field, field_values
-from ._common import add_common, fmt, progress, table
+from ._common import fmt, job_command, table
 
 _INPUT_METAVARS = {"images": "DIR", "experts": "DIR", "expert_names": "NAME", "project": "DIR", "ignore": "DIR",
                    "min_size": "PIXELS"}
@@ -28,33 +28,21 @@ def _add(p: argparse.ArgumentParser, model: type, names: str, **metavars: str) -
 
 
 def add_consensus(sub) -> None:
-    p = sub.add_parser(
-        "consensus",
-        help="consensus of several experts, per-expert scores and agreement",
-        description="Compute the consensus of several experts' annotations (STAPLE, majority vote or "
-        "object-level), score every expert against it and write Fiji-ready outputs "
-        "(masks, probability, RoiSet zips, overlay TIFFs, CSV tables, config.json).",
-    )
+    p = job_command(sub, "consensus", ConsensusConfig, "jobs.run_consensus", report=_report_consensus,
+                    help="consensus of several experts, per-expert scores and agreement")
     add_inputs(p, ConsensusConfig)
     _add(p, ConsensusConfig, "method threshold prior max_iter staple_estimate skip_incomplete min_votes min_experts "
          "iou_threshold out overwrite resume", out="DIR")
     add_field(p, ConsensusConfig, "write_overlays", flag="--no-overlays")
-    add_common(p)
-    p.set_defaults(func=run_consensus)
 
 
-def run_consensus(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import jobs
-
-    summary = jobs.run_consensus(ConsensusConfig(**field_values(a, ConsensusConfig)), progress=progress(a))
-    if not a.json:
-        rows = [{"expert": e, **s} for e, s in summary["expert_scores"].items()]
-        print(f"consensus ({summary['method']}) of {summary['n_images']} images -> {summary['out']}")
-        print(table(rows, ["expert", "dice", "roi_f1", "sensitivity"]))
-        print(f"Fleiss' kappa (pixels, mean over images): {fmt(summary['mean_fleiss_kappa'])}; "
-              f"ICC(2,1) of object counts: {fmt(summary['icc_object_counts'])}")
-        print_design(summary)
-    return summary
+def _report_consensus(summary: dict[str, Any]) -> None:
+    rows = [{"expert": e, **s} for e, s in summary["expert_scores"].items()]
+    print(f"consensus ({summary['method']}) of {summary['n_images']} images -> {summary['out']}")
+    print(table(rows, ["expert", "dice", "roi_f1", "sensitivity"]))
+    print(f"Fleiss' kappa (pixels, mean over images): {fmt(summary['mean_fleiss_kappa'])}; "
+          f"ICC(2,1) of object counts: {fmt(summary['icc_object_counts'])}")
+    print_design(summary)
 
 
 def print_design(summary: dict[str, Any]) -> None:
@@ -72,50 +60,30 @@ def print_design(summary: dict[str, Any]) -> None:
 
 
 def add_agreement(sub) -> None:
-    p = sub.add_parser(
-        "agreement",
-        help="pairwise agreement of experts, and each expert vs a reference",
-        description="Score the experts against each other (pixel Dice, IoU, ROI-F1, Cohen's kappa; "
-        "Fleiss' kappa over all) and, with --reference, each expert against a reference such as est_GT. "
-        "No consensus is written.",
-    )
+    p = job_command(sub, "agreement", AgreementConfig, "jobs.run_agreement", report=_report_agreement,
+                    help="pairwise agreement of experts, and each expert vs a reference")
     add_inputs(p, AgreementConfig)
     _add(p, AgreementConfig, "reference out overwrite", reference="DIR", out="DIR")
-    add_common(p)
-    p.set_defaults(func=run_agreement)
 
 
-def run_agreement(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import jobs
-
-    summary = jobs.run_agreement(AgreementConfig(**field_values(a, AgreementConfig)), progress=progress(a))
-    if not a.json:
-        print(f"agreement of {len(summary['experts'])} experts on {summary['n_images']} images")
-        print(table(summary["pairwise"], ["rater_a", "rater_b", "n_images", "dice", "iou", "roi_f1", "cohen_kappa"]))
-        if summary["vs_reference"]:
-            print("\nvs reference:")
-            print(table(summary["vs_reference"], ["expert", "dice", "roi_f1", "sensitivity", "specificity"]))
-        print(f"Fleiss' kappa (pixels, mean over images): {fmt(summary['mean_fleiss_kappa'])}")
-        print_design(summary)
-    return summary
+def _report_agreement(summary: dict[str, Any]) -> None:
+    print(f"agreement of {len(summary['experts'])} experts on {summary['n_images']} images")
+    print(table(summary["pairwise"], ["rater_a", "rater_b", "n_images", "dice", "iou", "roi_f1", "cohen_kappa"]))
+    if summary["vs_reference"]:
+        print("\nvs reference:")
+        print(table(summary["vs_reference"], ["expert", "dice", "roi_f1", "sensitivity", "specificity"]))
+    print(f"Fleiss' kappa (pixels, mean over images): {fmt(summary['mean_fleiss_kappa'])}")
+    print_design(summary)
 
 
 def add_plan(sub) -> None:
-    p = sub.add_parser(
-        "plan",
-        help="annotation plan: which expert annotates which image next",
-        description="Propose which expert annotates which image of a project next: images the model is least "
-        "sure about (--predictions) or the experts disagree on most come first; every image gets --target "
-        "experts; every pair of experts shares images (so their agreement can be measured and the pooled "
-        "STAPLE links them); --budget caps the new annotations. Writes <project>/plan/plan.csv (order, image, "
-        "expert, reason) and summary.json. `plan next` names an expert's next planned image.",
-    )
+    p = job_command(sub, "plan", PlanConfig, "jobs.run_plan", report=_report_plan, config=_plan_config,
+                    progress_bar=False, help="annotation plan: which expert annotates which image next")
     # --project is checked by run_plan: a required option of `plan` would be required by `plan next` too
     add_field(p, PlanConfig, "project", metavar="DIR", required=False)
     _add(p, PlanConfig, "experts target budget predictions out overwrite", experts="NAME", budget="N",
          predictions="DIR", out="DIR")
-    add_common(p)
-    p.set_defaults(func=run_plan, help_parser=p)
+    p.set_defaults(help_parser=p)
     psub = p.add_subparsers(dest="plan_command", metavar="PLAN_COMMAND")
     q = psub.add_parser(
         "next",
@@ -126,25 +94,23 @@ def add_plan(sub) -> None:
     q.add_argument("--project", type=Path, required=True, metavar="DIR", help="project folder")
     q.add_argument("--expert", required=True, metavar="NAME", help="the expert's name (annotations/<NAME>/)")
     q.add_argument("--plan", type=Path, metavar="CSV", help="plan file (default <project>/plan/plan.csv)")
-    add_common(q)
     q.set_defaults(func=run_plan_next)
 
 
-def run_plan(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import jobs
-
+def _plan_config(a: argparse.Namespace) -> PlanConfig:
     if a.project is None:
         raise ValueError("plan needs --project DIR (a folder with images/ and annotations/<expert>/)")
-    s = jobs.run_plan(PlanConfig(**field_values(a, PlanConfig)))
-    if not a.json:
-        print(f"plan: {s['annotations_planned']} new annotations for {s['n_images']} images, target "
-              f"{s['target']} experts per image, by {s['priority']} -> {s['plan']}")
-        print("per expert: " + ", ".join(f"{e} {n}" for e, n in s["planned_per_expert"].items()))
-        print(f"images at the target: {s['images_at_target']} of {s['n_images']}; fewest images shared by a "
-              f"pair of experts: {s['min_pair_overlap']}")
-        if s["pairs_without_overlap"]:
-            print("pairs without a shared image: " + ", ".join("-".join(p) for p in s["pairs_without_overlap"]))
-    return s
+    return PlanConfig(**field_values(a, PlanConfig))
+
+
+def _report_plan(s: dict[str, Any]) -> None:
+    print(f"plan: {s['annotations_planned']} new annotations for {s['n_images']} images, target "
+          f"{s['target']} experts per image, by {s['priority']} -> {s['plan']}")
+    print("per expert: " + ", ".join(f"{e} {n}" for e, n in s["planned_per_expert"].items()))
+    print(f"images at the target: {s['images_at_target']} of {s['n_images']}; fewest images shared by a "
+          f"pair of experts: {s['min_pair_overlap']}")
+    if s["pairs_without_overlap"]:
+        print("pairs without a shared image: " + ", ".join("-".join(p) for p in s["pairs_without_overlap"]))
 
 
 def run_plan_next(a: argparse.Namespace) -> dict[str, Any]:
@@ -160,16 +126,8 @@ def run_plan_next(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="objectivity, reliability and validity of experts, consensus and models; HTML report",
-        description="The analyses of Segebarth et al. 2020: every expert and model against the consensus "
-        "(Dice, ROI-F1, AP; STAPLE sensitivity/specificity; models above/within/below the experts; the "
-        "paper's selection rule), agreement and reliability (pairwise ROI-F1, count CV, ICC, SD of effect "
-        "sizes across the models of a strategy), validity per group (Kruskal-Wallis with eta2_H, Mann-Whitney "
-        "with eta2 = Z^2/N, Bonferroni, Grubbs outliers flagged), and uncertainty vs expert disagreement "
-        "(binned uncertainty, QUBIQ Dice, calibration). Writes CSV tables, summary.json and report.html.",
-    )
+    p = job_command(sub, "evaluate", EvaluateConfig, "evaluate_job.run_evaluate", report=_report_evaluate,
+                    help="objectivity, reliability and validity of experts, consensus and models; HTML report")
     add_inputs(p, EvaluateConfig)
     g = p.add_argument_group("what to evaluate")
     add_field(g, EvaluateConfig, "consensus", metavar="DIR")
@@ -182,26 +140,19 @@ def add_evaluate(sub) -> None:
     _add(r, EvaluateConfig, "example note calibration_bins", example="ID")
     add_field(r, EvaluateConfig, "report", flag="--no-report")
     _add(p, EvaluateConfig, "out overwrite", out="DIR")
-    add_common(p)
-    p.set_defaults(func=run_evaluate)
 
 
-def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import evaluate_job
-
-    summary = evaluate_job.run_evaluate(EvaluateConfig(**field_values(a, EvaluateConfig)), progress=progress(a))
-    if not a.json:
-        rows = [{"expert": e, **s} for e, s in summary["experts_scores"].items()]
-        print(f"evaluation of {summary['n_images']} images against {summary['reference']} -> {summary['out']}")
-        print(table(rows, ["expert", "roi_f1", "dice", "average_precision", "staple_sensitivity"]))
-        if summary["models"]:
-            rows = [{"model": m, **s} for m, s in summary["models"].items()]
-            print("\nmodels (images above the best / within / below the worst expert, by ROI-F1):")
-            print(table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below", "passes_selection"]))
-            print_qa(summary["models"])
-        if "report.html" in summary.get("files", []):
-            print(f"report: {Path(summary['out']) / 'report.html'}")
-    return summary
+def _report_evaluate(summary: dict[str, Any]) -> None:
+    rows = [{"expert": e, **s} for e, s in summary["experts_scores"].items()]
+    print(f"evaluation of {summary['n_images']} images against {summary['reference']} -> {summary['out']}")
+    print(table(rows, ["expert", "roi_f1", "dice", "average_precision", "staple_sensitivity"]))
+    if summary["models"]:
+        rows = [{"model": m, **s} for m, s in summary["models"].items()]
+        print("\nmodels (images above the best / within / below the worst expert, by ROI-F1):")
+        print(table(rows, ["model", "roi_f1", "dice", "n_above", "n_within", "n_below", "passes_selection"]))
+        print_qa(summary["models"])
+    if "report.html" in summary.get("files", []):
+        print(f"report: {Path(summary['out']) / 'report.html'}")
 
 
 def print_qa(models: dict[str, dict]) -> None:

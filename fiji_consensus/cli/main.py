@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ._common import emit_json, error_text, logger, setup_logging
+from ._common import add_common, emit_json, error_text, logger, setup_logging
 from .experts import add_agreement, add_consensus, add_evaluate, add_plan
 from .models import add_demo, add_fiji, add_package, add_predict, add_zoo
 from .training import add_adapt, add_crossval, add_train
@@ -31,7 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in _runnable(parser):
+        add_common(command)
     return parser
+
+
+def _runnable(parser: argparse.ArgumentParser):
+    """Every command and subcommand that runs something (``fiji`` and ``zoo`` only group theirs)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if sub.get_default("func") is not None:
+                    yield sub
+                yield from _runnable(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
 from ..config import ConsensusConfig, EvaluateConfig, PackageConfig, PredictConfig
 from ._builder import add_field, field_values
-from ._common import add_common, add_dask, dask_options, fmt, logger, progress, table
+from ._common import add_dask, dask_options, fmt, job_command, logger, progress, table
 from .experts import print_qa
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="predict with an ensemble: probability, uncertainty, objects, Fiji overlays",
-        description="Run an ensemble (models/NAME) on images with test-time augmentation and tiling; write "
-        "per image probability and uncertainty (float32, absolute scale), labels, a RoiSet with one ROI per "
-        "object coloured by its uncertainty, an ImageJ hyperstack (image, probability, uncertainty) with the "
-        "ROIs as overlay, and object tables. Images already done are skipped; an unreadable image is "
-        "reported at the end and makes the exit code non-zero. A zarr input (IMAGE.zarr: a 2-D array, a "
-        "group with one array, or an OME-Zarr image) larger than memory is predicted block by block on Dask "
-        "into a zarr output (--out OUT.zarr: probability and uncertainty arrays). Repeat --model to ensemble "
-        "several packages.",
-    )
+    p = job_command(sub, "predict", PredictConfig, "predict.run_predict", report=_report_predict,
+                    config=_predict_config, help="predict with an ensemble: probability, uncertainty, objects, Fiji overlays")
     add_field(p, PredictConfig, "inputs", positional=True, metavar="IMAGE_OR_DIR")
     add_field(p, PredictConfig, "model", metavar="DIR_OR_ZIP", append=True)
     add_field(p, PredictConfig, "out", metavar="DIR")
@@ -34,33 +26,23 @@ def add_predict(sub) -> None:
     add_field(p, PredictConfig, "keras_normalization", metavar="SPEC")
     add_field(p, PredictConfig, "chunk", metavar="PIXELS")
     add_dask(p, task="image")
-    add_common(p)
-    p.set_defaults(func=run_predict)
 
 
-def run_predict(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import predict
+def _predict_config(a: argparse.Namespace) -> PredictConfig:
+    return PredictConfig(**field_values(a, PredictConfig), dask=dask_options(a))
 
-    cfg = PredictConfig(**field_values(a, PredictConfig), dask=dask_options(a))
-    summary = predict.run_predict(cfg, progress=progress(a))
-    if not a.json and "n_blocks" in summary:  # a zarr input
+
+def _report_predict(summary: dict[str, Any]) -> None:
+    if "n_blocks" in summary:  # a zarr input
         print(f"predicted a {'x'.join(map(str, summary['shape']))} image in {summary['n_blocks']} blocks "
               f"({summary['megapixels_per_second']:.2f} megapixels/s) -> {summary['out']}")
-    elif not a.json:
+    else:
         print(f"predicted {summary.get('n_predicted', 0)} of {summary.get('n_images', '?')} image(s) -> {summary.get('out')}")
-    return summary
 
 
 def add_package(sub) -> None:
-    p = sub.add_parser(
-        "package",
-        help="package an ensemble as one bioimage.io model (deepImageJ, bioimage.io)",
-        description="Write an ensemble folder as one bioimage.io model package (.zip): the members, the "
-        "test-time views and the sigmoid inside one network with two outputs, probability and uncertainty; "
-        "torchscript, ONNX (opset 17, for deepImageJ) and pytorch_state_dict weights; percentile "
-        "normalisation as preprocessing; test tensors, a TIFF sample and a cover from a real image crop; a "
-        "model card with the validation scores. --test runs bioimageio.core's test on it (offline).",
-    )
+    p = job_command(sub, "package", PackageConfig, "zoo.run_package", report=_report_package, progress_bar=False,
+                    help="package an ensemble as one bioimage.io model (deepImageJ, bioimage.io)")
     for name, metavar in (("model", "DIR"), ("out", "ZIP"), ("name", None), ("description", None), ("tta", None),
                           ("uncertainty", None), ("image", "FILE"), ("channel", None), ("tile", None),
                           ("validation", "JSON")):
@@ -76,21 +58,14 @@ def add_package(sub) -> None:
     add_field(p, PackageConfig, "card", metavar="MD")
     add_field(p, PackageConfig, "test")
     add_field(p, PackageConfig, "overwrite")
-    add_common(p)
-    p.set_defaults(func=run_package)
 
 
-def run_package(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import zoo
-
-    summary = zoo.run_package(PackageConfig(**field_values(a, PackageConfig)))
-    if not a.json:
-        print(f"packaged {summary['members']} members x {len(summary['views'])} views ({summary['measure']}) -> "
-              f"{summary['out']} ({summary['bytes'] / 1e6:.1f} MB; weights {', '.join(summary['weight_formats'])})")
-        if "test" in summary:
-            t = summary["test"]
-            print(f"bioimageio test: {t['status']} ({', '.join(t['weight_formats'])})")
-    return summary
+def _report_package(summary: dict[str, Any]) -> None:
+    print(f"packaged {summary['members']} members x {len(summary['views'])} views ({summary['measure']}) -> "
+          f"{summary['out']} ({summary['bytes'] / 1e6:.1f} MB; weights {', '.join(summary['weight_formats'])})")
+    if "test" in summary:
+        t = summary["test"]
+        print(f"bioimageio test: {t['status']} ({', '.join(t['weight_formats'])})")
 
 
 def add_zoo(sub) -> None:
@@ -105,7 +80,6 @@ def add_zoo(sub) -> None:
     )
     q.add_argument("--root", type=Path, metavar="DIR",
                    help="zoo folder (default: $FIJI_CONSENSUS_ZOO, else ./model_zoo, else a clone's model_zoo/)")
-    add_common(q)
     q.set_defaults(func=run_zoo_list)
 
 
@@ -132,20 +106,13 @@ def run_zoo_list(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the pipeline on the bundled real sample (Segebarth et al. 2020, lab-wue1)",
-        description="On the bundled 5 images with 5 experts: STAPLE consensus, per-expert scores and agreement, "
-        "a check of the consensus against the published est_GT; then, when a model is available (--model, or "
-        "the zoo model model_zoo/cfos-wue1 and the zoo extra), prediction with uncertainty and the "
-        "objectivity/reliability/validity report of experts and model.",
-    )
+    p = sub.add_parser("demo", description=inspect.getdoc(run_demo),
+                       help="run the pipeline on the bundled real sample (Segebarth et al. 2020, lab-wue1)")
     p.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR")
     p.add_argument("--model", type=Path, metavar="PATH",
                    help="an ensemble folder or bioimage.io package (default: the zoo model cfos-wue1 if built)")
     p.add_argument("--consensus-only", action="store_true", help="stop after the consensus")
     p.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
-    add_common(p)
     p.set_defaults(func=run_demo)
 
 
@@ -202,6 +169,10 @@ def _demo_model_steps(a: argparse.Namespace, model: Path, sample: Any, out: Path
 
 
 def run_demo(a: argparse.Namespace) -> dict[str, Any]:
+    """On the bundled 5 images with 5 experts: STAPLE consensus, per-expert scores and agreement, a check of the
+    consensus against the published est_GT; then, when a model is available (--model, or the zoo model
+    model_zoo/cfos-wue1 and the zoo extra), prediction with uncertainty and the objectivity/reliability/validity
+    report of experts and model."""
     import numpy as np
 
     from .. import datasets, io
@@ -247,28 +218,22 @@ def add_fiji(sub) -> None:
                        description="Fiji integration.")
     fsub = p.add_subparsers(dest="fiji_command", metavar="FIJI_COMMAND")
     p.set_defaults(func=None, help_parser=p)
-    q = fsub.add_parser(
-        "install-macros",
-        help="install the macros and the toolset into a Fiji.app (or ImageJ) folder",
-        description="Write the fiji-consensus macros into FIJI_DIR/plugins/Fiji_Consensus/ and the toolset "
-        "into FIJI_DIR/macros/toolsets/ (then: toolbar >> 'Fiji Consensus'). Changed files are only "
-        "replaced with --overwrite.",
-    )
-    q.add_argument("fiji_dir", type=Path, metavar="FIJI_DIR", help="the Fiji.app (or ImageJ) folder")
-    q.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
-    add_common(q)
-    # "command" names the subcommand in --json output and error messages (the parent parser sets "fiji")
-    q.set_defaults(func=run_install_macros, command="fiji install-macros")
-    w = fsub.add_parser(
-        "write-macros",
-        help="write the installable macros into a folder, to copy into a Fiji.app by hand",
-        description="Write OUT/plugins/Fiji_Consensus/*.ijm and OUT/macros/toolsets/Fiji Consensus.ijm, the "
-        "files install-macros puts into a Fiji.app; copy OUT's plugins/ and macros/ folders into Fiji.app.",
-    )
-    w.add_argument("out", type=Path, metavar="OUT", help="the folder to write into (created if needed)")
-    w.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
-    add_common(w)
-    w.set_defaults(func=run_write_macros, command="fiji write-macros")
+    for name, where, doc in (
+        ("install-macros", ("fiji_dir", "FIJI_DIR", "the Fiji.app (or ImageJ) folder"),
+         ("install the macros and the toolset into a Fiji.app (or ImageJ) folder",
+          "Write the fiji-consensus macros into FIJI_DIR/plugins/Fiji_Consensus/ and the toolset into "
+          "FIJI_DIR/macros/toolsets/ (then: toolbar >> 'Fiji Consensus'). Changed files are only replaced with "
+          "--overwrite.")),
+        ("write-macros", ("out", "OUT", "the folder to write into (created if needed)"),
+         ("write the installable macros into a folder, to copy into a Fiji.app by hand",
+          "Write OUT/plugins/Fiji_Consensus/*.ijm and OUT/macros/toolsets/Fiji Consensus.ijm, the files "
+          "install-macros puts into a Fiji.app; copy OUT's plugins/ and macros/ folders into Fiji.app.")),
+    ):
+        q = fsub.add_parser(name, help=doc[0], description=doc[1])
+        q.add_argument(where[0], type=Path, metavar=where[1], help=where[2])
+        q.add_argument("--overwrite", action="store_true", help="replace macros that differ from ours")
+        # "command" names the subcommand in --json output and error messages (the parent parser sets "fiji")
+        q.set_defaults(func=functools.partial(run_macros, folder=where[0]), command=f"fiji {name}")
     s = fsub.add_parser(
         "model-summary",
         help="an ensemble's validation scores next to the experts' (what Train Ensemble shows)",
@@ -276,28 +241,19 @@ def add_fiji(sub) -> None:
         "median ROI-F1 against the consensus, and a warning when the model is not useful.",
     )
     s.add_argument("model", type=Path, metavar="MODEL", help="an ensemble folder (models/NAME)")
-    add_common(s)
     s.set_defaults(func=run_model_summary, command="fiji model-summary")
 
 
-def run_install_macros(a: argparse.Namespace) -> dict[str, Any]:
+def run_macros(a: argparse.Namespace, *, folder: str) -> dict[str, Any]:
+    """``fiji install-macros`` (into a Fiji.app) or ``fiji write-macros`` (into any folder)."""
     from .. import fiji
 
-    files = fiji.install_macros(a.fiji_dir, overwrite=a.overwrite)
+    write = fiji.install_macros if folder == "fiji_dir" else fiji.write_macros
+    files = write(getattr(a, folder), overwrite=a.overwrite)
     if not a.json:
         for f in files:
-            print(f"installed {f}")
-    return {"ok": True, "command": "fiji install-macros", "written": [str(f) for f in files]}
-
-
-def run_write_macros(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import fiji
-
-    files = fiji.write_macros(a.out, overwrite=a.overwrite)
-    if not a.json:
-        for f in files:
-            print(f"wrote {f}")
-    return {"ok": True, "command": "fiji write-macros", "written": [str(f) for f in files]}
+            print(f"{'installed' if folder == 'fiji_dir' else 'wrote'} {f}")
+    return {"ok": True, "command": a.command, "written": [str(f) for f in files]}
 
 
 def run_model_summary(a: argparse.Namespace) -> dict[str, Any]:

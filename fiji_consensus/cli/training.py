@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 from typing import Any
 
 from ..config import AugmentOptions, CrossvalConfig, TrainConfig, TrainJobConfig
 from ._builder import add_field, add_field_pair, field_values
-from ._common import add_common, add_dask, dask_options, progress, table
+from ._common import add_dask, dask_options, job_command, table
 
 #: The training settings the CLI offers (TrainConfig's other fields keep their defaults).
 _ENSEMBLE = "members split folds iterations max_minutes seed paper_selection"
@@ -46,14 +47,8 @@ def _add_lab_inputs(g: Any, model: type, min_sizes: str, *, required: bool) -> N
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a U-Net ensemble on the experts' consensus (needs the train extra: torch)",
-        description="Train K U-Nets on consensus targets (k-fold, grouped k-fold or bootstrap splits), keep each "
-        "member's best checkpoint on its held-out images, and write the ensemble folder (ensemble.json + "
-        "member weights + logs). An interrupted run resumes when started again with the same settings. "
-        "Without --iterations the budget is --max-minutes for the whole ensemble.",
-    )
+    p = job_command(sub, "train", TrainJobConfig, "jobs.run_train", report=_report_train, config=_train_job_config,
+                    help="train a U-Net ensemble on the experts' consensus (needs the train extra: torch)")
     g = p.add_argument_group("inputs (--images with --labels and/or --experts, or --project)")
     for name, metavar in (("images", "DIR"), ("labels", "DIR"), ("experts", "DIR"), ("expert_names", "NAME"),
                           ("project", "DIR"), ("ignore", "DIR"), ("targets", None), ("groups", "CSV")):
@@ -63,33 +58,23 @@ def add_train(sub) -> None:
     add_field(p, TrainJobConfig, "out", metavar="DIR")
     add_field(p, TrainJobConfig, "overwrite")
     add_dask(p, task="member")
-    add_common(p)
-    p.set_defaults(func=run_train)
 
 
-def run_train(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import jobs
+def _train_job_config(a: argparse.Namespace) -> TrainJobConfig:
+    return TrainJobConfig(**field_values(a, TrainJobConfig), train=_train_config(a), dask=dask_options(a))
 
-    cfg = TrainJobConfig(**field_values(a, TrainJobConfig), train=_train_config(a), dask=dask_options(a))
-    summary = jobs.run_train(cfg, progress=progress(a))
-    if not a.json:
-        print(f"ensemble of {len(summary.get('members', []))} members -> {summary['out']}")
-        rows = [{"member": m.get("index", i), **{k: m.get(k) for k in ("val_dice", "val_roi_f1", "selected")}}
-                for i, m in enumerate(summary.get("members", []))]
-        print(table(rows, ["member", "val_dice", "val_roi_f1", "selected"]))
-    return summary
+
+def _report_train(summary: dict[str, Any]) -> None:
+    print(f"ensemble of {len(summary.get('members', []))} members -> {summary['out']}")
+    rows = [{"member": m.get("index", i), **{k: m.get(k) for k in ("val_dice", "val_roi_f1", "selected")}}
+            for i, m in enumerate(summary.get("members", []))]
+    print(table(rows, ["member", "val_dice", "val_roi_f1", "selected"]))
 
 
 def add_crossval(sub) -> None:
-    p = sub.add_parser(
-        "crossval",
-        help="leave-one-lab-out: train on all labs but one, score the left-out lab against its experts",
-        description="For every lab in turn (or those of --hold-out): train an ensemble on the other labs (each "
-        "with its own experts and consensus, patches drawn equally often from each lab), predict the left-out "
-        "lab and score each image against that lab's consensus next to each of its experts (above / within / "
-        "below the experts; the paper's rule: ROI-F1 >= the lowest expert's). Writes crossval.csv, summary.json "
-        "and one folder per fold; an interrupted run resumes when started again.",
-    )
+    p = job_command(sub, "crossval", CrossvalConfig, "crossval.run_crossval", report=_report_crossval,
+                    config=_crossval_config,
+                    help="leave-one-lab-out: train on all labs but one, score the left-out lab against its experts")
     g = p.add_argument_group("labs")
     _add_lab_inputs(g, CrossvalConfig, "min_sizes", required=True)
     add_field(g, CrossvalConfig, "hold_out", metavar="LAB")
@@ -97,45 +82,38 @@ def add_crossval(sub) -> None:
     add_field(g, CrossvalConfig, "tta")
     _add_train_options(p, init=False)
     add_field(p, CrossvalConfig, "out", metavar="DIR")
-    add_common(p)
-    p.set_defaults(func=run_crossval)
 
 
-def run_crossval(a: argparse.Namespace) -> dict[str, Any]:
-    from .. import crossval
-
+def _crossval_config(a: argparse.Namespace) -> CrossvalConfig:
     if len(a.labs) < 2:
         raise ValueError(f"crossval needs at least 2 --lab folders; got {len(a.labs)}")
-    cfg = CrossvalConfig(**field_values(a, CrossvalConfig), train=_train_config(a))
-    res = crossval.run_crossval(cfg, progress=progress(a))
-    if not a.json:
-        rows = []
-        for lab, s in res["labs"].items():
-            rows.append({"left out": lab, "model ROI-F1": s["model"]["roi_f1"], "model Dice": s["model"]["dice"],
-                         "median expert": s["median_expert"]["roi_f1"], "lowest expert": s["lowest_expert"]["roi_f1"],
-                         "rule": f"{s['images_at_least_lowest_expert']}/{s['images']}"})
-        print(table(rows, ["left out", "model ROI-F1", "model Dice", "median expert", "lowest expert", "rule"]))
-        print(f"per image and rater: {Path(res['out']) / 'crossval.csv'}")
-    return res
+    return CrossvalConfig(**field_values(a, CrossvalConfig), train=_train_config(a))
+
+
+def _report_crossval(res: dict[str, Any]) -> None:
+    rows = []
+    for lab, s in res["labs"].items():
+        rows.append({"left out": lab, "model ROI-F1": s["model"]["roi_f1"], "model Dice": s["model"]["dice"],
+                     "median expert": s["median_expert"]["roi_f1"], "lowest expert": s["lowest_expert"]["roi_f1"],
+                     "rule": f"{s['images_at_least_lowest_expert']}/{s['images']}"})
+    print(table(rows, ["left out", "model ROI-F1", "model Dice", "median expert", "lowest expert", "rule"]))
+    print(f"per image and rater: {Path(res['out']) / 'crossval.csv'}")
 
 
 def add_adapt(sub) -> None:
-    p = sub.add_parser(
-        "adapt",
-        help="label-free adaptation of an ensemble to a new lab's images (batch-norm statistics)",
-        description="Re-estimate every member's batch-normalisation statistics on the images of a new lab or "
-        "microscope (no annotation needed; learned weights unchanged) and write the adapted ensemble to a new "
-        "folder. Takes seconds; try it before annotating images for fine-tuning (train --init).",
-    )
+    p = sub.add_parser("adapt", description=inspect.getdoc(run_adapt),
+                       help="label-free adaptation of an ensemble to a new lab's images (batch-norm statistics)")
     p.add_argument("--model", type=Path, required=True, metavar="DIR", help="the ensemble folder to adapt")
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="the new lab's images")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder for the adapted ensemble")
     p.add_argument("--patches-per-image", type=int, default=16, metavar="N")
-    add_common(p)
     p.set_defaults(func=run_adapt)
 
 
 def run_adapt(a: argparse.Namespace) -> dict[str, Any]:
+    """Re-estimate every member's batch-normalisation statistics on the images of a new lab or microscope
+    (no annotation needed; learned weights unchanged) and write the adapted ensemble to a new folder. Takes
+    seconds; try it before annotating images for fine-tuning (train --init)."""
     from .. import io as fio
     from .._validate import require
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..config import AugmentOptions
+
 __all__ = [
     "percentile_normalize",
     "compute_percentiles",
@@ -138,34 +140,9 @@ def sampling_weights(
     return (w * np.asarray(valid, np.float32)).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation settings (all drawn from the sampler's seeded generator).
-
-    ``flip``/``rotate90``: random flips and multiples of 90 degrees; ``affine_p``: probability of a random
-    rotation by up to ``rotation_deg`` and scaling by ``1 +- scale``; ``gamma``: gamma drawn log-uniformly in
-    ``[1/(1+gamma), 1+gamma]``; ``contrast``/``brightness``: ``x * c + b`` with ``c`` in ``1 +- contrast`` and
-    ``b`` in ``+- brightness``; ``noise``: Gaussian noise with a standard deviation up to this value;
-    ``blur``: Gaussian blur (sigma up to this value) on a third of the patches; ``zoom``: apparent object size
-    drawn log-uniformly in ``[min, max]`` for every patch (replaces the affine's ``scale``);
-    ``background``: a random smooth background added to half of the patches, what differs most between
-    microscopes (autofluorescent tissue, vignetting, a brighter centre of the field): a linear ramp plus a
-    Gaussian bump wider than the patch, scaled to a peak drawn in ``[0, background]`` (normalised units),
-    and the same field as a gain ``x * (1 + field)`` on half of those.
-    """
-
-    flip: bool = True
-    rotate90: bool = True
-    affine_p: float = 0.5
-    rotation_deg: float = 45.0
-    scale: float = 0.15
-    gamma: float = 0.3
-    contrast: float = 0.2
-    brightness: float = 0.1
-    noise: float = 0.0
-    blur: float = 0.0
-    zoom: tuple[float, float] | None = None
-    background: float = 0.0
+#: The augmentation settings: one model, ``config.AugmentOptions`` (what ``TrainConfig.augment`` holds and the
+#: CLI's augmentation options are made from); ``AugmentConfig`` is its name here.
+AugmentConfig = AugmentOptions
 
 
 def smooth_background(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
