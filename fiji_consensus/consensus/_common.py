@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fiji_consensus._validate import as_binary, as_mask_stack
+from fiji_consensus._validate import as_mask_stack, ignore_mask
 
 #: ITK's STAPLE stops when every sensitivity and specificity changed by at most this much between two
 #: iterations (it compares the squared change with ``1e-14``).
@@ -36,12 +36,8 @@ def _masks(masks: Any, *, min_raters: int, name: str = "masks") -> np.ndarray:
 
 
 def _ignore(ignore: Any, shape: tuple[int, int]) -> np.ndarray | None:
-    if ignore is None:
-        return None
-    arr = np.asarray(ignore)
-    if arr.shape != shape:
-        raise ValueError(f"ignore must be a (Y, X) mask of shape {shape} like the masks; got shape {arr.shape}")
-    return as_binary(arr, name="ignore")
+    """The scores' one ignore rule (:func:`fiji_consensus._validate.ignore_mask`): None or a bool mask of ``shape``."""
+    return ignore_mask(ignore, shape)
 
 
 def _check_int(value: Any, name: str, lo: int, hi: int | None = None) -> int:
