@@ -93,7 +93,7 @@ class PredictSteps:
 
     ``start(config) -> (images by id, ensemble.json, out folder, run record)``;
     ``run_image(model, image_id, path, config, out, *, progress) -> (status, record)`` (one task);
-    ``finish(out, config, images, done, failed, n_predicted, n_skipped, seconds) -> summary``;
+    ``finish(out, config, images, {image_id: (status, record)}, failed tasks, seconds) -> summary``;
     ``remove_partial_files(out, image_id)``; ``zarr_input(config) -> bool``.
     """
 
@@ -174,8 +174,8 @@ def run_predict_dask(
     ``config.dask`` names the cluster. A zarr input goes to :func:`predict_zarr` (with or without
     ``config.dask``). Returns the same summary as the single-machine run, plus ``dask`` (scheduler address,
     number of workers, retries); images whose task failed ``retries + 1`` times are listed in ``failed``
-    with the error, and ``ok`` is then False. ``steps``: the predict job's steps (default: looked up in
-    :mod:`fiji_consensus.predict`).
+    with the error, and ``ok`` is then False. ``steps``: the predict job's steps (the job passes them; this
+    module never imports a job).
 
     Examples
     --------
@@ -209,20 +209,10 @@ def run_predict_dask(
         task, {i: str(Path(p).resolve()) for i, p in images.items()}, config.dask, threads=config.threads,
         progress=progress, name="predict",
     )
-    done: dict[str, dict[str, Any]] = {}
-    failed: list[dict[str, Any]] = [{"image": i, "path": str(images[i]), "error": e} for i, e in errors.items()]
-    n_pred = n_skip = 0
-    for image_id, (status, rec) in results.items():
-        if status == "failed":
-            failed.append(rec)
-        else:
-            done[image_id] = rec
-            n_pred += status == "predicted"
-            n_skip += status == "skipped"
     for image_id in images:  # what workers killed mid-write left (their tasks ran again elsewhere)
         steps.remove_partial_files(out, image_id)
-    failed.sort(key=lambda f: list(images).index(f["image"]))
-    summary = steps.finish(out, config, images, done, failed, n_pred, n_skip, time.perf_counter() - t0)
+    failed = [{"image": i, "path": str(images[i]), "error": e} for i, e in errors.items()]
+    summary = steps.finish(out, config, images, results, failed, time.perf_counter() - t0)
     return {**summary, "dask": info}
 
 

@@ -530,7 +530,7 @@ def test_wue1_expert_scores_reproduce_the_study(shared_data, tmp_path):
 
 
 def test_evaluate_reads_the_output_of_predict(project, tmp_path, capsys):
-    """A real `predict` run (tiny threshold U-Nets of tests/test_predict.py) is read back as a model."""
+    """A real `predict` run (tiny threshold U-Nets of tests/jobs/test_predict.py) is read back as a model."""
     torch = pytest.importorskip("torch")
     import tifffile
     from test_predict import THRESHOLDS, _meta, _threshold_net

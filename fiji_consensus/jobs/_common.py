@@ -87,6 +87,14 @@ def design_of(ds: fio.ExpertDataset, ids: Sequence[str] | None = None) -> dict[s
     }
 
 
+def _warn_pairs_without_overlap(design: dict[str, Any]) -> None:
+    """Log the pairs of experts who never annotated the same image (no agreement can be computed for them)."""
+    pairs = design["pairs_without_overlap"]
+    if pairs:
+        logger.warning("%d pair(s) of experts never annotated the same image (no agreement for them): %s",
+                       len(pairs), ", ".join(f"{a}-{b}" for a, b in pairs[:6]))
+
+
 def _write_design(out: Path, design: dict[str, Any], experts: Sequence[str], *, overwrite: bool) -> None:
     rows = [{"image": i, "n_experts": len(r), **{e: int(e in r) for e in experts}}
             for i, r in design["raters"].items()]

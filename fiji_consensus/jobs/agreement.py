@@ -11,7 +11,7 @@ import numpy as np
 from .. import io as fio
 from ..config import AgreementConfig
 from ._common import _config_record, _made_by_us, _mean_rows, _nanmean, _prepare_out, _progress, _resolve_dataset
-from ._common import _write_design, design_of
+from ._common import _warn_pairs_without_overlap, _write_design, design_of
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,7 @@ def run_agreement(config: AgreementConfig, *, progress: bool = False) -> dict[st
     pair_summary = _mean_rows(pair_rows, _PAIR_COLS[2:], by=["rater_a", "rater_b"])
     score_keys = [c for c in _EXPERT_COLS[4:]]
     expert_summary = _mean_rows(expert_rows, score_keys, by=["expert"]) if expert_rows else []
-    if design["pairs_without_overlap"]:
-        logger.warning("%d pair(s) of experts never annotated the same image (no agreement for them): %s",
-                       len(design["pairs_without_overlap"]),
-                       ", ".join(f"{a}-{b}" for a, b in design["pairs_without_overlap"][:6]))
+    _warn_pairs_without_overlap(design)
     summary = {
         "ok": True,
         "command": "agreement",

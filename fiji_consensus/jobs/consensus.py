@@ -15,7 +15,7 @@ from ..config import ConsensusConfig
 from ..consensus import consensus_of
 from ..style import CONSENSUS_COLOR, EXPERT_COLORS, as_label_output
 from ._common import _CONSENSUS_DIRS, _PER_IMAGE, _config_record, _fit_pooled, _mean_rows, _nanmean, _prepare_out
-from ._common import _progress, _resolve_dataset, _write_design, design_of
+from ._common import _progress, _resolve_dataset, _warn_pairs_without_overlap, _write_design, design_of
 from .agreement import _EXPERT_COLS, _PAIR_COLS, _write_matrices, score_raters
 
 logger = logging.getLogger(__name__)
@@ -310,10 +310,7 @@ def _finish_consensus(
             "n_iter": None if fit is None else fit.n_iter,
             "converged": None if fit is None else fit.converged,
         }
-    if design["pairs_without_overlap"]:
-        logger.warning("%d pair(s) of experts never annotated the same image (no agreement for them): %s",
-                       len(design["pairs_without_overlap"]),
-                       ", ".join(f"{a}-{b}" for a, b in design["pairs_without_overlap"][:6]))
+    _warn_pairs_without_overlap(design)
     summary = {
         "ok": True,
         "command": "consensus",

@@ -51,7 +51,6 @@ input (an image larger than memory) is predicted block by block into a zarr outp
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import math
 import time
@@ -64,8 +63,8 @@ from .. import __version__
 from .. import io as fio
 from .._atomic import claim_folder, commit_staged, remove_temporary, staging_path
 from ..config import PredictConfig
-from .._util import sha256_file
 from ..instances import OBJECT_COLUMNS
+from ..models import Predictor, ensemble_json, load_model, model_kind, model_sha256
 from ..style import UNCERTAINTY_COLORS, as_label_output, object_roi_name, uncertainty_color, uncertainty_lut
 from ..uncertainty import MEASURES, review_order
 
@@ -162,34 +161,16 @@ def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
 
 
 def _predict_one(
-    ens: Any, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool
+    model: Predictor, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool
 ) -> dict[str, Any]:
-    from ..nn.predict import predict
-
     t0 = time.perf_counter()
     image, info = read_input(path, channel=config.channel)
-    if isinstance(ens, list):  # bioimage.io packages (fiji_consensus.zoo.load_package)
-        from ..zoo import predict_packages
-
-        res = predict_packages(
-            ens, image, tta=config.tta, tile=config.tile, threshold=config.threshold, min_size=config.min_size,
-            split=config.split, measure=config.uncertainty, progress=progress,
-        )
-    else:
-        res = predict(
-            ens,
-            image,
-            tta=config.tta,
-            tile=config.tile,
-            overlap=config.overlap,
-            batch_size=config.batch_size,
-            threshold=config.threshold,
-            min_size=config.min_size,
-            split=config.split,
-            measure=config.uncertainty,
-            all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
-            progress=progress,
-        )
+    res = model.predict(
+        image, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
+        threshold=config.threshold, min_size=config.min_size, split=config.split, measure=config.uncertainty,
+        all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
+        progress=progress,
+    )
     t_pred = time.perf_counter() - t0
     # every output is written under a hidden temporary name first and moved into place only when all are
     # written, the per-image record last: a kill leaves either all of this image's files or none that looks
@@ -205,7 +186,7 @@ def _predict_one(
     try:
         _write_image_outputs(image, info, res, config, stage)
         fg = res.probability > res.threshold
-        flags = _domain_flags(ens, image, fg, config.channel)
+        flags = _domain_flags(model, image, fg, config.channel)
         if flags:
             from ..domain import describe_flags
 
@@ -229,8 +210,7 @@ def _predict_one(
             "threshold": res.threshold,
             "views": list(res.views),
             "n_members": res.n_members,
-            **({"packages": [{"name": p.name, "weights": p.weight_format, "executes_code": p.executes_code}
-                             for p in ens]} if isinstance(ens, list) else {}),
+            **model.describe(),
             "seconds_predict": t_pred,
             "seconds": time.perf_counter() - t0,
         }
@@ -242,13 +222,12 @@ def _predict_one(
     return record
 
 
-def _domain_flags(ens: Any, image: np.ndarray, fg: np.ndarray, channel: int | None) -> list[dict[str, Any]]:
+def _domain_flags(model: Predictor, image: np.ndarray, fg: np.ndarray, channel: int | None) -> list[dict[str, Any]]:
     """Statistics of the image (with the prediction as foreground) outside the model's training range
     (:mod:`fiji_consensus.domain`); empty when the model stores no training range."""
     from ..domain import check, image_stats
 
-    metas = [getattr(m, "metadata", None) or {} for m in ens] if isinstance(ens, list) else [ens.metadata or {}]
-    meta = next((m for m in metas if m.get("domain")), None)
+    meta = next((m for m in model.metadata if m.get("domain")), None)
     if meta is None:
         return []
     img = np.asarray(image)
@@ -316,48 +295,35 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     True
     """
     if config.tta is None:  # packages hold their views inside; ensemble folders get the flips
-        config = config.model_copy(update={"tta": "none" if _package_run(config) else "flips"})
+        config = config.model_copy(update={"tta": "none" if model_kind(config.models) == "packages" else "flips"})
     if config.dask is not None or _zarr_input(config):
         from ..distributed import PredictSteps, run_predict_dask  # the distributed and chunked (zarr) paths
 
         # the job hands Dask its own steps: distributed never imports this module
-        steps = PredictSteps(_start, _run_image, _finish, _remove_partial_files, _zarr_input)
+        steps = PredictSteps(_start, _run_ensemble_image, _finish, _remove_partial_files, _zarr_input)
         return run_predict_dask(config, progress=progress, steps=steps)
     from .._validate import require
 
     require("torch", extra="train")
     import torch
 
-    from ..nn.ensemble import load_ensemble
-
     t0 = time.perf_counter()
     images, model_json, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    if _package_run(config):
-        ens = _load_model(config, model_json)
-    else:
-        ens = load_ensemble(model_json.parent, device=config.device)
+    model = load_model(config.models if model_kind(config.models) == "packages" else model_json.parent,
+                       device=config.device, trust_code=config.trust_code,
+                       keras_normalization=config.keras_normalization)
     fio.write_json(out / "config.json", record, overwrite=True)
 
-    done: dict[str, dict[str, Any]] = {}
-    failed: list[dict[str, Any]] = []
-    n_pred = n_skip = 0
     ids = list(images)
     it: Any = ids
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(ids, desc="predict", unit="image")
-    for image_id in it:
-        status, rec = _run_image(ens, image_id, images[image_id], config, out, progress=progress)
-        if status == "failed":
-            failed.append(rec)
-        else:
-            done[image_id] = rec
-            n_pred += status == "predicted"
-            n_skip += status == "skipped"
-    return _finish(out, config, images, done, failed, n_pred, n_skip, time.perf_counter() - t0)
+    results = {i: _run_image(model, i, images[i], config, out, progress=progress) for i in it}
+    return _finish(out, config, images, results, [], time.perf_counter() - t0)
 
 
 def _zarr_input(config: PredictConfig) -> bool:
@@ -375,20 +341,10 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
 
     import torch
 
-    from ..nn.ensemble import ENSEMBLE_JSON
-
     images = _collect_inputs(list(config.inputs))
-    if _package_run(config):  # one or several bioimage.io packages: model_json is the first
-        for m in config.models:
-            if not Path(m).exists():
-                raise FileNotFoundError(f"bioimage.io package not found: {m}")
-        model_json = Path(config.models[0])
-        model_sha = _models_sha256(config.models)
-    else:
-        model_json = Path(config.model) / ENSEMBLE_JSON if Path(config.model).is_dir() else Path(config.model)
-        if not model_json.is_file():
-            raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
-        model_sha = sha256_file(model_json)
+    model_sha = model_sha256(config.models)  # a missing package or ensemble.json fails here
+    # one or several bioimage.io packages: model_json is the first
+    model_json = Path(config.models[0]) if model_kind(config.models) == "packages" else ensemble_json(config.models[0])
     out = Path(config.out)
     record = {
         "tool": "fiji-consensus",
@@ -402,48 +358,6 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
     }
     _prepare_out(out, record, overwrite=config.overwrite)
     return images, model_json, out, record
-
-
-def _package_run(config: PredictConfig) -> bool:
-    """Whether ``config.model`` names bioimage.io packages (else one ensemble folder); a mix is an error."""
-    from ..keras.member import is_keras_model
-    from ..zoo import is_package
-
-    kinds = [is_package(m) or is_keras_model(m) for m in config.models]  # Keras files join package ensembles
-    if any(kinds) and not all(kinds):
-        raise ValueError(
-            f"--model mixes bioimage.io packages and ensemble folders ({[str(m) for m in config.models]}); "
-            "give one ensemble folder, or one or several packages"
-        )
-    if len(kinds) > 1 and not all(kinds):
-        raise ValueError("several models must all be bioimage.io packages (.zip); give one ensemble folder")
-    return all(kinds)
-
-
-def _models_sha256(models: list[Path]) -> str:
-    """SHA-256 of a package file, or of the packages' hashes joined (folders: of their rdf.yaml)."""
-    from ..zoo import _package_source
-
-    hashes = [sha256_file(_package_source(Path(m))) for m in models]
-    return hashes[0] if len(hashes) == 1 else hashlib.sha256(",".join(hashes).encode()).hexdigest()
-
-
-def _load_model(config: PredictConfig, model_json: Path) -> list[Any]:
-    """The bioimage.io packages of ``config.model``, loaded (fiji_consensus.zoo.load_package)."""
-    from ..zoo import load_package
-
-    device = "cuda" if config.device.startswith("cuda") else "cpu"
-    from ..keras.member import is_keras_model, load_keras_member
-
-    if any(is_keras_model(m) for m in config.models) and config.keras_normalization is None:
-        raise ValueError(f"{[str(m) for m in config.models if is_keras_model(m)]}: plain Keras models need their "
-                         "normalisation: --keras-normalization percentile:1,99.8 (or range:MIN,MAX, or none)")
-    pkgs = [load_keras_member(m, normalization=config.keras_normalization) if is_keras_model(m)
-            else load_package(m, device=device, trust_code=config.trust_code) for m in config.models]
-    for p in pkgs:
-        logger.info("package %s: %s weights%s", p.name, p.weight_format,
-                    " (runs the package's Python code)" if p.executes_code else "")
-    return pkgs
 
 
 #: Output files of one image: (subfolder, suffix), named ``<subfolder>/<id><suffix>``.
@@ -468,8 +382,14 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
     return removed
 
 
+def _run_ensemble_image(ens: Any, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """:func:`_run_image` with a loaded :class:`~fiji_consensus.nn.ensemble.Ensemble` (the Dask workers' cached
+    one) as the model."""
+    return _run_image(Predictor("ensemble", ens), *args, **kwargs)
+
+
 def _run_image(
-    ens: Any, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool = False
+    model: Predictor, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool = False
 ) -> tuple[str, dict[str, Any]]:
     """Predict one image unless it is done: ``("predicted" | "skipped", per-image record)`` or
     ``("failed", {"image", "path", "error"})`` for an :class:`ImageInputError`; other errors propagate.
@@ -488,7 +408,7 @@ def _run_image(
     for sub, suffix in _IMAGE_FILES:  # not done: nothing of this image may look finished, even if it fails now
         (out / sub / f"{image_id}{suffix}").unlink(missing_ok=True)
     try:
-        return "predicted", _predict_one(ens, image_id, path, config, out, progress=progress)
+        return "predicted", _predict_one(model, image_id, path, config, out, progress=progress)
     except ImageInputError as exc:
         logger.error("image %s skipped: %s", image_id, exc)
         return "failed", {"image": image_id, "path": str(path), "error": str(exc)}
@@ -505,12 +425,23 @@ def _finish(
     out: Path,
     config: PredictConfig,
     images: dict[str, Path],
-    done: dict[str, dict[str, Any]],
+    results: dict[str, tuple[str, dict[str, Any]]],
     failed: list[dict[str, Any]],
-    n_pred: int,
-    n_skip: int,
     seconds: float,
 ) -> dict[str, Any]:
+    """``images.csv``, ``objects.csv`` and ``summary.json`` from every image's ``(status, record)`` of
+    :func:`_run_image`; ``failed``: images whose task failed elsewhere (Dask), ``{"image", "path", "error"}``."""
+    done: dict[str, dict[str, Any]] = {}
+    failed = list(failed)
+    n_pred = n_skip = 0
+    for image_id, (status, rec) in results.items():
+        if status == "failed":
+            failed.append(rec)
+        else:
+            done[image_id] = rec
+            n_pred += status == "predicted"
+            n_skip += status == "skipped"
+    failed.sort(key=lambda f: list(images).index(f["image"]))
     order = review_order({i: r.get("qa_score") for i, r in done.items()})
     rows = []
     for rank, i in enumerate(order, start=1):

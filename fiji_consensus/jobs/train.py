@@ -150,10 +150,8 @@ def _run_train_labs(config: TrainJobConfig, init: Any, *, progress: bool) -> dic
 
 def _load_init(path: Path) -> Any:
     """The ensemble to fine-tune from: an ensemble folder or one of our bioimage.io packages."""
-    from ..nn.ensemble import load_ensemble
-    from ..zoo import ensemble_from_package, is_package
+    from ..models import load_torch_ensemble
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"--init {p}: no such ensemble folder or package")
-    return ensemble_from_package(p) if is_package(p) else load_ensemble(p)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--init {path}: no such ensemble folder or package")
+    return load_torch_ensemble(path)

@@ -32,7 +32,7 @@ from fiji_consensus.instances import label_instances  # noqa: E402
 from fiji_consensus.nn.ensemble import load_ensemble, save_ensemble  # noqa: E402
 from fiji_consensus.nn.predict import VIEWS, EnsemblePredictor, predict, predict_stack, resolve_views  # noqa: E402
 from fiji_consensus.nn.unet import UNet  # noqa: E402
-from fiji_consensus.predict import (  # noqa: E402
+from fiji_consensus.jobs.predict import (  # noqa: E402
     ImageInputError,
     PredictConfig,
     read_input,
@@ -40,7 +40,7 @@ from fiji_consensus.predict import (  # noqa: E402
     uncertainty_color,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "fiji_consensus" / "data" / "segebarth2020_wue1" / "images"
+SAMPLE = Path(__file__).resolve().parents[2] / "fiji_consensus" / "data" / "segebarth2020_wue1" / "images"
 THRESHOLDS = (0.35, 0.45, 0.55)
 SLOPE = 12.0
 NORM = {"method": "scale_range", "mode": "per_sample", "min_percentile": 1.0, "max_percentile": 99.8, "eps": 1e-6}
