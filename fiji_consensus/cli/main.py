@@ -10,7 +10,7 @@ from .. import __version__
 from ._common import add_common, emit_json, error_text, logger, setup_logging
 from .experts import add_agreement, add_consensus, add_evaluate, add_plan
 from .models import add_demo, add_fiji, add_package, add_predict, add_zoo
-from .training import add_adapt, add_crossval, add_train
+from .training import add_adapt, add_calibrate, add_crossval, add_train
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: The commands in the order ``--help`` lists them.
-COMMANDS = (add_consensus, add_agreement, add_plan, add_train, add_crossval, add_adapt, add_predict, add_package,
+COMMANDS = (add_consensus, add_agreement, add_plan, add_train, add_crossval, add_adapt, add_calibrate, add_predict, add_package,
             add_zoo, add_evaluate, add_demo, add_fiji)
 
 

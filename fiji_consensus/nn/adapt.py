@@ -9,6 +9,10 @@ mode with gradients off, and the running statistics are the plain average over a
 
 :func:`adapt_ensemble` does it for every member of an ensemble folder and writes a new ensemble folder
 (provenance records the images and the base ensemble's checksum). Cheap: one forward pass per patch.
+
+:func:`calibrate_ensemble` is the cheapest adaptation that uses annotations: it predicts a few annotated
+images of the new lab and stores the probability threshold that best matches their experts' consensus
+(:func:`fiji_consensus.calibration.choose_threshold`) in a new ensemble folder; weights unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["recalibrate_batchnorm", "adapt_ensemble"]
+__all__ = ["recalibrate_batchnorm", "adapt_ensemble", "calibrate_ensemble"]
 
 
 def _patches(images: Sequence[np.ndarray], size: int, per_image: int, seed: int) -> list[np.ndarray]:
@@ -90,11 +94,11 @@ def adapt_ensemble(
     """Re-estimate the batch-norm statistics of every member of the ensemble folder ``model`` on
     ``images`` (raw images of the new lab, normalised here as the ensemble does) and write the adapted
     ensemble to ``out_dir`` (a new folder). Returns the path of its ``ensemble.json``."""
-    from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble, sha256_file
+    from .._util import sha256_file
+    from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the adapted ensemble")
+    _new_folder(out)
     t0 = time.perf_counter()
     ens = load_ensemble(model)
     xs = [ens.normalize(np.asarray(im)) for im in images]
@@ -115,3 +119,61 @@ def adapt_ensemble(
     meta.pop("format", None)
     meta.pop("format_version", None)
     return save_ensemble(out, states, meta)
+
+
+def _new_folder(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the adapted ensemble")
+
+
+def calibrate_ensemble(
+    model: str | os.PathLike, images: Sequence[np.ndarray], references: Sequence[np.ndarray],
+    out_dir: str | os.PathLike, *, image_ids: Sequence[str] | None = None, min_size: int = 0,
+    tta: str = "flips", grid: Sequence[float] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Choose the ensemble's probability threshold on a new lab's annotated ``images`` (``references``: the
+    experts' consensus of each, a 0/1 mask) and write the ensemble with that threshold to ``out_dir`` (a new
+    folder; weights unchanged). Returns the path of its ``ensemble.json`` and the calibration record (the
+    chosen threshold, the table of mean ROI-F1 / Dice per threshold, the images), also kept in the
+    ensemble's provenance."""
+    from ..calibration import DEFAULT_GRID, choose_threshold
+    from .._util import sha256_file
+    from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble
+    from .predict import predict
+
+    out = Path(out_dir)
+    _new_folder(out)
+    if len(images) != len(references):
+        raise ValueError(f"need one reference per image; got {len(images)} images and {len(references)} references")
+    t0 = time.perf_counter()
+    ens = load_ensemble(model)
+    probs = []
+    for j, im in enumerate(images):
+        log.info("calibration: predicting image %d/%d", j + 1, len(images))
+        probs.append(predict(ens, im, tta=tta).probability)
+    best, table = choose_threshold(probs, [np.asarray(r) for r in references], min_size=min_size,
+                                   grid=tuple(grid) if grid is not None else DEFAULT_GRID)
+    at = {round(r["threshold"], 6): r for r in table}
+    old = float(ens.threshold)
+    old_row = at.get(round(old, 6))
+    record = {
+        "method": "probability threshold chosen on annotated images of the new lab (best mean ROI-F1 against "
+                  "their consensus); weights unchanged",
+        "base_ensemble": str(Path(model)),
+        "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if Path(model).is_dir() else None,
+        "images": list(image_ids) if image_ids is not None else len(images),
+        "min_size": int(min_size), "tta": tta, "previous_threshold": old, "threshold": best,
+        "roi_f1_at_previous": old_row["roi_f1"] if old_row else None, "roi_f1": at[round(best, 6)]["roi_f1"],
+        "table": [{k: r[k] for k in ("threshold", "roi_f1", "dice")} for r in table],
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info("calibration: threshold %.2f -> %.2f (mean ROI-F1 on %d annotated image(s) %s -> %.3f)", old, best,
+             len(images), f"{old_row['roi_f1']:.3f}" if old_row else "n/a", record["roi_f1"])
+    meta = copy.deepcopy(ens.metadata)
+    meta["threshold"] = best
+    meta.setdefault("provenance", {}).setdefault("calibrations", []).append(record)
+    meta.pop("format", None)
+    meta.pop("format_version", None)
+    states = {k: m.state_dict() for k, m in zip(ens.indices, ens.members)}
+    meta["members"] = [m for m in meta["members"] if int(m["index"]) in states]
+    return save_ensemble(out, states, meta), record

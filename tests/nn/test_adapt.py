@@ -75,3 +75,57 @@ def test_adapt_cli_writes_a_loadable_ensemble_and_refuses_a_used_folder(tiny, tm
     assert line["images"] == ["img0", "img1"] and len(load_ensemble(out).members) == 2
     assert main(["adapt", "--model", str(base), "--images", str(src), "--out", str(out)]) != 0
     assert "not empty" in capsys.readouterr().err
+
+
+def test_calibrated_ensemble_stores_the_best_threshold_of_its_own_predictions(tiny, tmp_path, shared_data):
+    from fiji_consensus.calibration import threshold_scores
+    from fiji_consensus.nn.adapt import calibrate_ensemble
+    from fiji_consensus.nn.predict import predict
+
+    base, _ = tiny
+    lab = shared_data / "lab-wue1"
+    ims = [iio.imread(lab / "images" / f"{i}.png")[400:528, 400:528] for i in ("0006", "0007")]
+    refs = [iio.imread(lab / "labels" / "est_GT" / f"{i}_cFOS.png")[400:528, 400:528] > 0 for i in ("0006", "0007")]
+    grid = (0.2, 0.35, 0.5, 0.65, 0.8)
+    ej, rec = calibrate_ensemble(base, ims, refs, tmp_path / "cal", image_ids=["0006", "0007"], min_size=30,
+                                 tta="none", grid=grid)
+    ens = load_ensemble(base)
+    probs = [predict(ens, im, tta="none").probability for im in ims]
+    table = threshold_scores(probs, refs, min_size=30, grid=grid)
+    top = max(r["roi_f1"] for r in table)
+    assert rec["roi_f1"] == pytest.approx(top)
+    assert rec["threshold"] in [r["threshold"] for r in table if r["roi_f1"] == top]
+    meta = json.loads(ej.read_text())
+    assert meta["threshold"] == rec["threshold"] and load_ensemble(tmp_path / "cal").threshold == rec["threshold"]
+    assert meta["provenance"]["calibrations"][0]["images"] == ["0006", "0007"]
+    sa, sb = ens.members[0].state_dict(), load_ensemble(tmp_path / "cal").members[0].state_dict()
+    assert all(torch.equal(sa[n], sb[n]) for n in sa)  # weights unchanged
+    with pytest.raises(FileExistsError, match="not empty"):
+        calibrate_ensemble(base, ims, refs, tmp_path / "cal")
+    with pytest.raises(ValueError, match="one reference per image"):
+        calibrate_ensemble(base, ims, refs[:1], tmp_path / "cal2")
+
+
+def test_calibrate_command_on_a_lab_folder(tiny, tmp_path, shared_data, capsys):
+    """`fiji-consensus calibrate` on a lab in the Segebarth layout (images/, labels/expert_*/): the consensus of
+    each image's experts is the reference; a bad id is a one-line error."""
+    from fiji_consensus.cli import main
+
+    base, _ = tiny
+    src = shared_data / "lab-wue1"
+    lab = tmp_path / "newlab"
+    for sub in ("images", "labels/expert_1", "labels/expert_2", "labels/expert_3"):
+        (lab / sub).mkdir(parents=True)
+    for iid in ("0011", "0015"):
+        iio.imwrite(lab / "images" / f"{iid}.png", iio.imread(src / "images" / f"{iid}.png")[:128, :128])
+        for k in (1, 2, 3):
+            name = f"{iid}_cFOS.png"
+            iio.imwrite(lab / f"labels/expert_{k}" / name, iio.imread(src / f"labels/expert_{k}" / name)[:128, :128])
+    assert main(["calibrate", "--model", str(base), "--lab", str(lab), "--out", str(tmp_path / "c"), "--tta", "none",
+                 "--min-size", "30", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["ok"] and res["images"] == ["0011", "0015"] and 0 < res["threshold"] < 1
+    assert load_ensemble(tmp_path / "c").threshold == res["threshold"]
+    assert main(["calibrate", "--model", str(base), "--lab", str(lab), "--out", str(tmp_path / "d"), "--use", "9"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not in" in err[0] and "'9'" in err[0]
