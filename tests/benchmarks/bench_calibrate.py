@@ -1,0 +1,96 @@
+"""What the cheapest annotated adaptation buys on a lab the model never saw: the threshold from 2 images.
+
+For each fold of a leave-one-lab-out run (``bench_crossval.py --out DIR``; its cached probability maps of the
+left-out lab are read, nothing is trained or predicted here): for every pair of the left-out lab's images
+(all pairs, or ``--pairs`` drawn at random), choose the threshold with the best mean ROI-F1 against those two
+images' consensus (``fiji_consensus.calibration.choose_threshold``, what ``fiji-consensus calibrate`` does)
+and score the lab's OTHER images with it. Prints per lab: the zero-shot score (the ensemble's own threshold)
+on all images, the calibrated score on the other images (mean, lowest and highest over the pairs), the median
+and lowest expert on the same other images, the paper's rule, and the threshold chosen. ``--predictions
+predictions_adabn`` scores the AdaBN-adapted maps of ``bench_crossval.py --adabn`` the same way.
+
+Run: python tests/benchmarks/bench_calibrate.py --crossval out/crossval [--pairs 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
+
+
+def lab_tables(crossval: Path, lab_name: str, predictions: str, grid):
+    """ROI-F1 of the model at every threshold and of every expert, per image, against the consensus."""
+    from fiji_consensus.calibration import threshold_scores
+    from fiji_consensus.jobs.crossval import load_lab
+    from fiji_consensus.metrics import roi_f1
+
+    lab = load_lab(DATA / lab_name)
+    folder = crossval / f"without_{lab_name}" / predictions
+    missing = [i for i in lab.ids if not (folder / f"{i}.npy").is_file()]
+    if missing:
+        raise SystemExit(f"{folder} lacks the maps of {missing}; run bench_crossval.py --out {crossval} first")
+    probs = [np.load(folder / f"{i}.npy") for i in lab.ids]
+    refs = [c > 0.5 for c in lab.consensus("staple")]
+    model = {r["threshold"]: dict(zip(lab.ids, r["per_image_roi_f1"]))
+             for r in threshold_scores(probs, refs, min_size=lab.min_size, grid=grid)}
+    experts = {e: {i: float(roi_f1(refs[j], ms[j], min_size=lab.min_size))
+                   for j, i in enumerate(lab.ids) if ms[j] is not None} for e, ms in lab.experts.items()}
+    threshold = json.loads((crossval / f"without_{lab_name}" / "model" / "ensemble.json").read_text())["threshold"]
+    return lab, model, experts, float(threshold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fiji_consensus.calibration import DEFAULT_GRID
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--crossval", type=Path, default=REPO / "out" / "crossval")
+    ap.add_argument("--labs", nargs="+", default=None, help="left-out labs (default: every fold in --crossval)")
+    ap.add_argument("--annotated", type=int, default=2, help="annotated images the threshold is chosen on")
+    ap.add_argument("--pairs", type=int, default=60, help="at most this many image sets per lab (random, seed 0)")
+    ap.add_argument("--predictions", default="predictions", help="maps folder of each fold (predictions_adabn: AdaBN)")
+    args = ap.parse_args(argv)
+    grid = tuple(t for t in DEFAULT_GRID)
+    labs = args.labs or sorted(p.name.removeprefix("without_") for p in args.crossval.glob("without_*"))
+    if not labs:
+        raise SystemExit(f"no fold folders without_<lab> in {args.crossval}; run bench_crossval.py first")
+    print(f"threshold chosen on {args.annotated} annotated image(s) of the left-out lab, scored on its other images "
+          f"(ROI-F1 vs consensus; maps: {args.crossval}/without_<lab>/{args.predictions})")
+    print(f"{'lab':<10} {'zero-shot':>9} {'calibrated (min-max)':>22} {'median expert':>13} {'lowest':>7} "
+          f"{'rule':>9} {'threshold':>10}")
+    for name in labs:
+        lab, model, experts, thr0 = lab_tables(args.crossval, name, args.predictions, grid)
+        ids = lab.ids
+        sets = list(itertools.combinations(range(len(ids)), args.annotated))
+        if len(sets) > args.pairs:
+            rng = np.random.default_rng(0)
+            sets = [sets[k] for k in sorted(rng.choice(len(sets), args.pairs, replace=False))]
+        zero = float(np.mean([model[min(grid, key=lambda t: abs(t - thr0))][i] for i in ids]))
+        cal, med, low, rule, chosen = [], [], [], [], []
+        for s in sets:
+            train = [ids[k] for k in s]
+            rest = [i for i in ids if i not in train]
+            best = max(grid, key=lambda t: (np.mean([model[t][i] for i in train]), -abs(t - 0.5)))
+            chosen.append(best)
+            cal.append(np.mean([model[best][i] for i in rest]))
+            means = [np.mean([v[i] for i in rest if i in v]) for v in experts.values() if any(i in v for i in rest)]
+            med.append(np.median(means))
+            low.append(min(means))
+            rule.append(np.mean([model[best][i] >= min(v[i] for v in experts.values() if i in v) for i in rest]))
+        print(f"{name:<10} {zero:>9.3f} {np.mean(cal):>8.3f} ({np.min(cal):.3f}-{np.max(cal):.3f}) "
+              f"{np.mean(med):>13.3f} {np.mean(low):>7.3f} {100 * np.mean(rule):>8.0f}% "
+              f"{np.median(chosen):>5.2f} ({min(chosen):.2f}-{max(chosen):.2f})  [{len(sets)} sets]")
+    print("rule: share of the other images where the calibrated model's ROI-F1 >= that image's lowest expert")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
