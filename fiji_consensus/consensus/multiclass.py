@@ -15,6 +15,9 @@ __all__ = ["MultiClassStapleResult", "staple_multiclass"]
 
 logger = logging.getLogger(__name__)
 
+#: ITK's ``TerminationUpdateThreshold`` default: stop when no confusion-matrix entry changes this much.
+MULTICLASS_TOL = 1e-5
+
 
 @dataclass(frozen=True)
 class MultiClassStapleResult:
@@ -172,7 +175,7 @@ def staple_multiclass(
     *,
     n_classes: int | None = None,
     prior: Sequence[float] | None = None,
-    tol: float = 1e-5,
+    tol: float = MULTICLASS_TOL,
     max_iter: int = STAPLE_MAX_ITER,
     undecided_label: int | None = None,
 ) -> MultiClassStapleResult:

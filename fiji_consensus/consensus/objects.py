@@ -14,6 +14,9 @@ __all__ = ["ObjectConsensusResult", "object_consensus"]
 
 logger = logging.getLogger(__name__)
 
+#: 8-connectivity, as ImageJ traces and the experts' objects are labelled.
+_EIGHT = np.ones((3, 3), dtype=bool)
+
 
 @dataclass(frozen=True)
 class ObjectConsensusResult:
@@ -165,7 +168,6 @@ def _number_objects(out: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndar
     from scipy import ndimage
 
     ny, nx = out.shape
-    eight = np.ones((3, 3), dtype=bool)
     final = np.zeros((ny, nx), dtype=np.int32)
     obj_boxes = ndimage.find_objects(out)
     keep_ids: list[int] = []
@@ -174,7 +176,7 @@ def _number_objects(out: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndar
         if box is None:
             continue
         obj = out[box] == gi + 1
-        lab, n = ndimage.label(obj, structure=eight)
+        lab, n = ndimage.label(obj, structure=_EIGHT)
         if n > 1:
             sizes = np.bincount(lab.ravel())[1:]
             obj = lab == (int(np.argmax(sizes)) + 1)

@@ -120,7 +120,6 @@ def staple_fit(
 
     Examples
     --------
-    >>> import numpy as np
     >>> truth = np.zeros((8, 8), bool); truth[2:6, 2:6] = True
     >>> shifted = np.roll(truth, 1, axis=1)
     >>> pats = [vote_patterns(np.stack([truth, shifted])), vote_patterns(np.stack([truth, truth]))]
@@ -206,7 +205,6 @@ def staple_posterior(
 
     Examples
     --------
-    >>> import numpy as np
     >>> m = np.array([[[1, 1, 0]], [[1, 0, 0]]], dtype=bool)
     >>> staple_posterior(m, [0.9, 0.9], [0.9, 0.9], 0.5).round(2)
     array([[0.99, 0.5 , 0.01]])
@@ -275,10 +273,10 @@ def staple_pooled(
     Returns
     -------
     PooledStapleResult
+        Every image's posterior (``probability``) and the pooled fit (``fit``).
 
     Examples
     --------
-    >>> import numpy as np
     >>> truth = np.zeros((8, 8), bool); truth[2:6, 2:6] = True
     >>> res = staple_pooled([np.stack([truth, truth]), np.stack([truth, np.roll(truth, 1, 1)])],
     ...                     [(0, 1), (1, 2)])
