@@ -46,6 +46,22 @@ def table(name: str, ev: dict) -> dict:
     return {"ensemble": means["ensemble"], "median_expert": med, "experts": {e: means[e] for e in experts}}
 
 
+def calibrated(name: str, ens, tune: dict, test: dict, min_size: int) -> dict:
+    """The ensemble with its threshold chosen on the tune images (best mean ROI-F1 vs their est_GT, what
+    ``fiji-consensus calibrate`` does), scored on the test images."""
+    from fiji_consensus.calibration import choose_threshold
+
+    probs = [ens.predict_members(img).mean(axis=0) for img in tune["images"]]
+    best, _ = choose_threshold(probs, tune["est_gt"], min_size=min_size)
+    old = ens.threshold
+    ens.threshold = best
+    try:
+        res = table(f"{name} + threshold {best:.2f}", evaluate(ens, test, min_size))
+    finally:
+        ens.threshold = old
+    return {**res, "threshold": best}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=REPO / "out" / "bench_wue1",
@@ -62,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score the label-free adaptation: batch-norm statistics re-estimated on all of the "
                     "lab's images, no annotation used (fiji_consensus.nn.adapt)")
     ap.add_argument("--skip-finetune", action="store_true", help="only zero-shot (and --adabn)")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also score each ensemble with its threshold chosen on the fine-tuning images (calibrate)")
     args = ap.parse_args(argv)
 
     import torch
@@ -92,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_every=50, min_size=MIN_PIXEL[lab_name], device="cpu", threads=args.threads,
             augment={k: aug[k] for k in ("zoom", "noise", "blur", "contrast", "gamma", "background") if k in aug},
         )
-        seconds, fine, adabn = float("nan"), None, None
+        seconds, fine, adabn, cal = float("nan"), None, None, {}
         print(f"\n{lab_name}: test images {test['ids']} vs est_GT (MIN_PIXEL {MIN_PIXEL[lab_name]})")
         print(f"  {'':<22} {'ROI-F1':>7} {'Dice':>7}")
         zero = table("zero-shot ensemble", evaluate(base, test, MIN_PIXEL[lab_name]))
+        if args.calibrate:
+            cal["zero_shot"] = calibrated("zero-shot", base, tune, test, MIN_PIXEL[lab_name])
         if args.adabn and args.model.is_dir():
             from fiji_consensus.nn.adapt import adapt_ensemble
 
@@ -105,14 +125,22 @@ def main(argv: list[str] | None = None) -> int:
                 adapt_ensemble(args.model, lab["images"], dest, image_ids=lab["ids"])
             adabn = table(f"AdaBN ({time.perf_counter() - t0:.0f} s)", evaluate(load_ensemble(dest), test,
                                                                              MIN_PIXEL[lab_name]))
+            if args.calibrate:
+                cal["adabn"] = calibrated("AdaBN", load_ensemble(dest), tune, test, MIN_PIXEL[lab_name])
         if not args.skip_finetune:
             t0 = time.perf_counter()
-            train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
-                           provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
-            seconds = time.perf_counter() - t0
+            done = args.out / lab_name / "ensemble.json"
+            if done.is_file():  # an earlier run's fine-tuned ensemble: its own training time is reported
+                seconds = sum(float(m.get("seconds", 0.0)) for m in json.loads(done.read_text())["members"])
+            else:
+                train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
+                               provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
+                seconds = time.perf_counter() - t0
             tuned = load_ensemble(args.out / lab_name)
             fine = table(f"fine-tuned ({len(tuned.members)}x{args.iterations} it on {','.join(tune['ids'])}, "
                          f"{seconds / 60:.1f} min)", evaluate(tuned, test, MIN_PIXEL[lab_name]))
+            if args.calibrate:
+                cal["fine_tuned"] = calibrated("fine-tuned", tuned, tune, test, MIN_PIXEL[lab_name])
         for e, v in zero["experts"].items():
             print(f"  {e:<22} {v['roi_f1']:>7.3f} {v['dice']:>7.3f}")
         med = zero["median_expert"]
@@ -120,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if fine is not None:
             print(f"  fine-tuned >= median expert (ROI-F1): {fine['ensemble']['roi_f1'] >= med['roi_f1']}")
         results["labs"][lab_name] = {"tune_ids": tune["ids"], "test_ids": test["ids"], "seconds": seconds,
-                                     "zero_shot": zero, "fine_tuned": fine, "adabn": adabn}
+                                     "zero_shot": zero, "fine_tuned": fine, "adabn": adabn, "calibrated": cal}
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", args.out / "bench_finetune.json")
     print(f"\nresults in {args.out / 'bench_finetune.json'}")
