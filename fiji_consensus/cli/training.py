@@ -135,7 +135,8 @@ def run_adapt(a: argparse.Namespace) -> dict[str, Any]:
 def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", description=inspect.getdoc(run_calibrate),
                        help="a new lab's decision threshold from a few of its annotated images (seconds, no training)")
-    p.add_argument("--model", type=Path, required=True, metavar="DIR", help="the ensemble folder to calibrate")
+    p.add_argument("--model", type=Path, required=True, metavar="MODEL",
+                   help="the ensemble folder or one of our bioimage.io packages to calibrate")
     p.add_argument("--lab", type=Path, required=True, metavar="DIR",
                    help="the new lab: a project folder (images/ + annotations/) or images/ + labels/expert_*/")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder for the calibrated ensemble")
@@ -174,7 +175,10 @@ def run_calibrate(a: argparse.Namespace) -> dict[str, Any]:
         refs.append(training_targets(stack, "staple") > 0.5 if len(names) >= 2 else stack[0] > 0)
     if not ids:
         raise ValueError(f"no annotated image among {use} in {a.lab}; calibration needs at least one")
-    ej, rec = calibrate_ensemble(a.model, images, refs, a.out, image_ids=ids, min_size=lab.min_size, tta=a.tta)
+    from ..models import load_torch_ensemble
+
+    ens = load_torch_ensemble(a.model)
+    ej, rec = calibrate_ensemble(ens, images, refs, a.out, image_ids=ids, min_size=lab.min_size, tta=a.tta)
     if not a.json:
         print(table(rec["table"], ["threshold", "roi_f1", "dice"]))
         print(f"threshold {rec['previous_threshold']:g} -> {rec['threshold']:g} on {len(ids)} image(s) of {a.lab} "

@@ -127,11 +127,12 @@ def _new_folder(out: Path) -> None:
 
 
 def calibrate_ensemble(
-    model: str | os.PathLike, images: Sequence[np.ndarray], references: Sequence[np.ndarray],
+    model: str | os.PathLike | Any, images: Sequence[np.ndarray], references: Sequence[np.ndarray],
     out_dir: str | os.PathLike, *, image_ids: Sequence[str] | None = None, min_size: int = 0,
     tta: str = "flips", grid: Sequence[float] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Choose the ensemble's probability threshold on a new lab's annotated ``images`` (``references``: the
+    """Choose the probability threshold of ``model`` (an ensemble folder or a loaded
+    :class:`~fiji_consensus.nn.ensemble.Ensemble`) on a new lab's annotated ``images`` (``references``: the
     experts' consensus of each, a 0/1 mask) and write the ensemble with that threshold to ``out_dir`` (a new
     folder; weights unchanged). Returns the path of its ``ensemble.json`` and the calibration record (the
     chosen threshold, the table of mean ROI-F1 / Dice per threshold, the images), also kept in the
@@ -146,7 +147,8 @@ def calibrate_ensemble(
     if len(images) != len(references):
         raise ValueError(f"need one reference per image; got {len(images)} images and {len(references)} references")
     t0 = time.perf_counter()
-    ens = load_ensemble(model)
+    from_path = isinstance(model, (str, os.PathLike))
+    ens = load_ensemble(model) if from_path else model  # a loaded Ensemble (e.g. from one of our packages)
     probs = []
     for j, im in enumerate(images):
         log.info("calibration: predicting image %d/%d", j + 1, len(images))
@@ -159,8 +161,8 @@ def calibrate_ensemble(
     record = {
         "method": "probability threshold chosen on annotated images of the new lab (best mean ROI-F1 against "
                   "their consensus); weights unchanged",
-        "base_ensemble": str(Path(model)),
-        "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if Path(model).is_dir() else None,
+        "base_ensemble": str(Path(model) if from_path else ens.path),
+        "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if from_path and Path(model).is_dir() else None,
         "images": list(image_ids) if image_ids is not None else len(images),
         "min_size": int(min_size), "tta": tta, "previous_threshold": old, "threshold": best,
         "roi_f1_at_previous": old_row["roi_f1"] if old_row else None, "roi_f1": at[round(best, 6)]["roi_f1"],

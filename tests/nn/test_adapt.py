@@ -129,3 +129,31 @@ def test_calibrate_command_on_a_lab_folder(tiny, tmp_path, shared_data, capsys):
     assert main(["calibrate", "--model", str(base), "--lab", str(lab), "--out", str(tmp_path / "d"), "--use", "9"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not in" in err[0] and "'9'" in err[0]
+
+
+def test_calibrate_one_of_our_packages(tmp_path, shared_data, capsys):
+    """The zoo package cfos-wue1 calibrated on two crops of lab-inns1 (whose experts mark only the brightest
+    nuclei): the result is an ensemble folder with the package's members and the chosen threshold."""
+    from pathlib import Path
+
+    from fiji_consensus.cli import main
+
+    zip_path = Path(__file__).resolve().parents[2] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
+    src = shared_data / "lab-inns1"
+    lab = tmp_path / "inns1"
+    experts = sorted(p.name for p in (src / "labels").iterdir() if p.name.startswith("expert_"))
+    for sub in ["images", *(f"labels/{e}" for e in experts)]:
+        (lab / sub).mkdir(parents=True)
+    for iid in ("1107", "1108"):
+        iio.imwrite(lab / "images" / f"{iid}.png", iio.imread(src / "images" / f"{iid}.png")[256:512, 256:512])
+        for e in experts:
+            f = src / "labels" / e / f"{iid}_cFOS.png"
+            iio.imwrite(lab / "labels" / e / f.name, iio.imread(f)[256:512, 256:512])
+    assert main(["calibrate", "--model", str(zip_path), "--lab", str(lab), "--out", str(tmp_path / "cal"),
+                 "--tta", "none", "--min-size", "16", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cal = load_ensemble(tmp_path / "cal")
+    assert cal.threshold == res["threshold"] and len(cal.members) == 4
+    rec = json.loads((tmp_path / "cal" / "ensemble.json").read_text())["provenance"]["calibrations"][-1]
+    assert rec["base_ensemble"].endswith("cfos-wue1.zip") and rec["min_size"] == 16 and rec["images"] == ["1107", "1108"]
+    assert rec["roi_f1"] >= max(r["roi_f1"] for r in rec["table"]) - 1e-12
