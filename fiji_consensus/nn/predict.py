@@ -36,29 +36,16 @@ from .. import instances as _instances
 from .. import uncertainty as _unc
 from ..tiling import predict_tiled
 from .ensemble import Ensemble
+from .ensemble_net import ENSEMBLE_VIEWS, _forward_view, _inverse_view
 
 __all__ = ["VIEWS", "TTA_PRESETS", "resolve_views", "EnsemblePredictor", "predict_stack", "predict", "Prediction"]
 
 logger = logging.getLogger(__name__)
 
-#: The 8 dihedral transforms of a window: name -> (forward, inverse) on the last two tensor dims.
-_DIM = (-2, -1)
-_TRANSFORMS = {
-    "identity": (lambda t: t, lambda t: t),
-    "flip_y": (lambda t: t.flip(-2), lambda t: t.flip(-2)),
-    "flip_x": (lambda t: t.flip(-1), lambda t: t.flip(-1)),
-    "rot180": (lambda t: t.flip((-2, -1)), lambda t: t.flip((-2, -1))),
-    "rot90": (lambda t: torch.rot90(t, 1, _DIM), lambda t: torch.rot90(t, -1, _DIM)),
-    "rot270": (lambda t: torch.rot90(t, -1, _DIM), lambda t: torch.rot90(t, 1, _DIM)),
-    "transpose": (lambda t: t.transpose(-2, -1), lambda t: t.transpose(-2, -1)),
-    "antitranspose": (
-        lambda t: t.flip((-2, -1)).transpose(-2, -1),
-        lambda t: t.transpose(-2, -1).flip((-2, -1)),
-    ),
-}
-
-#: All view names (the dihedral group D4), in a fixed order.
-VIEWS = tuple(_TRANSFORMS)
+#: All view names (the dihedral group D4), in a fixed order: the one view table,
+#: :data:`fiji_consensus.nn.ensemble_net.ENSEMBLE_VIEWS` (its forward and inverse transforms are the ones the
+#: exported ensemble runs).
+VIEWS = ENSEMBLE_VIEWS
 
 #: Named subsets of :data:`VIEWS`.
 TTA_PRESETS = {
@@ -82,11 +69,11 @@ def resolve_views(tta: str | Sequence[str] | bool | None) -> tuple[str, ...]:
     if isinstance(tta, str):
         if tta in TTA_PRESETS:
             return TTA_PRESETS[tta]
-        if tta in _TRANSFORMS:
+        if tta in VIEWS:
             return (tta,)
         raise ValueError(f"tta must be one of {tuple(TTA_PRESETS)} or a list of views from {VIEWS}; got {tta!r}")
     views = tuple(str(v) for v in tta)
-    bad = [v for v in views if v not in _TRANSFORMS]
+    bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise ValueError(f"tta views must be a non-empty list of {VIEWS}; got {list(tta)!r}")
     if len(set(views)) != len(views):
@@ -142,8 +129,7 @@ class EnsemblePredictor:
         fmt = torch.channels_last if self.optimize else torch.contiguous_format
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
-            fwd = [_TRANSFORMS[v][0](t).contiguous(memory_format=fmt) for v in self.views]
-            inv = [_TRANSFORMS[v][1] for v in self.views]
+            fwd = [_forward_view(t, v).contiguous(memory_format=fmt) for v in self.views]
             # group views by shape (rotations of non-square windows have another shape)
             groups: dict[tuple[int, ...], list[int]] = {}
             for vi, tv in enumerate(fwd):
@@ -155,7 +141,7 @@ class EnsemblePredictor:
                         inp = torch.cat([fwd[i] for i in chunk]) if len(chunk) > 1 else fwd[chunk[0]]
                         y = member(inp)
                         for k, vi in enumerate(chunk):
-                            yv = inv[vi](y[k * n : (k + 1) * n, 0])
+                            yv = _inverse_view(y[k * n : (k + 1) * n], self.views[vi])[:, 0]
                             out[:, mi * V + vi] = yv.float().cpu().numpy()
         return out
 
