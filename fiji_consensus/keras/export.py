@@ -415,24 +415,26 @@ def uses_only_builtin_layers(measure: str) -> bool:
 def save_saved_model(model: Any, path: str | Path) -> Path:
     """Write ``model`` (one input, outputs ``[probability, uncertainty]``) as a TensorFlow SavedModel folder.
 
-    One signature, ``serving_default`` (also the ``serve`` endpoint), takes ``input`` ``(N, 1, h, w)``
-    float32 and returns ``{"probability", "uncertainty"}``; the weights are variables (restored by the
-    SavedModel's own saver, as TensorFlow 1's loader does).
+    One function, ``serve`` (also the ``serving_default`` signature), takes ``input`` ``(N, 1, h, w)`` float32
+    and returns ``{"probability", "uncertainty"}``; the weights are variables (restored by the SavedModel's
+    own saver, as TensorFlow 1's loader does), each stored once: a plain ``tf.Module`` tracks the model's
+    TensorFlow variables only (Keras's ``ExportArchive`` also tracks the Keras variables wrapping them, which
+    stores every weight twice).
     """
-    keras = import_keras()
+    import_keras()
     tf = import_tf()
     path = Path(path)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     names = [str(n) for n in model.output_names]
+    spec = tf.TensorSpec([None, 1, None, None], tf.float32, name="input")
 
-    def serve(input: Any) -> dict[str, Any]:  # noqa: A002 - the signature's input key
+    def run(input: Any) -> dict[str, Any]:  # noqa: A002 - the signature's input key
         outs = model(input, training=False)
         return dict(zip(names, outs))
 
-    archive.add_endpoint("serve", serve,
-                         input_signature=[tf.TensorSpec([None, 1, None, None], tf.float32, name="input")])
-    archive.write_out(str(path), verbose=False)
+    module = tf.Module()
+    module.weights = [v.value for v in model.weights]  # the tf.Variables the function reads
+    module.serve = tf.function(run, input_signature=[spec])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})  # traced once
     return path
 
 

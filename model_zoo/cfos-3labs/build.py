@@ -11,6 +11,14 @@ Usage (from the repository root)::
 
     python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs            # train (resumes) + package
     python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs --skip-training
+    python model_zoo/cfos-3labs/build.py --package-only out/cfos-3labs --overwrite   # package a trained folder
+    python model_zoo/cfos-3labs/build.py --package-only --overwrite     # repackage the committed zip's members
+
+``--package-only [SOURCE]`` never trains: it packages an existing ensemble folder (e.g. one retrained with
+``background_radius``) or a package (default: the committed ``cfos-3labs.zip``, read from a copy), with the
+weight formats given explicitly (``--weights``; default: the torch ones and the weight-shared TensorFlow
+SavedModel, which needs the ``keras`` extra), then runs ``bioimageio test`` once per format (the cfos-wue1
+recipe's ``test_formats``). ``--out DIR`` writes the package and card elsewhere (to check before replacing).
 
 Nothing is replaced without ``--overwrite``.
 """
@@ -38,17 +46,18 @@ DESCRIPTION = (
 TAGS = ["cfos", "nuclei", "fluorescence-light-microscopy", "mouse", "brain"]
 
 
-def _wue1_people() -> tuple[list[str], list[str]]:
-    """The authors and maintainers of the cfos-wue1 package (one list for the zoo, kept in its build.py)."""
+def _wue1_recipe():
+    """The cfos-wue1 recipe module: the zoo's authors, maintainers, weight formats and per-format test."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("cfos_wue1_build", HERE.parent / "cfos-wue1" / "build.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return list(mod.AUTHORS), list(mod.MAINTAINERS)
+    return mod
 
 
-AUTHORS, MAINTAINERS = _wue1_people()
+_WUE1 = _wue1_recipe()
+AUTHORS, MAINTAINERS, WEIGHTS = list(_WUE1.AUTHORS), list(_WUE1.MAINTAINERS), list(_WUE1.WEIGHTS)
 sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
 
 
@@ -88,35 +97,59 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-package", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--package-only", nargs="?", type=Path, const=HERE / f"{NAME}.zip", metavar="SOURCE",
+                    help="no training: package an ensemble folder or a package (default: the committed zip)")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder of the package and card (default: here)")
+    ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
+    ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.package_only is not None:
+        source = args.package_only
+        if not (source.suffix == ".zip" and source.is_file()) and not (source / "ensemble.json").is_file():
+            ap.error(f"--package-only takes an ensemble folder (with ensemble.json) or a package .zip; got {source}")
+        return package(args, source=source)
     if not args.skip_training:
         train(args)
     if args.skip_package:
         return 0
-    return package(args)
+    return package(args, source=args.ensemble)
 
 
-def package(args: argparse.Namespace) -> int:
-    """``fiji-consensus package`` of the ensemble into this folder (package + model card, bioimageio test)."""
+def package(args: argparse.Namespace, *, source: Path) -> int:
+    """``fiji-consensus package`` of ``source`` (an ensemble folder or a package) into ``args.out`` (package +
+    model card), then ``bioimageio test`` of every weight format."""
     import json
+    import shutil
+    import tempfile
 
-    zip_path = HERE / f"{NAME}.zip"
-    card = HERE / "README.md"
-    cmd = [sys.executable, "-m", "fiji_consensus", "package", "--model", str(args.ensemble), "--out", str(zip_path),
+    zip_path = args.out / f"{NAME}.zip"
+    card = args.out / "README.md"
+    tmp = None
+    if source.suffix == ".zip":  # read from a copy: the package may be the one being replaced
+        tmp = Path(tempfile.mkdtemp())
+        source = Path(shutil.copy2(source, tmp / source.name))
+    cmd = [sys.executable, "-m", "fiji_consensus", "package", "--model", str(source), "--out", str(zip_path),
            "--name", TITLE, "--description", DESCRIPTION, "--card", str(card), "--card-notes",
            str(HERE / "notes.md"), "--training-data", "segebarth2020", "--tta", "flips", "--uncertainty", "entropy",
            *sum((["--author", a] for a in AUTHORS), []), *sum((["--maintainer", m] for m in MAINTAINERS), []),
-           "--license", "MIT", *sum((["--tag", t] for t in TAGS), []), "--test", "--json"]
+           "--license", "MIT", *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
         cmd.append("--overwrite")
     logging.info("+ %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     sys.stderr.write(proc.stderr)
     summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    if proc.returncode == 0 and not args.no_test:
+        summary["test"] = _WUE1.test_formats(zip_path, list(summary["weight_formats"]))
+        summary["ok"] = all(t["ok"] for t in summary["test"].values())
     print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
                                                     "weight_formats", "test", "error")}, indent=1))
-    return proc.returncode
+    return proc.returncode or (0 if summary.get("ok") else 1)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,11 +18,16 @@ Usage (from the repository root)::
     python model_zoo/cfos-wue1/build.py                                   # train (60 min) + package
     python model_zoo/cfos-wue1/build.py --skip-training --ensemble out/bench_wue1   # package a finished run
     python model_zoo/cfos-wue1/build.py --from-package --overwrite        # repackage the committed members
+    python model_zoo/cfos-wue1/build.py --from-package --overwrite --weights pytorch_state_dict onnx
     python model_zoo/cfos-wue1/build.py -- --minutes 5 --fresh            # args after -- go to bench_train.py
 
 The members were trained with ``build.py -- --minutes 55 --fresh`` (2-core CPU, 2026-12-01); the committed
 package was rebuilt from them with ``--from-package`` (same weights, metadata and held-out scores; the current
 export: TorchScript returning a list, pytorch_version 2.0.1, authors, training data, card notes).
+
+The weight formats are passed explicitly (``--weights``; default :data:`WEIGHTS`: the torch ones and the
+weight-shared TensorFlow SavedModel, which needs the ``keras`` extra). ``bioimageio test`` runs once per
+format (:func:`test_formats`), each in its own process.
 
 Nothing is replaced without ``--overwrite``. Commit the package once, when the numbers are final.
 """
@@ -53,6 +58,61 @@ TAGS = ["cfos", "nuclei", "fluorescence-light-microscopy", "mouse", "brain"]
 AUTHORS = ["fiji-consensus developers"]
 MAINTAINERS: list[str] = []
 
+#: Weight formats of the zoo packages (``package``'s default is the torch ones only). ``keras_hdf5`` is
+#: opt-in: it holds members x views U-Nets (see fiji_consensus.keras.export), the SavedModel one per member.
+WEIGHTS = ["pytorch_state_dict", "torchscript", "onnx", "tensorflow_saved_model_bundle"]
+
+_TEST_ONE = r"""
+import json, sys, tempfile, zipfile
+from pathlib import Path
+from fiji_consensus import zoo
+path, wf = sys.argv[1], sys.argv[2]
+res = zoo.test_package(path, weight_format=wf)
+if wf == "tensorflow_saved_model_bundle":  # the output order this process's bioimageio.core runner saw
+    import numpy as np, yaml
+    from fiji_consensus.keras._backend import import_keras
+    keras = import_keras()
+    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        with zf.open(rdf["weights"][wf]["source"]) as fh, zipfile.ZipFile(fh) as sm:
+            sm.extractall(tmp)
+        x = np.load(zf.open(rdf["inputs"][0]["test_tensor"]["source"]))
+        out = keras.layers.TFSMLayer(tmp, call_endpoint="serve")(np.zeros((1, 1) + x.shape[-2:], np.float32))
+        res["bioimageio_output_order"] = list(out)
+        res["described_order"] = [o["id"] for o in rdf["outputs"]]
+print(json.dumps(res))
+"""
+
+
+def test_formats(zip_path: Path, formats: list[str], *, tries: int = 4) -> dict[str, dict]:
+    """``bioimageio test`` (bioimageio.core's ``test_model``, offline) of each weight format, one process each.
+
+    bioimageio.core 0.11's TensorFlow 2 runner takes a SavedModel's outputs as ``list(result.values())``,
+    whose order protobuf randomises per process (its own TODO: "Use RDF's outputs[i].id"), so for a
+    two-output SavedModel it swaps probability and uncertainty in about half of all processes. The
+    SavedModel's test is therefore repeated (up to ``tries`` processes) only while the run saw the outputs
+    swapped; a failure with the outputs in the described order is a failure. Every run is recorded.
+    """
+    results: dict[str, dict] = {}
+    for wf in formats:
+        runs = []
+        for _ in range(tries if wf == "tensorflow_saved_model_bundle" else 1):
+            proc = subprocess.run([sys.executable, "-c", _TEST_ONE, str(zip_path), wf], cwd=REPO,
+                                  capture_output=True, text=True)
+            lines = proc.stdout.strip().splitlines()
+            res = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"ok": False,
+                                                                                  "error": proc.stderr[-2000:]}
+            runs.append(res)
+            swapped = res.get("bioimageio_output_order", []) != res.get("described_order", [])
+            if res.get("ok") or not swapped:
+                break
+        results[wf] = {"ok": bool(runs[-1].get("ok")), "runs": len(runs),
+                       "swapped_runs": sum(r.get("bioimageio_output_order") != r.get("described_order")
+                                           for r in runs if "described_order" in r),
+                       "error": runs[-1].get("error")}
+        print(f"bioimageio test {wf}: {'passed' if results[wf]['ok'] else 'FAILED'} ({results[wf]})", flush=True)
+    return results
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -66,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="repackage the members, metadata and scores of a package (default: the committed one) "
                     "with the current export; no training")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing package and card")
+    ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
+    ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
     args = ap.parse_args(argv)
     py = sys.executable
 
@@ -101,7 +163,7 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
            "--card", str(card), "--card-notes", str(HERE / "notes.md"), "--training-data", "segebarth2020",
            "--tta", "flips", "--uncertainty", "entropy", *sum((["--author", a] for a in AUTHORS), []),
            *sum((["--maintainer", m] for m in MAINTAINERS), []), "--license", "MIT",
-           *sum((["--tag", t] for t in TAGS), []), "--test", "--json"]
+           *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
         cmd.append("--overwrite")
     print("+", " ".join(cmd), flush=True)
@@ -112,11 +174,14 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
             shutil.rmtree(tmp, ignore_errors=True)
     sys.stderr.write(proc.stderr)
     summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    if proc.returncode == 0 and not args.no_test:
+        summary["test"] = test_formats(zip_path, list(summary["weight_formats"]))
+        summary["ok"] = all(t["ok"] for t in summary["test"].values())
     print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
                                                     "weight_formats", "onnx", "test", "error")}, indent=1))
     if proc.returncode == 0 and summary.get("bytes", 0) > 25e6:
         print(f"warning: the package is {summary['bytes'] / 1e6:.1f} MB (aim: about 20 MB)", file=sys.stderr)
-    return proc.returncode
+    return proc.returncode or (0 if summary.get("ok") else 1)
 
 
 if __name__ == "__main__":
