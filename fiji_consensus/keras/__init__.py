@@ -7,9 +7,11 @@ its modules, so ``import fiji_consensus`` never loads them.
 
 * :mod:`fiji_consensus.keras.export`: :func:`~fiji_consensus.keras.export.build_keras_ensemble` rebuilds an
   :class:`fiji_consensus.nn.ensemble_net.EnsembleNet` (members, test-time views, sigmoid, mean and
-  uncertainty) as a Keras model from the members' weights, and
+  uncertainty) as a Keras model from the members' weights (weight-shared: one U-Net per member, the views as
+  flip/transpose ops; or, for ``keras_hdf5``, built-in layers only), and
   :func:`~fiji_consensus.keras.export.package_weights` writes it into a bioimage.io package as
-  ``keras_hdf5`` and ``tensorflow_saved_model_bundle`` weights.
+  ``tensorflow_saved_model_bundle`` (declaring :data:`~fiji_consensus.keras.export.TENSORFLOW_VERSION`) and,
+  on request, ``keras_hdf5`` weights.
 * :mod:`fiji_consensus.keras.member`: :func:`~fiji_consensus.keras.member.load_keras_member` loads a plain
   ``.keras`` / ``.h5`` model with an explicit normalisation as one member of a package ensemble.
 """
@@ -20,6 +22,7 @@ import importlib
 
 _EXPORTS = {
     "KERAS_FORMATS": "export",
+    "TENSORFLOW_VERSION": "export",
     "bioimageio_scratch": "_backend",
     "build_keras_ensemble": "export",
     "keras_unet": "export",

@@ -94,7 +94,7 @@ def test_formats(zip_path: Path, formats: list[str], *, tries: int = 4) -> dict[
     swapped; a failure with the outputs in the described order is a failure. Every run is recorded.
     """
     results: dict[str, dict] = {}
-    for wf in formats:
+    for wf in sorted(formats, key=lambda f: f != "tensorflow_saved_model_bundle"):  # the newest export first
         runs = []
         for _ in range(tries if wf == "tensorflow_saved_model_bundle" else 1):
             proc = subprocess.run([sys.executable, "-c", _TEST_ONE, str(zip_path), wf], cwd=REPO,
