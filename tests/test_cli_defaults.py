@@ -91,6 +91,25 @@ def test_every_option_of_a_config_command_is_a_config_field():
     assert not problems, "\n".join(problems)
 
 
+def test_every_command_is_classified():
+    """A new command either runs a config model's job (COMMANDS above, checked option by option) or is one
+    of these, which have no config model."""
+    without_model = {("adapt",), ("calibrate",), ("demo",), ("zoo",), ("zoo", "list"), ("fiji",), ("fiji", "install-macros"),
+                     ("fiji", "write-macros"), ("fiji", "model-summary"), ("plan", "next")}
+    found = {path for path, _ in _walk(cli.build_parser())}
+    assert found == {(c,) for c in COMMANDS} | without_model
+
+
+def test_adapt_default_is_the_functions():
+    """adapt has no config model: its one setting defaults to what ``adapt_ensemble`` takes."""
+    pytest.importorskip("torch")
+    from fiji_consensus.nn.adapt import adapt_ensemble
+
+    (parser,) = [s for p, s in _walk(cli.build_parser()) if p == ("adapt",)]
+    want = inspect.signature(adapt_ensemble).parameters["patches_per_image"].default
+    assert parser.get_default("patches_per_image") == want
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_parser_defaults_and_help_are_the_config_fields(command):
     (path, parser), = [(p, s) for p, s in _walk(cli.build_parser()) if p == (command,)]
