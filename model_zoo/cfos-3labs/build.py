@@ -11,14 +11,17 @@ Usage (from the repository root)::
 
     python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs            # train (resumes) + package
     python model_zoo/cfos-3labs/build.py --ensemble out/cfos-3labs --skip-training
-    python model_zoo/cfos-3labs/build.py --package-only out/cfos-3labs --overwrite   # package a trained folder
-    python model_zoo/cfos-3labs/build.py --package-only --overwrite     # repackage the committed zip's members
+    python model_zoo/cfos-3labs/build.py --package-only --overwrite     # package --ensemble (out/cfos-3labs)
+    python model_zoo/cfos-3labs/build.py --package-only out/cfos-3labs-bg --overwrite   # another trained folder
 
-``--package-only [SOURCE]`` never trains: it packages an existing ensemble folder (e.g. one retrained with
-``background_radius``) or a package (default: the committed ``cfos-3labs.zip``, read from a copy), with the
+``--package-only [SOURCE]`` never trains: it packages an existing ensemble folder (default: ``--ensemble``;
+e.g. one retrained with ``background_radius``) or a package ``.zip`` (read from a copy), with the
 weight formats given explicitly (``--weights``; default: the torch ones and the weight-shared TensorFlow
 SavedModel, which needs the ``keras`` extra), then runs ``bioimageio test`` once per format (the cfos-wue1
 recipe's ``test_formats``). ``--out DIR`` writes the package and card elsewhere (to check before replacing).
+Package from the ensemble folder: repackaging a ``.zip`` loses the training range of image statistics
+(``config.fiji_consensus.domain``, predict's out-of-domain check), which ``zoo.ensemble_from_package`` does
+not carry over.
 
 Nothing is replaced without ``--overwrite``.
 """
@@ -97,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--skip-package", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--package-only", nargs="?", type=Path, const=HERE / f"{NAME}.zip", metavar="SOURCE",
-                    help="no training: package an ensemble folder or a package (default: the committed zip)")
+    ap.add_argument("--package-only", nargs="?", type=Path, const=True, metavar="SOURCE",
+                    help="no training: package an ensemble folder (default: --ensemble) or a package .zip "
+                    "(which loses the training range of image statistics)")
     ap.add_argument("--out", type=Path, default=HERE, help="folder of the package and card (default: here)")
     ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
     ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if args.package_only is not None:
-        source = args.package_only
+        source = args.ensemble if args.package_only is True else args.package_only
         if not (source.suffix == ".zip" and source.is_file()) and not (source / "ensemble.json").is_file():
             ap.error(f"--package-only takes an ensemble folder (with ensemble.json) or a package .zip; got {source}")
         return package(args, source=source)
