@@ -308,11 +308,10 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     import torch
 
     t0 = time.perf_counter()
-    images, model_json, out, record = _start(config)
+    images, _, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    model = load_model(config.models if model_kind(config.models) == "packages" else model_json.parent,
-                       device=config.device, trust_code=config.trust_code,
+    model = load_model(config.models, device=config.device, trust_code=config.trust_code,
                        keras_normalization=config.keras_normalization)
     fio.write_json(out / "config.json", record, overwrite=True)
 
