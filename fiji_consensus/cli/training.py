@@ -143,7 +143,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--use", nargs="+", metavar="ID", help="image ids to calibrate on (default: every annotated image)")
     p.add_argument("--min-size", type=int, default=None, metavar="N",
                    help="MIN_PIXEL of ROI-F1 (default: the lab's own for the Segebarth labs, else 0)")
-    p.add_argument("--tta", default="flips", help="test-time views while predicting (default flips)")
+    add_field(p, CrossvalConfig, "tta")  # the views the crossval scores were made with
     p.set_defaults(func=run_calibrate)
 
 
