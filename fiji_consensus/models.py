@@ -74,6 +74,11 @@ def ensemble_json(folder: PathLike) -> Path:
 
     p = Path(folder)
     js = p / ENSEMBLE_JSON if p.is_dir() else p
+    if js.is_file() and js.name != ENSEMBLE_JSON:
+        raise ValueError(
+            f"{p}: expected an ensemble folder (holding {ENSEMBLE_JSON}), its {ENSEMBLE_JSON} or one of our "
+            f"bioimage.io packages; got a {p.suffix or 'plain'} file"
+        )
     if not js.is_file():
         raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {folder}: is this an ensemble folder?")
     return js

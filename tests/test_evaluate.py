@@ -533,7 +533,7 @@ def test_evaluate_reads_the_output_of_predict(project, tmp_path, capsys):
     """A real `predict` run (tiny threshold U-Nets of tests/jobs/test_predict.py) is read back as a model."""
     torch = pytest.importorskip("torch")
     import tifffile
-    from test_predict import THRESHOLDS, _meta, _threshold_net
+    from jobs.test_predict import THRESHOLDS, _meta, _threshold_net
 
     from fiji_consensus.nn.ensemble import save_ensemble
     from fiji_consensus.predict import PredictConfig, run_predict

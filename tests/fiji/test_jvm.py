@@ -116,7 +116,12 @@ def test_pyimagej_path_with_the_real_pyimagej(ij_jar, tmp_path):
     """The real scyjava and pyimagej on a Fiji.app: no JDK download (fetch='auto' with JAVA_HOME), nothing
     resolved from Maven (imglyb's helper jar comes from the Fiji.app), no JVM before imagej.init, which
     starts it with the Fiji.app's jars; without ImageJ2 it then fails, and connect says so clearly."""
-    pytest.importorskip("imagej", reason="pyimagej is in the test extra: pip install -e '.[test]'")
+    import importlib.util
+
+    # find_spec, not importorskip: importing imagej here would touch the JVM that earlier tests of this process
+    # started (imglyb looks its helper classes up at import); the test's own subprocess imports it
+    if importlib.util.find_spec("imagej") is None:
+        pytest.skip("pyimagej is in the test extra: pip install -e '.[test]'")
     app = _fake_fiji_app(tmp_path, ij_jar, imglyb=True)
     r = _run_py(f"""
         import sys, jpype
