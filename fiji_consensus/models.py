@@ -70,18 +70,9 @@ def model_kind(model: PathLike | Sequence[PathLike]) -> ModelKind:
 
 def ensemble_json(folder: PathLike) -> Path:
     """The ``ensemble.json`` of an ensemble folder (or the file itself); FileNotFoundError when there is none."""
-    from .nn.ensemble import ENSEMBLE_JSON
+    from .nn.ensemble import ensemble_json_file
 
-    p = Path(folder)
-    js = p / ENSEMBLE_JSON if p.is_dir() else p
-    if js.is_file() and js.name != ENSEMBLE_JSON:
-        raise ValueError(
-            f"{p}: expected an ensemble folder (holding {ENSEMBLE_JSON}), its {ENSEMBLE_JSON} or one of our "
-            f"bioimage.io packages; got a {p.suffix or 'plain'} file"
-        )
-    if not js.is_file():
-        raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {folder}: is this an ensemble folder?")
-    return js
+    return ensemble_json_file(folder)
 
 
 def model_sha256(model: PathLike | Sequence[PathLike]) -> str:

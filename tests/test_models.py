@@ -29,7 +29,7 @@ def test_model_kind_decides_folders_packages_and_keras_files(tmp_path):
 
 
 def test_missing_models_and_keras_without_normalisation_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no ensemble.json at .*nowhere: is this an ensemble folder"):
+    with pytest.raises(FileNotFoundError, match="no ensemble.json found at .*nowhere: is this an ensemble folder"):
         models.load_model(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="bioimage.io package not found: .*gone.zip"):
         models.model_sha256([tmp_path / "gone.zip"])

@@ -35,7 +35,7 @@ from .._util import json_safe, sha256_file  # noqa: F401  (their one home; kept 
 from .data import apply_percentiles, compute_percentiles, pad_to_multiple
 from .unet import UNet
 
-__all__ = ["Ensemble", "load_ensemble", "save_ensemble", "FORMAT", "FORMAT_VERSION", "ENSEMBLE_JSON"]
+__all__ = ["Ensemble", "load_ensemble", "save_ensemble", "ensemble_json_file", "FORMAT", "FORMAT_VERSION", "ENSEMBLE_JSON"]
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,22 @@ class Ensemble:
         return self.predict_members(image).mean(axis=0)
 
 
+def ensemble_json_file(path: str | os.PathLike) -> Path:
+    """The ``ensemble.json`` of an ensemble folder (or the file itself): a clear error for anything else
+    (ValueError for another kind of file, FileNotFoundError when there is none)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / ENSEMBLE_JSON
+    elif p.is_file() and p.name != ENSEMBLE_JSON:
+        raise ValueError(
+            f"{p}: expected an ensemble folder (holding {ENSEMBLE_JSON}), its {ENSEMBLE_JSON} or one of our "
+            f"bioimage.io packages; got a {p.suffix or 'plain'} file"
+        )
+    if not p.is_file():
+        raise FileNotFoundError(f"no {ENSEMBLE_JSON} found at {p}: is this an ensemble folder?")
+    return p
+
+
 def load_ensemble(
     path: str | os.PathLike,
     *,
@@ -236,16 +252,7 @@ def load_ensemble(
     >>> ens = load_ensemble("models/wue1")                           # doctest: +SKIP
     >>> prob = ens.predict(image)                                    # doctest: +SKIP
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / ENSEMBLE_JSON
-    elif p.is_file() and p.name != ENSEMBLE_JSON:
-        raise ValueError(
-            f"{p}: expected an ensemble folder (holding {ENSEMBLE_JSON}) or its {ENSEMBLE_JSON}; "
-            f"got a {p.suffix or 'plain'} file"
-        )
-    if not p.is_file():
-        raise FileNotFoundError(f"no {ENSEMBLE_JSON} found at {p}: is this an ensemble folder?")
+    p = ensemble_json_file(path)
     folder = p.parent
     try:
         meta = json.loads(p.read_text(encoding="utf-8"))
