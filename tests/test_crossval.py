@@ -198,6 +198,8 @@ def test_the_multi_lab_zoo_package_carries_its_training_range(shared_data):
         assert set(ref["statistics"]) == {"background_level", "background_unevenness", "object_contrast",
                                           "foreground_fraction", "objects_per_megapixel", "median_object_area"}
         assert ref["statistics"]["foreground_fraction"]["n"] == 46
+        # read back as an ensemble (train --init, repackaging), the range comes along
+        assert zoo.ensemble_from_package(path).metadata["domain"] == ref
         lab = load_lab(shared_data / "lab-inns1")
         im, fg = lab.images[0], lab.consensus("staple")[0] > 0.5
         assert _domain_flags(model, im, fg, None) == []

@@ -138,6 +138,7 @@ def _metadata(path: Path, rdf: dict[str, Any], fc: dict[str, Any], cfg: dict[str
         "normalization": dict(fc["normalization"]),
         "threshold": float(fc.get("threshold", 0.5)),
         "min_size": int(fc.get("min_size", 0) or 0),
+        "domain": fc.get("domain"),  # the training range of image statistics: kept through a repackaging
         "members": listed,
         "training": fc.get("training"),
         "provenance": {**(fc.get("provenance") or {}), "package": str(path)},
