@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -141,19 +140,10 @@ def package(args: argparse.Namespace, *, source: Path) -> int:
     if args.overwrite:
         cmd.append("--overwrite")
     logging.info("+ %s", " ".join(cmd))
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    sys.stderr.write(proc.stderr)
-    summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
-    if proc.returncode == 0 and not args.no_test:
-        summary["test"] = _WUE1.test_formats(zip_path, list(summary["weight_formats"]))
-        summary["ok"] = all(t["ok"] for t in summary["test"].values())
+    returncode, summary = _WUE1.run_package(cmd, zip_path, tmp=tmp, test=not args.no_test)
     print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
                                                     "weight_formats", "test", "error")}, indent=1))
-    return proc.returncode or (0 if summary.get("ok") else 1)
+    return returncode or (0 if summary.get("ok") else 1)
 
 if __name__ == "__main__":
     raise SystemExit(main())

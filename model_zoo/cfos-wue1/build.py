@@ -167,6 +167,18 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
     if args.overwrite:
         cmd.append("--overwrite")
     print("+", " ".join(cmd), flush=True)
+    returncode, summary = run_package(cmd, zip_path, tmp=tmp, test=not args.no_test)
+    print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
+                                                    "weight_formats", "onnx", "test", "error")}, indent=1))
+    if returncode == 0 and summary.get("bytes", 0) > 25e6:
+        print(f"warning: the package is {summary['bytes'] / 1e6:.1f} MB (aim: about 20 MB)", file=sys.stderr)
+    return returncode or (0 if summary.get("ok") else 1)
+
+
+def run_package(cmd: list[str], zip_path: Path, *, tmp: Path | None, test: bool) -> tuple[int, dict]:
+    """Run one ``fiji-consensus package`` command (removing ``tmp`` afterwards), then, unless ``test`` is
+    false, test every weight format of the package (:func:`test_formats`). Returns the command's exit code
+    and its JSON summary (with ``test`` and ``ok`` filled in). Shared by the zoo recipes."""
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     finally:
@@ -174,14 +186,10 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
             shutil.rmtree(tmp, ignore_errors=True)
     sys.stderr.write(proc.stderr)
     summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
-    if proc.returncode == 0 and not args.no_test:
+    if proc.returncode == 0 and test:
         summary["test"] = test_formats(zip_path, list(summary["weight_formats"]))
         summary["ok"] = all(t["ok"] for t in summary["test"].values())
-    print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
-                                                    "weight_formats", "onnx", "test", "error")}, indent=1))
-    if proc.returncode == 0 and summary.get("bytes", 0) > 25e6:
-        print(f"warning: the package is {summary['bytes'] / 1e6:.1f} MB (aim: about 20 MB)", file=sys.stderr)
-    return proc.returncode or (0 if summary.get("ok") else 1)
+    return proc.returncode, summary
 
 
 if __name__ == "__main__":
