@@ -73,6 +73,7 @@ def train(args: argparse.Namespace) -> None:
     rargs = bc.main.__globals__["argparse"].Namespace(
         members=args.members, folds=4, seed=0, base_channels=14, iterations=args.iterations, minutes=args.minutes,
         high_percentile=99.9, contrast=0.5, background=0.6, threads=args.threads, validate_every=args.iterations or 200,
+        background_radius=0,
     )
     cfg = bc.recipe(rargs)
     labs = [load_lab(bc.DATA / lab) for lab in bc.LABS]

@@ -33,7 +33,7 @@ def recipe(args: argparse.Namespace):
         members=args.members, split="kfold", folds=max(args.members, args.folds), seed=args.seed,
         depth=3, base_channels=args.base_channels, patch_size=256, batch_size=4,
         iterations=args.iterations, max_minutes=args.minutes,
-        low_percentile=1.0, high_percentile=args.high_percentile, background_radius=getattr(args, "background_radius", 0),
+        low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
         augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
