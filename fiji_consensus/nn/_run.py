@@ -59,6 +59,9 @@ def _check_run(
     init_states, init_info = None, None
     if init is not None:
         config, init_states, init_info = _init_from(config, init)
+    elif config.train_layers != "all":
+        log.warning("train_layers=%r without an initial model (init): the frozen layers keep their random "
+                    "weights", config.train_layers)
     image_ids = [str(i) for i in image_ids]
     imgs, tgts, igns, experts = _check_inputs(images, targets, image_ids, ignore, expert_masks)
     if config.paper_selection and not experts:

@@ -216,11 +216,18 @@ def _is_ensemble_folder(out: Path) -> bool:
     return (out / "ensemble.json").is_file() or any((out / "checkpoints").glob("member_*.pt"))
 
 
+#: TrainConfig fields added after runs existed, with the default at which the fingerprint leaves them out.
+_LATER_FIELDS = {"train_layers": "all"}
+
+
 def _fingerprint(
     config: TrainConfig, image_ids: Sequence[str], images, targets, ignore, splits, init_sha256: str | None = None,
     labs: dict[str, Any] | None = None,
 ) -> str:
     cfg = config.model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints"})
+    for name, default in _LATER_FIELDS.items():  # fields added later, left out at their default so that
+        if cfg.get(name) == default:  # checkpoints written before them stay resumable
+            del cfg[name]
     record = {"config": cfg, "ids": list(image_ids), "splits": splits}
     if init_sha256:
         record["init"] = init_sha256

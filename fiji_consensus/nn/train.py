@@ -136,6 +136,29 @@ def _write_log(rows: list[dict[str, Any]], path: Path) -> None:
     write_text_atomic(buf.getvalue(), path)
 
 
+def trainable_parameters(net, layers: str) -> list:
+    """The parameters that training updates. ``"decoder"`` freezes the encoder (the down blocks and the bottom
+    block): no gradients, so no backward pass through it, and its batch-norm statistics are kept (momentum 0);
+    ``"head"`` freezes everything but the last 1x1 convolution; ``"all"`` freezes nothing."""
+    import torch
+
+    if layers == "all":
+        return list(net.parameters())
+    if layers == "decoder":
+        frozen = [net.down, net.bottom]
+    elif layers == "head":
+        frozen = [m for name, m in net.named_children() if name != "head"]
+    else:
+        raise ValueError(f"train_layers must be 'all', 'decoder' or 'head'; got {layers!r}")
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0  # running statistics stay those of the initial weights
+    return [p for p in net.parameters() if p.requires_grad]
+
+
 class _MemberRun:
     """One member's training: the network, optimiser, sampler and counters, and the steps on them.
 
@@ -160,7 +183,8 @@ class _MemberRun:
         if init_state is not None:
             net.load_state_dict(init_state)
         self.net = net.to(device)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        params = trainable_parameters(self.net, c.train_layers)
+        self.opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
         aug = AugmentConfig(**c.augment.model_dump())
         self.sampler = PatchSampler(train, patch_size=c.patch_size, seed=seed, augment=aug)
         self.state: dict[str, Any] = dict(

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=2, help="images of each lab to fine-tune on (sorted ids)")
     ap.add_argument("--iterations", type=int, default=400, help="fine-tuning iterations per member")
     ap.add_argument("--learning-rate", type=float, default=5e-4)
+    ap.add_argument("--train-layers", choices=["all", "decoder", "head"], default="all",
+                    help="which layers fine-tuning updates (TrainConfig.train_layers)")
     ap.add_argument("--targets", choices=["fraction", "staple"], default="fraction")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench_finetune", help="fine-tuned ensembles")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base = load_ensemble(args.model)
     aug = (base.metadata.get("training") or {}).get("augment") or {}
-    results: dict = {"model": str(args.model), "n_train": args.n_train, "iterations": args.iterations, "labs": {}}
+    results: dict = {"model": str(args.model), "n_train": args.n_train, "iterations": args.iterations,
+                     "learning_rate": args.learning_rate, "train_layers": args.train_layers, "labs": {}}
     for lab_name in args.labs:
         lab = read_lab(args.data / lab_name)
         n = len(lab["ids"])
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         targets, note = consensus_targets(tune, args.targets)
         cfg = TrainConfig(
             members=len(base.members), split="all", seed=0, iterations=args.iterations,
-            learning_rate=args.learning_rate, batch_size=4, patch_size=256, validate_every=args.iterations,
+            learning_rate=args.learning_rate, train_layers=args.train_layers, batch_size=4, patch_size=256,
+            validate_every=args.iterations,
             checkpoint_every=50, min_size=MIN_PIXEL[lab_name], device="cpu", threads=args.threads,
             augment={k: aug[k] for k in ("zoom", "noise", "blur", "contrast", "gamma", "background") if k in aug},
         )

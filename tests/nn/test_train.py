@@ -393,3 +393,40 @@ def test_fine_tuning_starts_from_the_initial_members(sample, tmp_path):
     with pytest.raises(TypeError, match="init must be a loaded Ensemble"):
         train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "x", cfg,
                        image_ids=sample["ids"][:2], init=str(base))
+
+
+@pytest.mark.parametrize("layers", ["decoder", "head"])
+def test_train_layers_freezes_the_rest(sample, tmp_path, layers):
+    base = tmp_path / "base"
+    train_ensemble(sample["images"], sample["targets"], base, tiny(members=1, split="all", iterations=4), image_ids=sample["ids"])
+    init = load_ensemble(base)
+    cfg = tiny(members=1, split="all", iterations=4, validate_every=4, learning_rate=1e-2, warmup_fraction=0.0,
+               train_layers=layers)
+    train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "tuned", cfg,
+                   image_ids=sample["ids"][:2], init=init)
+    start, tuned = init.members[0].state_dict(), load_ensemble(tmp_path / "tuned").members[0].state_dict()
+    frozen = ("down.", "bottom.") if layers == "decoder" else tuple(n for n in start if not n.startswith("head."))
+    moved = {n for n, t in tuned.items() if t.is_floating_point() and not torch.equal(t, start[n])}
+    # frozen: weights and batch-norm statistics exactly as they were; every other layer has learned
+    assert not {n for n in moved if n.startswith(frozen)}
+    trained = {n for n in start if not n.startswith(frozen) and start[n].is_floating_point()}
+    assert trained and {n for n in trained if n.endswith("weight")} <= moved
+
+
+def test_train_layers_is_part_of_the_fingerprint_only_when_set():
+    from fiji_consensus.nn.inputs import _fingerprint
+
+    args = (["a"], [np.zeros((4, 4), np.float32)], [np.zeros((4, 4), np.float32)], [None], [[0]])
+    default = _fingerprint(tiny(), *args)
+    assert _fingerprint(tiny(train_layers="all"), *args) == default
+    assert _fingerprint(tiny(train_layers="decoder"), *args) != default
+    # a run started before the field existed keeps its fingerprint (the config dump without it)
+    import hashlib
+
+    cfg = tiny().model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints", "train_layers"})
+    h = hashlib.sha256(json.dumps({"config": cfg, "ids": ["a"], "splits": [[0]]}, sort_keys=True).encode())
+    for a in (args[1][0], args[2][0]):
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(b"none")
+    assert h.hexdigest() == default
