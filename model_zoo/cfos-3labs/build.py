@@ -19,9 +19,8 @@ e.g. one retrained with ``background_radius``) or a package ``.zip`` (read from 
 weight formats given explicitly (``--weights``; default: the torch ones and the weight-shared TensorFlow
 SavedModel, which needs the ``keras`` extra), then runs ``bioimageio test`` once per format (the cfos-wue1
 recipe's ``test_formats``). ``--out DIR`` writes the package and card elsewhere (to check before replacing).
-Package from the ensemble folder: repackaging a ``.zip`` loses the training range of image statistics
-(``config.fiji_consensus.domain``, predict's out-of-domain check), which ``zoo.ensemble_from_package`` does
-not carry over.
+Repackaging a ``.zip`` keeps the training range of image statistics (``config.fiji_consensus.domain``,
+predict's out-of-domain check): ``zoo.ensemble_from_package`` carries it over.
 
 Nothing is replaced without ``--overwrite``.
 """
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--package-only", nargs="?", type=Path, const=True, metavar="SOURCE",
                     help="no training: package an ensemble folder (default: --ensemble) or a package .zip "
-                    "(which loses the training range of image statistics)")
+                    "(its training range of image statistics is kept)")
     ap.add_argument("--out", type=Path, default=HERE, help="folder of the package and card (default: here)")
     ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
     ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
