@@ -119,6 +119,53 @@ def main(argv: list[str] | None = None) -> int:
     return package(args, source=args.ensemble)
 
 
+def crossval_tables(path: Path, what: str) -> str:
+    """Markdown: per left-out lab, the ROI-F1 of the fold ensemble and of each of that lab's experts on every
+    image, from a ``crossval.csv`` (``fiji-consensus crossval``), with the mean row and the paper's rule."""
+    import csv
+    import statistics
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no rows; expected a crossval.csv (lab, image, rater, roi_f1, ...)")
+    out = []
+    for lab in dict.fromkeys(r["lab"] for r in rows):
+        lab_rows = [r for r in rows if r["lab"] == lab]
+        experts = sorted({r["rater"] for r in lab_rows if r["kind"] == "expert"})
+        cols = ["model", *experts]
+        score = {(r["image"], r["rater"]): float(r["roi_f1"]) for r in lab_rows}
+        images = sorted({r["image"] for r in lab_rows})
+        model = {r["image"]: r for r in lab_rows if r["kind"] == "model"}
+        passes = sum(model[i]["passes_paper_rule"] == "True" for i in images)
+        out += [f"**{lab} left out** ({what}): ROI-F1 per image against the lab's consensus; the paper's rule "
+                f"(model ≥ the image's lowest expert) holds on {passes}/{len(images)} images.", "",
+                "| image | " + " | ".join(cols) + " | lowest expert | model vs experts |",
+                "|---" * (len(cols) + 3) + "|"]
+        for i in images:
+            vals = " | ".join(f"{score[(i, c)]:.3f}" if (i, c) in score else "n/a" for c in cols)
+            out.append(f"| {i} | {vals} | {float(model[i]['lowest_expert_roi_f1']):.3f} | {model[i]['standing']} |")
+        means = " | ".join(f"{statistics.fmean(score[(i, c)] for i in images if (i, c) in score):.3f}" for c in cols)
+        out += [f"| mean | {means} | | |", ""]
+    return "\n".join(out)
+
+
+#: leave-one-lab-out runs of this recipe whose per-image scores the card shows (committed next to this file)
+CROSSVAL = [(HERE / "crossval" / "folds-900it.csv", "2 members × 900 iterations per fold")]
+
+
+def card_notes(tmp: Path) -> Path:
+    """notes.md with the per-image leave-one-lab-out tables added to its ``## Validation`` section."""
+    text = (HERE / "notes.md").read_text(encoding="utf-8")
+    tables = "\n".join(crossval_tables(p, what) for p, what in CROSSVAL)
+    head, sep, rest = text.partition("\n## Intended use")
+    if not sep:
+        raise ValueError(f"{HERE / 'notes.md'}: no '## Intended use' section after '## Validation'")
+    out = tmp / "notes.md"
+    out.write_text(head.rstrip() + "\n\n" + tables + sep + rest, encoding="utf-8")
+    return out
+
+
 def package(args: argparse.Namespace, *, source: Path) -> int:
     """``fiji-consensus package`` of ``source`` (an ensemble folder or a package) into ``args.out`` (package +
     model card), then ``bioimageio test`` of every weight format."""
@@ -128,13 +175,13 @@ def package(args: argparse.Namespace, *, source: Path) -> int:
 
     zip_path = args.out / f"{NAME}.zip"
     card = args.out / "README.md"
-    tmp = None
+    tmp = Path(tempfile.mkdtemp())
+    notes = card_notes(tmp)
     if source.suffix == ".zip":  # read from a copy: the package may be the one being replaced
-        tmp = Path(tempfile.mkdtemp())
         source = Path(shutil.copy2(source, tmp / source.name))
     cmd = [sys.executable, "-m", "fiji_consensus", "package", "--model", str(source), "--out", str(zip_path),
            "--name", TITLE, "--description", DESCRIPTION, "--card", str(card), "--card-notes",
-           str(HERE / "notes.md"), "--training-data", "segebarth2020", "--tta", "flips", "--uncertainty", "entropy",
+           str(notes), "--training-data", "segebarth2020", "--tta", "flips", "--uncertainty", "entropy",
            *sum((["--author", a] for a in AUTHORS), []), *sum((["--maintainer", m] for m in MAINTAINERS), []),
            "--license", "MIT", *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
