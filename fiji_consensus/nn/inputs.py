@@ -225,8 +225,9 @@ def _fingerprint(
     labs: dict[str, Any] | None = None,
 ) -> str:
     cfg = config.model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints"})
-    for name, default in _LATER_FIELDS.items():  # fields added later, left out at their default so that
-        if cfg.get(name) == default:  # checkpoints written before them stay resumable
+    # fields added later are left out at their default, so that checkpoints written before them stay resumable
+    for name, default in _LATER_FIELDS.items():
+        if cfg.get(name) == default:
             del cfg[name]
     record = {"config": cfg, "ids": list(image_ids), "splits": splits}
     if init_sha256:
