@@ -57,3 +57,33 @@ def test_run_package_removes_its_temporary_folder(tmp_path):
         cmd = [sys.executable, "-c", f"import sys; print('{{\"ok\": false}}'); sys.exit({code})"]
         returncode, summary = run_package(cmd, tmp_path / "x.zip", tmp=tmp, test=False)
         assert (returncode, summary) == (code, {"ok": False}) and not tmp.exists()
+
+
+def _meta(labs: dict[str, str] | None) -> dict:
+    ids = sorted(labs) if labs else ["0001", "0004"]
+    prov = {"recipe": "r.py", "experts": ["expert_1", "expert_2"], "image_ids": ids}
+    if labs:  # what multi-lab training records (jobs.train: `targets`, `data`, `labs`)
+        prov.update(targets="fraction of each lab's own experts", data="data/segebarth2020 (3 labs)", labs=labs)
+    else:  # what single-lab training records
+        prov.update(consensus="STAPLE > 0.5 of 2 experts", source="data/x", lab="lab-wue1")
+    return {"provenance": prov, "members": [{"index": 0, "seed": 1, "val_dice": 0.8, "val_roi_f1": 0.7}]}
+
+
+def test_card_of_a_multi_lab_model_names_its_labs_targets_and_source():
+    from fiji_consensus.zoo.card import model_card
+
+    labs = {"a/1": "lab-a", "a/2": "lab-a", "b/1": "lab-b"}
+    card = model_card(_meta(labs), name="m", measure="entropy", views=["identity"])
+    assert "* Training images: 3 (lab-a: 2, lab-b: 1)" in card
+    assert "* Training targets (consensus): fraction of each lab's own experts." in card
+    assert "* Source: data/segebarth2020 (3 labs);" in card
+    assert "held-out images of the training labs (each lab's own consensus)" in card
+    assert "No held-out-lab scores were given" in card
+    # hand-written leave-one-lab-out scores replace the "none given" line
+    noted = model_card(_meta(labs), name="m", measure="entropy", views=["identity"],
+                       notes={"Validation": "Leave-one-lab-out: see the table."})
+    assert "No held-out-lab scores were given" not in noted and "Leave-one-lab-out: see the table." in noted
+    single = model_card(_meta(None), name="m", measure="entropy", views=["identity"])
+    assert "* Training images: 2 (lab-wue1)" in single and "held-out images of the training lab (" in single
+    assert "* Training targets (consensus): STAPLE > 0.5 of 2 experts." in single
+    assert "* Source: data/x;" in single

@@ -49,6 +49,8 @@ class _Facts:
         self.total_s = sum(seconds) if len(seconds) == k and k else num(prov.get("seconds"))
         self.val_of = {i: len(sp.get("validation") or []) for i, sp in enumerate(prov.get("splits") or [])
                        if isinstance(sp, dict)}  # member index -> its validation images (train_ensemble's provenance)
+        labs = prov.get("labs") if isinstance(prov.get("labs"), dict) else {}  # image id -> lab (multi-lab)
+        self.lab_counts = {lab: list(labs.values()).count(lab) for lab in sorted(set(labs.values()))}
 
 
 def model_card(
@@ -81,7 +83,7 @@ def model_card(
         *_intro(f, measure=measure, views=views, description=description),
         *_data_section(f),
         *_training_section(f),
-        *_validation_section(f, validation),
+        *_validation_section(f, validation, noted=bool((notes or {}).get("Validation"))),
         *_how_to_run_section(f),
         *_limits_section(),
         *_package_section(f, weight_formats),
@@ -110,15 +112,18 @@ def _intro(f: _Facts, *, measure: str, views: Sequence[str], description: str | 
 
 def _data_section(f: _Facts) -> list[str]:
     prov, ids = f.prov, f.ids
+    where = prov.get("lab") or ", ".join(f"{lab}: {n}" for lab, n in f.lab_counts.items())
     return [
         "## Data, experts and consensus",
         "",
         f"* Training images: {f.n_images if f.n_images is not None else 'n/a'}"
-        + (f" ({prov['lab']})" if prov.get("lab") else "")
+        + (f" ({where})" if where else "")
         + (f"; ids {', '.join(ids[:40])}{' ...' if len(ids) > 40 else ''}" if ids else "") + ".",
         f"* Experts: {', '.join(prov['experts']) if prov.get('experts') else 'n/a'}.",
-        f"* Training targets (consensus): {prov.get('consensus') or f.train.get('targets') or 'n/a'}.",
-        f"* Source: {prov.get('source', 'n/a')}; recipe: {prov.get('recipe', 'n/a')}.",
+        # single-lab training records `consensus`, multi-lab training `targets` (each lab's own experts)
+        "* Training targets (consensus): "
+        f"{prov.get('consensus') or prov.get('targets') or f.train.get('targets') or 'n/a'}.",
+        f"* Source: {prov.get('source') or prov.get('data') or 'n/a'}; recipe: {prov.get('recipe', 'n/a')}.",
         "",
     ]
 
@@ -143,11 +148,14 @@ def _training_section(f: _Facts) -> list[str]:
     ]
 
 
-def _validation_section(f: _Facts, validation: dict[str, Any] | None) -> list[str]:
+def _validation_section(f: _Facts, validation: dict[str, Any] | None, *, noted: bool = False) -> list[str]:
+    """Member scores, then held-out-lab scores: the table of ``validation``, or (``noted``) the hand-written
+    Validation notes appended below, or a line saying there are none."""
+    lab = "of the training labs (each lab's own consensus)" if len(f.lab_counts) > 1 else "of the training lab"
     lines = [
         "## Validation",
         "",
-        "Every member was selected on its held-out images of the training lab (Dice and ROI-F1 of "
+        f"Every member was selected on its held-out images {lab} (Dice and ROI-F1 of "
         "Segebarth et al. 2020 against the consensus):",
         "",
         "| member | seed | validation images | Dice | ROI-F1 |",
@@ -161,7 +169,7 @@ def _validation_section(f: _Facts, validation: dict[str, Any] | None) -> list[st
     lines.append("")
     if validation and validation.get("labs"):
         lines += _held_out_labs(validation["labs"])
-    else:
+    elif not noted:
         lines += ["No held-out-lab scores were given when this package was made.", ""]
     return lines + [
         "To validate it on your own annotated images: predict them (below), threshold `probability`, and "

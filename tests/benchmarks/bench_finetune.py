@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score the label-free adaptation: batch-norm statistics re-estimated on all of the "
                     "lab's images, no annotation used (fiji_consensus.nn.adapt)")
     ap.add_argument("--skip-finetune", action="store_true", help="only zero-shot (and --adabn)")
+    ap.add_argument("--rehearse", nargs="+", default=[], metavar="LAB",
+                    help="also train on these labs' images (the base's training labs): half the patches from them, "
+                         "half from the new lab's annotated images, so two images cannot pull the model away from "
+                         "what it knew")
     ap.add_argument("--calibrate", action="store_true",
                     help="also score each ensemble with its threshold chosen on the fine-tuning images (calibrate)")
     args = ap.parse_args(argv)
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         base = load_ensemble(args.model)
     aug = (base.metadata.get("training") or {}).get("augment") or {}
     results: dict = {"model": str(args.model), "n_train": args.n_train, "iterations": args.iterations,
-                     "learning_rate": args.learning_rate, "train_layers": args.train_layers, "labs": {}}
+                     "learning_rate": args.learning_rate, "train_layers": args.train_layers, "rehearse": args.rehearse,
+               "labs": {}}
     for lab_name in args.labs:
         lab = read_lab(args.data / lab_name)
         n = len(lab["ids"])
@@ -107,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         tune, test = subset(lab, list(range(args.n_train))), subset(lab, list(range(args.n_train, n)))
         targets, note = consensus_targets(tune, args.targets)
+        images, ids, labs = list(tune["images"]), list(tune["ids"]), None
+        if args.rehearse:  # the new lab and all rehearsed labs together are drawn equally often (balance_labs)
+            labs = {i: lab_name for i in ids}
+            for other in args.rehearse:
+                src = read_lab(args.data / other)
+                more, _ = consensus_targets(src, args.targets)
+                images += src["images"]
+                targets = targets + more
+                ids += [f"{other}/{i}" for i in src["ids"]]
+                labs.update({f"{other}/{i}": "rehearsed" for i in src["ids"]})
+            note += f"; rehearsed with {', '.join(args.rehearse)} (half the patches)"
         cfg = TrainConfig(
             members=len(base.members), split="all", seed=0, iterations=args.iterations,
             learning_rate=args.learning_rate, train_layers=args.train_layers, batch_size=4, patch_size=256,
@@ -137,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             if done.is_file():  # an earlier run's fine-tuned ensemble: its own training time is reported
                 seconds = sum(float(m.get("seconds", 0.0)) for m in json.loads(done.read_text())["members"])
             else:
-                train_ensemble(tune["images"], targets, args.out / lab_name, cfg, image_ids=tune["ids"], init=base,
+                train_ensemble(images, targets, args.out / lab_name, cfg, image_ids=ids, init=base, labs=labs,
                                provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
                 seconds = time.perf_counter() - t0
             tuned = load_ensemble(args.out / lab_name)
