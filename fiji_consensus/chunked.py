@@ -390,10 +390,12 @@ def predict_zarr(config: PredictConfig, *, progress: bool = False) -> dict[str, 
         raise ValueError(f"the output of a zarr input must be a .zarr path; got --out {out}")
     if out.exists() and not config.overwrite:
         raise FileExistsError(f"{out} exists already; pass overwrite=True (CLI: --overwrite) to replace it")
-    folder = Path(config.model).resolve()
+    folder = Path(config.models[0]).resolve()
     folder = folder.parent if folder.name == ENSEMBLE_JSON else folder
-    if not (folder / ENSEMBLE_JSON).is_file():
-        raise FileNotFoundError(f"no {ENSEMBLE_JSON} at {config.model}: is this an ensemble folder?")
+    if len(config.models) != 1 or not (folder / ENSEMBLE_JSON).is_file():
+        raise FileNotFoundError(
+            f"a zarr input is predicted block by block with one ensemble folder (with {ENSEMBLE_JSON}); got --model "
+            f"{' '.join(str(m) for m in config.models)} (bioimage.io packages and Keras files: give plain images)")
     t0 = time.perf_counter()
     image = open_zarr_image(src, channel=config.channel)
     record = {

@@ -1,7 +1,7 @@
 """Dask clusters and what every task on them needs: the client (:func:`dask_client`), torch's threads per
-task, waiting on futures, and the per-process ensemble cache (:func:`cached_ensemble`). The jobs on Dask are
-in :mod:`fiji_consensus.distributed` (images, members) and :mod:`fiji_consensus.chunked` (images larger than
-memory); see :mod:`fiji_consensus.distributed` for the whole picture.
+task, waiting on futures, and the per-process model cache (:func:`cached_model`, :func:`cached_ensemble`).
+The jobs on Dask are in :mod:`fiji_consensus.distributed` (images, members) and :mod:`fiji_consensus.chunked`
+(images larger than memory); see :mod:`fiji_consensus.distributed` for the whole picture.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from ._util import sha256_file
 from ._validate import require
 from .config import DaskOptions
 
-__all__ = ["dask_client", "cached_ensemble"]
+__all__ = ["dask_client", "cached_model", "cached_ensemble"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,42 +141,52 @@ def _failure(fut: Any) -> str:
 
 # --------------------------------------------------------------------------------------------- ensemble cache
 
-_CACHE: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _PREDICTORS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
-#: Ensembles loaded by this process (read by the tests: once per worker).
+#: Models loaded by this process (read by the tests: once per worker).
 LOADS = {"count": 0}
 
 
-def cached_ensemble(model: str | os.PathLike, sha256: str, *, device: str = "cpu") -> Any:
-    """The ensemble at ``model``, loaded once per process and kept (the last two are kept).
+def cached_model(key: tuple[Any, ...], sha256: str, *, current_sha256: Callable[[], str], load: Callable[[], Any],
+                 name: str) -> Any:
+    """The model under ``key``, loaded once per process by ``load()`` and kept (the last two are kept).
 
-    ``sha256`` is that of its ``ensemble.json`` when the run started; a model that changed since is an error
-    (the results of one run come from one model).
+    ``sha256`` is the model's checksum when the run started and ``current_sha256()`` computes it now: a model
+    that changed since is an error (the results of one run come from one model). ``name`` names the model in
+    that error and in the log.
     """
-    from .nn.ensemble import ENSEMBLE_JSON, load_ensemble
-
-    folder = Path(model)
-    folder = folder.parent if folder.name == ENSEMBLE_JSON else folder
-    key = (str(folder.resolve()), str(sha256), str(device))
+    key = (*key, str(sha256))
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        now = sha256_file(folder / ENSEMBLE_JSON)
+        now = current_sha256()
         if now != sha256:
             raise RuntimeError(
-                f"the model {folder} changed during the run (ensemble.json SHA-256 {now[:12]}..., the run "
-                f"started with {str(sha256)[:12]}...); start the run again"
+                f"the model {name} changed during the run (SHA-256 {now[:12]}..., the run started with "
+                f"{str(sha256)[:12]}...); start the run again"
             )
-        ens = load_ensemble(folder, device=device)
-        _CACHE[key] = ens
+        model = load()
+        _CACHE[key] = model
         LOADS["count"] += 1
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-        logger.info("loaded the ensemble %s on %s", folder, device)
-        return ens
+        logger.info("loaded the model %s", name)
+        return model
+
+
+def cached_ensemble(model: str | os.PathLike, sha256: str, *, device: str = "cpu") -> Any:
+    """The ensemble folder at ``model`` (a torch Ensemble), cached by :func:`cached_model`; ``sha256`` is that
+    of its ``ensemble.json`` when the run started."""
+    from .nn.ensemble import ENSEMBLE_JSON, load_ensemble
+
+    folder = Path(model)
+    folder = folder.parent if folder.name == ENSEMBLE_JSON else folder
+    return cached_model(("ensemble", str(folder.resolve()), str(device)), sha256,
+                        current_sha256=lambda: sha256_file(folder / ENSEMBLE_JSON),
+                        load=lambda: load_ensemble(folder, device=device), name=f"{folder} on {device}")
 
 
 def _cached_predictor(ens: Any, tta: str) -> Any:

@@ -10,9 +10,10 @@ model and write the outputs.
 
 Batch prediction (:func:`run_predict_dask`, what ``fiji-consensus predict --scheduler/--workers`` runs):
 one task per image, running the same function as the single-machine loop
-(:func:`fiji_consensus.predict.run_predict`), so the files are identical. Each worker process loads the
-ensemble once and keeps it (:func:`cached_ensemble`, keyed by the folder, the SHA-256 of its
-``ensemble.json`` and the device); the workers write every output file atomically, and a task that starts
+(:func:`fiji_consensus.predict.run_predict`), so the files are identical, with any model the job loads (an
+ensemble folder, bioimage.io packages, Keras files). Each worker process loads the model once and keeps it
+(:func:`cached_model`, keyed by the model's paths, its SHA-256 when the run started, the device and the
+loading options); the workers write every output file atomically, and a task that starts
 again after its worker died first removes the temporary files the dead one left. Failed tasks are retried
 (``retries``) and then reported in the summary (``failed``; the CLI exits with 1); images done earlier are
 skipped as in a single-machine run, so rerunning the same command continues.
@@ -49,7 +50,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._util import sha256_file
 from ._validate import require
 from .config import DaskOptions, PredictConfig
 from .chunked import exact_percentiles, open_zarr_image, predict_dask_array, predict_zarr
@@ -64,6 +64,7 @@ from .cluster import (  # noqa: F401  (the private ones: the tests run them on t
     _wait_all,
     _workers,
     cached_ensemble,
+    cached_model,
     dask_client,
 )
 
@@ -91,10 +92,11 @@ class PredictSteps:
     """The steps of the single-machine predict job that the Dask path runs too, taken as callables so that
     this module never imports the job (the job passes its own steps; see :func:`run_predict_dask`).
 
-    ``start(config) -> (images by id, ensemble.json, out folder, run record)``;
-    ``run_image(model, image_id, path, config, out, *, progress) -> (status, record)`` (one task);
-    ``finish(out, config, images, {image_id: (status, record)}, failed tasks, seconds) -> summary``;
-    ``remove_partial_files(out, image_id)``; ``zarr_input(config) -> bool``.
+    ``start(config) -> (images by id, the model's ensemble.json or first package, out folder, run record)``;
+    ``run_image(model, image_id, path, config, out, *, progress) -> (status, record)`` (one task; ``model``
+    from ``load_model``); ``finish(out, config, images, {image_id: (status, record)}, failed tasks, seconds) ->
+    summary``; ``remove_partial_files(out, image_id)``; ``zarr_input(config) -> bool``; ``load_model(config)
+    -> the loaded model``; ``model_sha256(config) -> str`` (the checksum ``start`` records).
     """
 
     start: Callable[..., tuple[dict[str, Path], Path, Path, dict[str, Any]]]
@@ -102,6 +104,8 @@ class PredictSteps:
     finish: Callable[..., dict[str, Any]]
     remove_partial_files: Callable[[Path, str], Any]
     zarr_input: Callable[[PredictConfig], bool]
+    load_model: Callable[[PredictConfig], Any]
+    model_sha256: Callable[[PredictConfig], str]
 
 
 def _map_task(task: Callable[[str, Any], Any], threads: int | None, plan: dict[str, int], image_id: str,
@@ -157,13 +161,14 @@ def map_images(
     return {i: results[i] for i in items if i in results}, errors, info
 
 
-def _predict_image_task(run_image: Callable[..., Any], config: PredictConfig, out: str, model_sha: str,
-                        image_id: str, path: str) -> tuple[str, dict[str, Any]]:
-    from .nn.ensemble import ENSEMBLE_JSON
-
-    model = Path(config.model)
-    ens = cached_ensemble(model.parent if model.name == ENSEMBLE_JSON else model, model_sha, device=config.device)
-    return run_image(ens, image_id, Path(path), config, Path(out), progress=False)
+def _predict_image_task(steps: PredictSteps, config: PredictConfig, out: str, model_sha: str, image_id: str,
+                        path: str) -> tuple[str, dict[str, Any]]:
+    key = ("predict", *(str(m) for m in config.models), str(config.device), bool(config.trust_code),
+           repr(config.keras_normalization))
+    model = cached_model(key, model_sha, current_sha256=functools.partial(steps.model_sha256, config),
+                         load=functools.partial(steps.load_model, config),
+                         name=f"{', '.join(str(m) for m in config.models)} on {config.device}")
+    return steps.run_image(model, image_id, Path(path), config, Path(out), progress=False)
 
 
 def run_predict_dask(
@@ -195,16 +200,15 @@ def run_predict_dask(
     require("torch", extra="train")
     _dask()
     from . import io as fio
-    from .nn.ensemble import load_ensemble
 
     t0 = time.perf_counter()
-    images, model_json, out, record = steps.start(config)
-    load_ensemble(model_json.parent, device="cpu")  # a broken model fails here, not on every worker
-    fio.write_json(out / "config.json", record, overwrite=True)
+    images, _, out, record = steps.start(config)
     # absolute paths: the workers of a cluster elsewhere do not share this process's working directory
-    task_config = config.model_copy(update={"model": model_json.parent.resolve()})
-    task = functools.partial(_predict_image_task, steps.run_image, task_config, str(out.resolve()),
-                             sha256_file(model_json))
+    paths = [Path(m).resolve() for m in config.models]
+    task_config = config.model_copy(update={"model": paths if isinstance(config.model, list) else paths[0]})
+    steps.load_model(task_config.model_copy(update={"device": "cpu"}))  # a broken model fails here, not in every task
+    fio.write_json(out / "config.json", record, overwrite=True)
+    task = functools.partial(_predict_image_task, steps, task_config, str(out.resolve()), record["model_sha256"])
     results, errors, info = map_images(
         task, {i: str(Path(p).resolve()) for i, p in images.items()}, config.dask, threads=config.threads,
         progress=progress, name="predict",

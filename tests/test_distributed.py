@@ -204,6 +204,23 @@ def test_batch_prediction_equals_sequential(cluster, client, model, images, sequ
     assert client.run(D._load_count) == loads  # still loaded once
 
 
+def test_batch_prediction_of_a_package_equals_sequential(cluster, client, images, tmp_path):
+    """Dask predicts with any model the job loads: a bioimage.io package (the committed zoo model) gives the
+    same files as the single-machine run, and every worker loads it at most once."""
+    pytest.importorskip("bioimageio.core")
+    pkg = Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
+    seq = run_predict(PredictConfig(model=pkg, inputs=[images], out=tmp_path / "seq", threads=1))
+    before = client.run(D._load_count)
+    dask = run_predict(PredictConfig(model=pkg, inputs=[images], out=tmp_path / "dask", threads=1,
+                                     dask=DaskOptions(scheduler=cluster.scheduler_address)))
+    assert dask["n_predicted"] == seq["n_predicted"] == 6 and dask["failed"] == seq["failed"]
+    assert_same_outputs(tmp_path / "seq", tmp_path / "dask", IDS)
+    loads = {w: n - before[w] for w, n in client.run(D._load_count).items()}
+    assert sorted(loads.values()) == [1, 1], loads
+    record = json.loads((tmp_path / "dask" / "per_image" / "0062.json").read_text())
+    assert len(record["packages"]) == 1 and record["packages"][0]["executes_code"] is False, record
+
+
 def _executing(dask_worker) -> list[str]:
     return [str(ts.key) for ts in dask_worker.state.executing]
 
@@ -390,6 +407,9 @@ def test_zarr_inputs_and_errors(model, tmp_path):
     save_ensemble(tmp_path / "gn", {0: net.state_dict()}, meta)
     with pytest.raises(ValueError, match="'group' normalisation, which would show seams"):
         run_predict(PredictConfig(**{**cfg, "model": tmp_path / "gn"}, out=tmp_path / "o.zarr"))
+    pkg = Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
+    with pytest.raises(FileNotFoundError, match="block by block with one ensemble folder .* got --model .*cfos-wue1.zip"):
+        run_predict(PredictConfig(**{**cfg, "model": pkg}, out=tmp_path / "p.zarr"))
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64", "int32"])

@@ -150,7 +150,8 @@ def predict(
         :class:`fiji_consensus.nn.Ensemble` (run by :func:`fiji_consensus.nn.predict.predict` with tiling and
         test-time augmentation; needs the ``train`` extra), a bioimage.io package (``.zip``, ``rdf.yaml`` or its
         folder; several in a list are one ensemble; run by :func:`fiji_consensus.zoo.predict_packages`, needs the
-        ``zoo`` extra), or any callable ``image (Y, X) float32 -> (M, Y, X)`` member probabilities (or ``(Y, X)``).
+        ``zoo`` extra), a model loaded by :func:`fiji_consensus.models.load_model` (any of these, and Keras
+        files), or any callable ``image (Y, X) float32 -> (M, Y, X)`` member probabilities (or ``(Y, X)``).
     tta
         Test-time augmentation: ``"none"``, ``"flips"`` or ``"dihedral"``; default as the CLI's: flips for an
         ensemble, none for packages (ours hold their views inside).
@@ -248,12 +249,19 @@ def _loaded(model: Any) -> Any:
     raise ValueError(f"several models must all be bioimage.io packages (.zip); got {[str(m) for m in paths]}")
 
 
+def _is_predictor(model: Any) -> bool:
+    """A :class:`fiji_consensus.models.Predictor` (``kind``, ``members``, ``predict``, ``describe``)."""
+    return all(hasattr(model, a) for a in ("kind", "members", "predict", "describe"))
+
+
 def _run_model(model: Any, image: np.ndarray, tta: str | None, threshold: float | None, min_size: int | None,
                split: str, measure: str) -> _Prediction:
     """Step 3 of :func:`predict`: the loaded model run on the plane: packages and ensembles as the CLI runs
     them (default views: none for packages, flips for an ensemble), a callable's members through the
     package's statistics and object labelling."""
-    if isinstance(model, _Packages):
+    if _is_predictor(model):  # a Predictor of load_model (the models layer above: duck-typed, never imported)
+        res = model.predict(image, tta=tta, threshold=threshold, min_size=min_size, split=split, measure=measure)
+    elif isinstance(model, _Packages):
         from ..zoo import predict_packages
 
         res = predict_packages(list(model), image, tta=tta or "none", threshold=threshold, min_size=min_size,
@@ -267,7 +275,8 @@ def _run_model(model: Any, image: np.ndarray, tta: str | None, threshold: float 
         return _run_callable(model, image, threshold, min_size, split, measure)
     else:
         raise TypeError(
-            f"model must be an ensemble folder, a bioimage.io package, an Ensemble or a callable; got {type(model).__name__}"
+            f"model must be an ensemble folder, a bioimage.io package, an Ensemble, a load_model Predictor or a callable;"
+            f" got {type(model).__name__}"
         )
     return _Prediction(res.probability, res.uncertainty, res.labels, res.objects, res.threshold)
 

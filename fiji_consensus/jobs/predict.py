@@ -300,7 +300,8 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
         from ..distributed import PredictSteps, run_predict_dask  # the distributed and chunked (zarr) paths
 
         # the job hands Dask its own steps: distributed never imports this module
-        steps = PredictSteps(_start, _run_ensemble_image, _finish, _remove_partial_files, _zarr_input)
+        steps = PredictSteps(_start, _run_image, _finish, _remove_partial_files, _zarr_input, _load_model,
+                             _model_sha256)
         return run_predict_dask(config, progress=progress, steps=steps)
     from .._validate import require
 
@@ -311,8 +312,7 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     images, _, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
-    model = load_model(config.models, device=config.device, trust_code=config.trust_code,
-                       keras_normalization=config.keras_normalization)
+    model = _load_model(config)
     fio.write_json(out / "config.json", record, overwrite=True)
 
     ids = list(images)
@@ -341,7 +341,7 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
     import torch
 
     images = _collect_inputs(list(config.inputs))
-    model_sha = model_sha256(config.models)  # a missing package or ensemble.json fails here
+    model_sha = _model_sha256(config)  # a missing package or ensemble.json fails here
     # one or several bioimage.io packages: model_json is the first
     model_json = Path(config.models[0]) if model_kind(config.models) == "packages" else ensemble_json(config.models[0])
     out = Path(config.out)
@@ -381,10 +381,15 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
     return removed
 
 
-def _run_ensemble_image(ens: Any, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-    """:func:`_run_image` with a loaded :class:`~fiji_consensus.nn.ensemble.Ensemble` (the Dask workers' cached
-    one) as the model."""
-    return _run_image(Predictor("ensemble", ens), *args, **kwargs)
+def _load_model(config: PredictConfig) -> Predictor:
+    """The model of ``config`` (an ensemble folder, packages, Keras files), as the run and every Dask task load it."""
+    return load_model(config.models, device=config.device, trust_code=config.trust_code,
+                      keras_normalization=config.keras_normalization)
+
+
+def _model_sha256(config: PredictConfig) -> str:
+    """The model's checksum that the run records (and that Dask tasks check before loading the model)."""
+    return model_sha256(config.models)
 
 
 def _run_image(

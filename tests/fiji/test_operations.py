@@ -159,3 +159,20 @@ def test_predict_takes_a_bioimageio_package_as_the_cli_does(ij, sample_crop):
     assert np.allclose(res["probability"], expected.probability, atol=1e-5)
     assert np.array_equal(res["labels"], expected.labels) and expected.labels.max() > 0
     assert out.getOverlay().size() == len(expected.objects)
+
+
+@pytest.mark.imagej
+def test_predict_takes_a_load_model_predictor(ij, sample_crop):
+    """The one model interface reaches Fiji too: a ``load_model`` Predictor (here of the zoo package) gives
+    what the Predictor itself gives, objects in the overlay."""
+    pytest.importorskip("bioimageio.core")
+    from fiji_consensus.models import load_model
+
+    model = load_model(REPO / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip")
+    _, image, _ = sample_crop
+    imp = fiji.to_imageplus(image[:128, :128])
+    out, res = fiji.predict(imp, model, threshold=0.4, return_result=True)
+    expected = model.predict(image[:128, :128], threshold=0.4)
+    assert res["threshold"] == 0.4 and np.array_equal(res["labels"], expected.labels) and expected.labels.max() > 0
+    assert np.allclose(res["probability"], expected.probability, atol=1e-6)
+    assert out.getOverlay().size() == len(expected.objects)
