@@ -38,6 +38,31 @@ def subset(lab: dict, idx: list[int]) -> dict:
             "experts": {e: [m[j] for j in idx] for e, m in lab["experts"].items()}}
 
 
+class WithViews:
+    """An ensemble whose ``predict_members`` averages each member over test-time views (what ``predict``
+    does by default: ``--tta flips``), for ``evaluate`` and ``calibrated``."""
+
+    def __init__(self, ens, tta: str):
+        self.ens, self.tta = ens, tta
+
+    def __getattr__(self, name):
+        return getattr(self.ens, name)
+
+    @property
+    def threshold(self) -> float:
+        return self.ens.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.ens.threshold = value
+
+    def predict_members(self, image: np.ndarray) -> np.ndarray:
+        from fiji_consensus.nn.predict import predict_stack
+
+        stack = predict_stack(self.ens, image, tta=self.tta)  # (M * V, Y, X), member-major
+        return stack.reshape(len(self.ens.members), -1, *stack.shape[1:]).mean(axis=1)
+
+
 def table(name: str, ev: dict) -> dict:
     means = ev["means"]
     experts = sorted(n for n in means if n.startswith("expert_"))
@@ -75,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="which layers fine-tuning updates (TrainConfig.train_layers)")
     ap.add_argument("--targets", choices=["fraction", "staple"], default="fraction")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tta", choices=["none", "flips"], default="none",
+                    help="test-time views when scoring (predict's default is flips)")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench_finetune", help="fine-tuned ensembles")
     ap.add_argument("--adabn", action="store_true",
                     help="also score the label-free adaptation: batch-norm statistics re-estimated on all of the "
@@ -100,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         base = ensemble_from_package(args.model)
     else:
         base = load_ensemble(args.model)
+    views = (lambda e: e) if args.tta == "none" else (lambda e: WithViews(e, args.tta))
     aug = (base.metadata.get("training") or {}).get("augment") or {}
     results: dict = {"model": str(args.model), "n_train": args.n_train, "iterations": args.iterations,
                      "learning_rate": args.learning_rate, "train_layers": args.train_layers, "rehearse": args.rehearse,
-               "labs": {}}
+               "tta": args.tta, "labs": {}}
     for lab_name in args.labs:
         lab = read_lab(args.data / lab_name)
         n = len(lab["ids"])
@@ -133,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds, fine, adabn, cal = float("nan"), None, None, {}
         print(f"\n{lab_name}: test images {test['ids']} vs est_GT (MIN_PIXEL {MIN_PIXEL[lab_name]})")
         print(f"  {'':<22} {'ROI-F1':>7} {'Dice':>7}")
-        zero = table("zero-shot ensemble", evaluate(base, test, MIN_PIXEL[lab_name]))
+        zero = table("zero-shot ensemble", evaluate(views(base), test, MIN_PIXEL[lab_name]))
         if args.calibrate:
-            cal["zero_shot"] = calibrated("zero-shot", base, tune, test, MIN_PIXEL[lab_name])
+            cal["zero_shot"] = calibrated("zero-shot", views(base), tune, test, MIN_PIXEL[lab_name])
         if args.adabn and args.model.is_dir():
             from fiji_consensus.nn.adapt import adapt_ensemble
 
@@ -143,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             dest = args.out / f"{lab_name}-adabn"
             if not (dest / "ensemble.json").is_file():
                 adapt_ensemble(args.model, lab["images"], dest, image_ids=lab["ids"])
-            adabn = table(f"AdaBN ({time.perf_counter() - t0:.0f} s)", evaluate(load_ensemble(dest), test,
+            adabn = table(f"AdaBN ({time.perf_counter() - t0:.0f} s)", evaluate(views(load_ensemble(dest)), test,
                                                                              MIN_PIXEL[lab_name]))
             if args.calibrate:
-                cal["adabn"] = calibrated("AdaBN", load_ensemble(dest), tune, test, MIN_PIXEL[lab_name])
+                cal["adabn"] = calibrated("AdaBN", views(load_ensemble(dest)), tune, test, MIN_PIXEL[lab_name])
         if not args.skip_finetune:
             t0 = time.perf_counter()
             done = args.out / lab_name / "ensemble.json"
@@ -156,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_ensemble(images, targets, args.out / lab_name, cfg, image_ids=ids, init=base, labs=labs,
                                provenance={"lab": lab_name, "consensus": note, "base": str(args.model)})
                 seconds = time.perf_counter() - t0
-            tuned = load_ensemble(args.out / lab_name)
+            tuned = views(load_ensemble(args.out / lab_name))
             fine = table(f"fine-tuned ({len(tuned.members)}x{args.iterations} it on {','.join(tune['ids'])}, "
                          f"{seconds / 60:.1f} min)", evaluate(tuned, test, MIN_PIXEL[lab_name]))
             if args.calibrate:
@@ -170,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         results["labs"][lab_name] = {"tune_ids": tune["ids"], "test_ids": test["ids"], "seconds": seconds,
                                      "zero_shot": zero, "fine_tuned": fine, "adabn": adabn, "calibrated": cal}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", args.out / "bench_finetune.json")
-    print(f"\nresults in {args.out / 'bench_finetune.json'}")
+    # scored with views: a file of its own, next to the no-view scores of the same fine-tuned ensembles
+    dest = args.out / ("bench_finetune.json" if args.tta == "none" else f"bench_finetune-{args.tta}.json")
+    write_text_atomic(json.dumps(json_safe(results), indent=1) + "\n", dest)
+    print(f"\nresults in {dest}")
     return 0
 
 
