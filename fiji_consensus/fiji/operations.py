@@ -236,8 +236,13 @@ def _loaded(model: Any) -> Any:
     paths = [model] if isinstance(model, (str, os.PathLike)) else model if isinstance(model, (list, tuple)) else None
     if not (paths and all(isinstance(m, (str, os.PathLike)) for m in paths)):
         return model
+    from ..keras.member import is_keras_model
     from ..zoo import is_package
 
+    keras = [str(m) for m in paths if is_keras_model(m)]
+    if keras:
+        raise ValueError(f"{keras}: a plain Keras model needs its normalisation; pass "
+                         "fiji_consensus.models.load_model(path, keras_normalization='percentile:1,99.8') as the model")
     if all(is_package(m) for m in paths):
         from ..zoo import load_package
 

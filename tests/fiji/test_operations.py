@@ -162,7 +162,7 @@ def test_predict_takes_a_bioimageio_package_as_the_cli_does(ij, sample_crop):
 
 
 @pytest.mark.imagej
-def test_predict_takes_a_load_model_predictor(ij, sample_crop):
+def test_predict_takes_a_load_model_predictor(ij, sample_crop, tmp_path):
     """The one model interface reaches Fiji too: a ``load_model`` Predictor (here of the zoo package) gives
     what the Predictor itself gives, objects in the overlay."""
     pytest.importorskip("bioimageio.core")
@@ -176,3 +176,6 @@ def test_predict_takes_a_load_model_predictor(ij, sample_crop):
     assert res["threshold"] == 0.4 and np.array_equal(res["labels"], expected.labels) and expected.labels.max() > 0
     assert np.allclose(res["probability"], expected.probability, atol=1e-6)
     assert out.getOverlay().size() == len(expected.objects)
+    # a Keras file's path alone cannot run (its normalisation is unknown): the error says how to load it
+    with pytest.raises(ValueError, match=r"m.keras'\]: a plain Keras model needs its normalisation; pass .*load_model"):
+        fiji.predict(imp, str(tmp_path / "m.keras"))
