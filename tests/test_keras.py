@@ -135,6 +135,35 @@ def test_saved_model_size_scales_with_members_not_views(tmp_path):
     assert z24 <= 2.1 * z11 + 200_000  # the graph of the views adds little
 
 
+def test_saved_model_graph_holds_nothing_old_tensorflow_refuses(tmp_path):
+    """deepImageJ's TensorFlow engines (1.15 to 2.10.1) refuse the ``debug_name`` attribute and the
+    ``DisableCopyOnRead`` op that newer TensorFlow writes (bench_old_runtimes.py loads the result in 1.15.0,
+    2.4.4 and 2.10.1): the written graph has neither, and it still runs TF 2 style and TF 1 style."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    torch.manual_seed(0)
+    net = EnsembleNet({"depth": 2, "base_channels": 4}, n_members=2, views=("identity", "flip_x")).eval()
+    model = kx.from_ensemble_net(net)
+    folder = kx.save_saved_model(model, tmp_path / "sm")
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((folder / "saved_model.pb").read_bytes())
+    nodes = [n for mg in sm.meta_graphs for n in mg.graph_def.node]
+    nodes += [n for mg in sm.meta_graphs for f in mg.graph_def.library.function for n in f.node_def]
+    assert sum(n.op == "VarHandleOp" for n in nodes) >= 2 * 8  # the members' variables are there
+    assert [n.name for n in nodes if n.op == "DisableCopyOnRead" or "debug_name" in n.attr] == []
+    assert kx._for_old_tensorflow(folder / "saved_model.pb") == {"debug_name": 0, "DisableCopyOnRead": 0}
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    want = model.predict(x, verbose=0)
+    out = tf.saved_model.load(str(folder)).signatures["serving_default"](input=tf.constant(x))
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        sig = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(folder)).signature_def["serving_default"]
+        got = sess.run([sig.outputs[k].name for k in ("probability", "uncertainty")], {sig.inputs["input"].name: x})
+    for k, w, g in zip(("probability", "uncertainty"), want, got):
+        assert np.abs(out[k].numpy() - w).max() <= TOL and np.abs(g - w).max() <= TOL
+
+
 @pytest.mark.parametrize("builtin", [False, True], ids=["weight-shared", "builtin-layers"])
 def test_background_tophat_matches_torch(zoo_ensemble, builtin):
     """The U-Net's in-network background step (TopHat, background_radius) in Keras: within 1e-5 of torch on a
@@ -237,7 +266,7 @@ def test_package_tensorflow_weights_pass_bioimageio_test(tf_package, tmp_path, m
     for wf in ("keras_hdf5", "tensorflow_saved_model_bundle"):
         assert rdf["weights"][wf]["parent"] == "pytorch_state_dict"
     assert rdf["weights"]["keras_hdf5"]["tensorflow_version"] == tf.__version__  # the Keras 3 that wrote it
-    # the SavedModel: the oldest TensorFlow verified to run it (bench_keras.py), not the newer writer
+    # the SavedModel: the newest TensorFlow of deepImageJ's engines (bench_old_runtimes.py), not the newer writer
     assert rdf["weights"]["tensorflow_saved_model_bundle"]["tensorflow_version"] == kx.TENSORFLOW_VERSION
     norm = next(p["kwargs"] for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range")
     lo, hi = np.percentile(x.astype(np.float64), [float(norm["min_percentile"]), float(norm["max_percentile"])])

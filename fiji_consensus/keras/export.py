@@ -34,8 +34,9 @@ transform; and
 The ``std`` measure needs a square root, which no built-in layer computes: its Keras model uses
 ``keras.ops.sqrt`` and is written only as a SavedModel (no ``keras_hdf5`` weights).
 
-:data:`TENSORFLOW_VERSION` is the ``tensorflow_version`` the packages declare: the oldest TensorFlow verified
-to load and run the SavedModel (``tests/benchmarks/bench_keras.py``), not the newer one that wrote it.
+:data:`TENSORFLOW_VERSION` is the ``tensorflow_version`` the packages declare: the newest TensorFlow of
+deepImageJ's engines, verified with 2.4.4 and 1.15.0 to load and run the SavedModel
+(``tests/benchmarks/bench_old_runtimes.py``), not the newer one that wrote it.
 
 :func:`save_saved_model` writes a TensorFlow SavedModel with one ``serving_default`` signature (input
 ``input``, outputs ``probability`` and ``uncertainty``), the layout that bioimageio.core (TensorFlow 2:
@@ -73,10 +74,12 @@ logger = logging.getLogger(__name__)
 #: deepImageJ's TensorFlow engine runs the SavedModel).
 KERAS_FORMATS = ("keras_hdf5", "tensorflow_saved_model_bundle")
 
-#: ``tensorflow_version`` declared for the SavedModel: the oldest TensorFlow that installs on Python 3.11
-#: (tensorflow-cpu 2.12.0) loads and runs it, TF 2 style and TF 1 style (Session), within 1e-5 of torch
-#: (``tests/benchmarks/bench_keras.py``). deepImageJ's engine picks its TensorFlow by this number.
-TENSORFLOW_VERSION = "2.12.0"
+#: ``tensorflow_version`` declared for the SavedModel: the newest TensorFlow of deepImageJ's engines (JDLL runs
+#: TF 1.15 and TF 2 up to 2.10.1 and picks its engine by this number). TensorFlow 2.10.1, 2.4.4 and 1.15.0 each
+#: load and run the SavedModel (TF 2 style and, all three, TF 1 style: a Session) within 1e-5 of the package's
+#: test outputs (``tests/benchmarks/bench_old_runtimes.py``), once :func:`_for_old_tensorflow` has removed what
+#: newer writers add.
+TENSORFLOW_VERSION = "2.10.1"
 
 _VIEWS = ("identity", "flip_y", "flip_x", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 _MEASURES = ("entropy", "expected_entropy", "mutual_information", "std", "deepflash2")
@@ -435,7 +438,52 @@ def save_saved_model(model: Any, path: str | Path) -> Path:
     module.weights = [v.value for v in model.weights]  # the tf.Variables the function reads
     module.serve = tf.function(run, input_signature=[spec])
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})  # traced once
+    _for_old_tensorflow(path / "saved_model.pb")
     return path
+
+
+def _for_old_tensorflow(pb: Path) -> dict[str, int]:
+    """Rewrite a SavedModel's graph so that TensorFlow 1.15 to 2.10 (deepImageJ's engines) can load it.
+
+    Newer TensorFlow writes two things older ones refuse, both bookkeeping that computes nothing: the
+    ``debug_name`` attribute of every variable handle (``VarHandleOp``; TF 1.15: "NodeDef mentions attr
+    'debug_name' not in Op") and a ``DisableCopyOnRead`` op per variable in the save and restore functions
+    (TF <= 2.10: "Op type not registered"). Both are removed, with the control edges to those ops; nothing else
+    changes. Returns how many of each were removed.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString(pb.read_bytes())
+    removed = {"debug_name": 0, "DisableCopyOnRead": 0}
+
+    def clean(nodes: Any) -> set[str]:
+        drop = {n.name for n in nodes if n.op == "DisableCopyOnRead"}
+        keep = [n for n in nodes if n.op != "DisableCopyOnRead"]
+        for n in keep:
+            if "debug_name" in n.attr:
+                del n.attr["debug_name"]
+                removed["debug_name"] += 1
+            inputs = [i for i in n.input if not (i.startswith("^") and i[1:].split(":")[0] in drop)]
+            del n.input[:]
+            n.input.extend(inputs)
+        del nodes[:]
+        nodes.extend(keep)
+        removed["DisableCopyOnRead"] += len(drop)
+        return drop
+
+    for meta in sm.meta_graphs:
+        clean(meta.graph_def.node)
+        for fn in meta.graph_def.library.function:
+            drop = clean(fn.node_def)
+            for key in [k for k, v in fn.control_ret.items() if v in drop]:
+                del fn.control_ret[key]
+                outputs = [o for o in fn.signature.control_output if o != key]
+                del fn.signature.control_output[:]
+                fn.signature.control_output.extend(outputs)
+    pb.write_bytes(sm.SerializeToString())
+    logger.debug("SavedModel graph for TensorFlow >= 1.15: removed %s", removed)
+    return removed
 
 
 def _zip_folder(folder: Path, dst: Path) -> Path:
@@ -502,7 +550,7 @@ def package_weights(
             warnings.simplefilter("ignore")
             model.save(h5)  # legacy HDF5 (Keras warns that the format is legacy: it is what bioimage.io runs)
         del model
-        # the Keras 3 HDF5 layout; TensorFlow 2.12's tf.keras (Keras 2) is not verified to read it
+        # the Keras 3 HDF5 layout; TensorFlow 2.10's tf.keras (Keras 2) cannot read it (bench_keras.py)
         out["keras_hdf5"] = bm.KerasHdf5WeightsDescr(source=h5, tensorflow_version=bm.Version(str(tf.__version__)),
                                                      parent=parent)
     if "tensorflow_saved_model_bundle" in formats:

@@ -1,14 +1,15 @@
 """TensorFlow/Keras export: cost, and loading in the oldest TensorFlow that installs on this Python.
 
-deepImageJ's TensorFlow engine (JDLL) runs TensorFlow 1.15 and 2.x up to about 2.10; the oldest
-tensorflow-cpu wheel for Python 3.11 is 2.12.0 (1.15 and <= 2.11 have no wheels for it). This script
+deepImageJ's TensorFlow engine (JDLL) runs TensorFlow 1.15 and 2.x up to 2.10.1, whose wheels need Python
+3.10 or older (a venv of python3.10; ``bench_old_runtimes.py`` loads the zoo package itself in 2.10.1, 2.4.4
+and 1.15.0). This script
 
 1. rebuilds the zoo package's ensemble (model_zoo/cfos-wue1: its members, its views, entropy) in Keras with
    the members' weights, twice (weight-shared: one U-Net per member, the views as flip/transpose ops, for the
    SavedModel; built-in layers only: members x views U-Nets, for the Keras HDF5 file), checks both against
    torch on a real crop and writes the SavedModel and the HDF5 file as
    ``fiji-consensus package --weights ... tensorflow_saved_model_bundle keras_hdf5`` does;
-2. creates (or reuses) a throw-away venv with ``tensorflow-cpu==OLD`` (default 2.12.0) and there loads the
+2. creates (or reuses) a throw-away venv with ``tensorflow-cpu==OLD`` (default 2.10.1) and there loads the
    SavedModel twice: TensorFlow 2 style (``tf.saved_model.load``, signature ``serving_default``, as
    bioimageio.core's TF2 runner and JDLL's TF2 engine do) and TensorFlow 1 style
    (``tf.compat.v1.saved_model.loader.load`` into a Session and ``session.run`` on the signature's tensor names,
@@ -18,8 +19,8 @@ tensorflow-cpu wheel for Python 3.11 is 2.12.0 (1.15 and <= 2.11 have no wheels 
 
 Usage::
 
-    .venv/bin/python tests/benchmarks/bench_keras.py [--old-venv /tmp/tf-old] [--old-tf 2.12.0]
-        [--members N] [--tta none|flips]
+    .venv/bin/python tests/benchmarks/bench_keras.py [--old-venv /tmp/venv-tf2.10.1] [--old-tf 2.10.1]
+        [--old-python PYTHON3.10] [--members N] [--tta none|flips]
 """
 
 from __future__ import annotations
@@ -72,20 +73,26 @@ print(json.dumps(res))
 """
 
 
-def _old_venv(path: Path, version: str) -> tuple[Path, float | None]:
+def _old_venv(path: Path, version: str, python: str) -> tuple[Path, float | None]:
     py = path / "bin" / "python"
     if py.exists():
         return py, None
     t = time.perf_counter()
-    subprocess.run([f"python{sys.version_info.major}.{sys.version_info.minor}", "-m", "venv", str(path)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", f"tensorflow-cpu=={version}"], check=True)
+    subprocess.run([python, "-m", "venv", str(path)], check=True)
+    from bench_old_runtimes import TF_OLD  # the pins an old TensorFlow needs (numpy 1.x, protobuf 3)
+
+    reqs = TF_OLD[version][1] if version in TF_OLD else [f"tensorflow-cpu=={version}", "numpy<2"]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *reqs], check=True)
     return py, time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old-venv", type=Path, default=Path(tempfile.gettempdir()) / "tf-old")
-    ap.add_argument("--old-tf", default="2.12.0")
+    ap.add_argument("--old-venv", type=Path, default=Path(tempfile.gettempdir()) / "venv-tf2.10.1")
+    ap.add_argument("--old-tf", default="2.10.1", help="deepImageJ's newest TensorFlow (the packages declare it)")
+    ap.add_argument("--old-python", default=None,
+                    help="the Python of the old venv (default: python3.10 on PATH or from pyenv; TensorFlow 2.10.1 "
+                         "has no wheels for newer Pythons)")
     ap.add_argument("--members", type=int, default=0, help="members to use (default: all of the zoo package)")
     ap.add_argument("--tta", default=None, help="views (default: the zoo package's)")
     a = ap.parse_args()
@@ -151,7 +158,13 @@ def main() -> None:
         res["tensorflow_written_with"] = tf.__version__
         for name, arr in (("x", x), ("p", p), ("u", u)):
             np.save(tmp / f"{name}.npy", arr)
-        py, install_s = _old_venv(a.old_venv, a.old_tf)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_old_runtimes import find_python
+
+        python = a.old_python or find_python("3.10")
+        if python is None:
+            raise SystemExit("no python3.10 here (PATH, pyenv) for TensorFlow 2.10.1; pass --old-python")
+        py, install_s = _old_venv(a.old_venv, a.old_tf, python)
         res["old_venv_install_s"] = install_s
         t = time.perf_counter()
         proc = subprocess.run([str(py), "-c", OLD_SCRIPT, str(tmp / "sm"), str(tmp / "w.h5"), str(tmp / "x.npy"),

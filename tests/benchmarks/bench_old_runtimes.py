@@ -9,6 +9,11 @@ fiji-consensus bioimage.io package the way those engines use it:
   outputs; and the ``pytorch_state_dict`` weights with the packaged architecture source.
 * **onnxruntime 1.15.0** (the oldest that installs here; 1.12.1 has no wheel for Python 3.11): an
   ``InferenceSession`` of the ONNX weights reproduces the test outputs.
+* **TensorFlow 2.10.1, 2.4.4 and 1.15.0** (deepImageJ's TensorFlow engines run 1.15 and 2.x up to 2.10.1;
+  each in a venv of the newest Python it has wheels for: 3.10, 3.8, 3.7): the SavedModel
+  (``tensorflow_saved_model_bundle``) loaded TF 2 style (``tf.saved_model.load``, signature
+  ``serving_default``; TF 2 only) and TF 1 style (a Session on the signature's tensor names) reproduces the
+  test outputs.
 * **speed** (the running venv, torch and onnxruntime with the same threads): eager PyTorch, the
   TorchScript file, a frozen TorchScript and ONNX on one ``--size``-pixel tile, best of ``--repeats``.
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,14 +93,60 @@ print(json.dumps({"onnxruntime": ort.__version__,
 '''
 
 
-def ensure_venv(path: Path, requirements: list[str]) -> Path:
-    """The python of a venv at ``path`` holding ``requirements`` (made with pip from PyPI when missing)."""
+_TF_CHILD = r'''
+import json, sys, zipfile
+import numpy as np
+import tensorflow as tf
+d = sys.argv[1]
+spec = json.loads(open(f"{d}/_spec.json").read())
+x = np.load(f"{d}/_input_normalised.npy")
+want = [np.load(f"{d}/{n}") for n in spec["outputs"]]
+names = spec["output_names"]
+sm = f"{d}/_tf_saved_model"
+zipfile.ZipFile(f"{d}/{spec['tensorflow']}").extractall(sm)
+res = {"tensorflow": tf.__version__}
+if int(tf.__version__.split(".")[0]) >= 2:  # TF 2 style: what bioimageio.core's TF 2 runner and JDLL's TF 2 engines do
+    out = tf.saved_model.load(sm).signatures["serving_default"](input=tf.constant(x))
+    res["tf2_max_abs_diff"] = max(float(np.abs(out[n].numpy() - w).max()) for n, w in zip(names, want))
+g = tf.Graph()  # TF 1 style (a Session on the signature's tensor names): JDLL's TF 1.15 engine
+with g.as_default():
+    with tf.compat.v1.Session(graph=g) as sess:
+        sig = tf.compat.v1.saved_model.loader.load(sess, ["serve"], sm).signature_def["serving_default"]
+        outs = sess.run([sig.outputs[n].name for n in names], {sig.inputs["input"].name: x})
+res["tf1_session_max_abs_diff"] = max(float(np.abs(o - w).max()) for o, w in zip(outs, want))
+print(json.dumps(res))
+'''
+
+#: TensorFlow versions of deepImageJ's engines (JDLL: TF 1.15 and TF 2 up to 2.10.1) whose CPU wheels install
+#: here, each with the newest Python it has wheels for and the pins it needs (numpy 1.x, protobuf 3).
+TF_OLD = {
+    "2.10.1": ("3.10", ["tensorflow-cpu==2.10.1", "numpy<1.24"]),
+    "2.4.4": ("3.8", ["tensorflow-cpu==2.4.4", "protobuf<3.21"]),
+    "1.15.0": ("3.7", ["tensorflow-cpu==1.15.0", "numpy<1.19", "protobuf<3.21", "h5py<3"]),
+}
+
+
+def find_python(version: str) -> str | None:
+    """A working ``python<version>`` (X.Y): on PATH, else a pyenv installation of it; None when there is none."""
+    found = [shutil.which(f"python{version}")]
+    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip() if shutil.which("pyenv") else ""
+    if root:
+        found += [str(p / "bin" / "python") for p in sorted(Path(root, "versions").glob(f"{version}.*"), reverse=True)]
+    for py in filter(None, found):
+        if subprocess.run([py, "-c", "pass"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def ensure_venv(path: Path, requirements: list[str], python: str = sys.executable) -> Path:
+    """The python of a venv at ``path`` holding ``requirements`` (made with ``python`` and pip from PyPI when
+    missing)."""
     py = path / "bin" / "python"
     stamp = path / ".bench-installed"
     if stamp.is_file() and stamp.read_text() == " ".join(requirements):
         return py
     if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([python, "-m", "venv", str(path)], check=True)
     print(f"installing {' '.join(requirements)} into {path} (PyPI)", file=sys.stderr, flush=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", *requirements], check=True)
     stamp.write_text(" ".join(requirements))
@@ -131,6 +183,9 @@ def unpack(package: Path, dest: Path) -> dict:
         "callable": (sd.get("architecture") or {}).get("callable"),
         "kwargs": (sd.get("architecture") or {}).get("kwargs") or {},
         "declared_pytorch_version": (w.get("torchscript") or {}).get("pytorch_version"),
+        "tensorflow": (w.get("tensorflow_saved_model_bundle") or {}).get("source"),
+        "declared_tensorflow_version": (w.get("tensorflow_saved_model_bundle") or {}).get("tensorflow_version"),
+        "output_names": [o.get("id") or o.get("name") for o in rdf["outputs"]],
     }
     (dest / "_spec.json").write_text(json.dumps(spec))
     return spec
@@ -143,19 +198,27 @@ def _child(py: Path, code: str, folder: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def check(package: Path, *, torch_python: Path | None, ort_python: Path | None, atol: float = 1e-4) -> dict:
-    """Load ``package``'s weights in the old runtimes; ``ok`` when every check passes within ``atol``."""
+def check(package: Path, *, torch_python: Path | None, ort_python: Path | None,
+          tf_pythons: dict[str, Path] | None = None, atol: float = 1e-4) -> dict:
+    """Load ``package``'s weights in the old runtimes (``tf_pythons``: TensorFlow version -> the python of its
+    venv); ``ok`` when every check passes within ``atol``."""
     res: dict = {"package": str(package)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spec = unpack(package, folder)
         res["declared_pytorch_version"] = spec["declared_pytorch_version"]
+        res["declared_tensorflow_version"] = spec["declared_tensorflow_version"]
         if torch_python is not None and spec["torchscript"]:
             res.update(_child(torch_python, _TORCH_CHILD, folder))
         if ort_python is not None and spec["onnx"]:
             res.update(_child(ort_python, _ORT_CHILD, folder))
+        if spec["tensorflow"]:
+            res["tensorflow"] = {v: _child(py, _TF_CHILD, folder) for v, py in (tf_pythons or {}).items()}
     fails = [k for k in ("torchscript_max_abs_diff", "state_dict_max_abs_diff", "onnx_max_abs_diff")
              if k in res and not res[k] <= atol]
+    for v, r in (res.get("tensorflow") or {}).items():
+        fails += [f"tensorflow {v}: {r.get('error') or k}" for k in ("tf2_max_abs_diff", "tf1_session_max_abs_diff")
+                  if "error" in r or (k in r and not r[k] <= atol)][:1]
     if torch_python is not None and res.get("torchscript_output_type") != "list":
         fails.append(f"torchscript returns {res.get('torchscript_output_type')}, not a list")
     res["ok"] = "error" not in res and not fails
@@ -209,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--package", type=Path, default=REPO / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip")
     ap.add_argument("--torch-venv", type=Path, default=Path(tempfile.gettempdir()) / "venv-torch201")
     ap.add_argument("--ort-venv", type=Path, default=Path(tempfile.gettempdir()) / "venv-ort115")
+    ap.add_argument("--tf", nargs="*", default=list(TF_OLD), choices=list(TF_OLD), metavar="VERSION",
+                    help=f"TensorFlow versions to load the SavedModel in (default: {' '.join(TF_OLD)}; each needs its "
+                         "Python, on PATH or from pyenv; versions whose Python is missing are skipped)")
     ap.add_argument("--size", type=int, default=504, help="tile edge for the speed runs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -216,7 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch_py = ensure_venv(a.torch_venv, [f"torch=={TORCH_OLD}", "numpy<2"])
     ort_py = ensure_venv(a.ort_venv, [f"onnxruntime=={ORT_OLD}", "numpy<2"])
-    res = check(a.package, torch_python=torch_py, ort_python=ort_py)
+    tf_py, skipped = {}, {}
+    for v in a.tf:
+        python = find_python(TF_OLD[v][0])
+        if python is None:
+            skipped[v] = f"no python{TF_OLD[v][0]} here (PATH, pyenv)"
+            continue
+        tf_py[v] = ensure_venv(Path(tempfile.gettempdir()) / f"venv-tf{v}", TF_OLD[v][1], python)
+    res = check(a.package, torch_python=torch_py, ort_python=ort_py, tf_pythons=tf_py)
+    if skipped:
+        res["tensorflow_skipped"] = skipped
     if not a.no_speed:
         res["speed"] = speed(a.package, size=a.size, repeats=a.repeats, threads=a.threads)
     print(json.dumps(res, indent=1))
