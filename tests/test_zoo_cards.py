@@ -59,10 +59,10 @@ def test_run_package_removes_its_temporary_folder(tmp_path):
         assert (returncode, summary) == (code, {"ok": False}) and not tmp.exists()
 
 
-def _meta(labs: dict[str, str] | None) -> dict:
-    ids = sorted(labs) if labs else ["0001", "0004"]
+def _meta(labs: dict[str, list[str]] | None) -> dict:
+    ids = sorted(i for v in labs.values() for i in v) if labs else ["0001", "0004"]
     prov = {"recipe": "r.py", "experts": ["expert_1", "expert_2"], "image_ids": ids}
-    if labs:  # what multi-lab training records (jobs.train: `targets`, `data`, `labs`)
+    if labs:  # what multi-lab training records (jobs.train: `targets`, `data`; nn._run: `labs`, lab -> ids)
         prov.update(targets="fraction of each lab's own experts", data="data/segebarth2020 (3 labs)", labs=labs)
     else:  # what single-lab training records
         prov.update(consensus="STAPLE > 0.5 of 2 experts", source="data/x", lab="lab-wue1")
@@ -70,9 +70,15 @@ def _meta(labs: dict[str, str] | None) -> dict:
 
 
 def test_card_of_a_multi_lab_model_names_its_labs_targets_and_source():
+    from fiji_consensus.zoo import ensemble_from_package
     from fiji_consensus.zoo.card import model_card
 
-    labs = {"a/1": "lab-a", "a/2": "lab-a", "b/1": "lab-b"}
+    # the shipped multi-lab model's own metadata (what `package --model cfos-3labs.zip` reads)
+    shipped = model_card(ensemble_from_package(ZOO / "cfos-3labs" / "cfos-3labs.zip").metadata, name="m",
+                         measure="entropy", views=["identity"])
+    assert "* Training images: 46 (lab-inns1: 5, lab-mue: 5, lab-wue1: 36)" in shipped
+
+    labs = {"lab-b": ["b/1"], "lab-a": ["a/1", "a/2"]}
     card = model_card(_meta(labs), name="m", measure="entropy", views=["identity"])
     assert "* Training images: 3 (lab-a: 2, lab-b: 1)" in card
     assert "* Training targets (consensus): fraction of each lab's own experts." in card

@@ -49,8 +49,8 @@ class _Facts:
         self.total_s = sum(seconds) if len(seconds) == k and k else num(prov.get("seconds"))
         self.val_of = {i: len(sp.get("validation") or []) for i, sp in enumerate(prov.get("splits") or [])
                        if isinstance(sp, dict)}  # member index -> its validation images (train_ensemble's provenance)
-        labs = prov.get("labs") if isinstance(prov.get("labs"), dict) else {}  # image id -> lab (multi-lab)
-        self.lab_counts = {lab: list(labs.values()).count(lab) for lab in sorted(set(labs.values()))}
+        labs = prov.get("labs") if isinstance(prov.get("labs"), dict) else {}  # lab -> its image ids (multi-lab)
+        self.lab_counts = {str(lab): len(ids) for lab, ids in sorted(labs.items()) if isinstance(ids, list)}
 
 
 def model_card(
