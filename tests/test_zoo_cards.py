@@ -83,13 +83,14 @@ def test_card_of_a_multi_lab_model_names_its_labs_targets_and_source():
     assert "* Training images: 3 (lab-a: 2, lab-b: 1)" in card
     assert "* Training targets (consensus): fraction of each lab's own experts." in card
     assert "* Source: data/segebarth2020 (3 labs);" in card
-    assert "held-out images of the training labs (each lab's own consensus)" in card
+    assert "held-out images of the training labs (Dice and ROI-F1 of Segebarth et al. 2020 against each lab's own " \
+           "consensus):" in card
     assert "No held-out-lab scores were given" in card
     # hand-written leave-one-lab-out scores replace the "none given" line
     noted = model_card(_meta(labs), name="m", measure="entropy", views=["identity"],
                        notes={"Validation": "Leave-one-lab-out: see the table."})
     assert "No held-out-lab scores were given" not in noted and "Leave-one-lab-out: see the table." in noted
     single = model_card(_meta(None), name="m", measure="entropy", views=["identity"])
-    assert "* Training images: 2 (lab-wue1)" in single and "held-out images of the training lab (" in single
+    assert "* Training images: 2 (lab-wue1)" in single and "held-out images of the training lab (Dice and ROI-F1 of Segebarth et al. 2020 against the consensus):" in single
     assert "* Training targets (consensus): STAPLE > 0.5 of 2 experts." in single
     assert "* Source: data/x;" in single

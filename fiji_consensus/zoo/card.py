@@ -151,12 +151,13 @@ def _training_section(f: _Facts) -> list[str]:
 def _validation_section(f: _Facts, validation: dict[str, Any] | None, *, noted: bool = False) -> list[str]:
     """Member scores, then held-out-lab scores: the table of ``validation``, or (``noted``) the hand-written
     Validation notes appended below, or a line saying there are none."""
-    lab = "of the training labs (each lab's own consensus)" if len(f.lab_counts) > 1 else "of the training lab"
+    many = len(f.lab_counts) > 1
+    labs, against = ("labs", "each lab's own consensus") if many else ("lab", "the consensus")
     lines = [
         "## Validation",
         "",
-        f"Every member was selected on its held-out images {lab} (Dice and ROI-F1 of "
-        "Segebarth et al. 2020 against the consensus):",
+        f"Every member was selected on its held-out images of the training {labs} (Dice and ROI-F1 of "
+        f"Segebarth et al. 2020 against {against}):",
         "",
         "| member | seed | validation images | Dice | ROI-F1 |",
         "|---|---|---|---|---|",
