@@ -26,6 +26,13 @@ Usage (from the repository root)::
 
 Measured on the 2-core build machine (cfos-wue1, 4 members x 4 flips; see the end of this docstring).
 
+Results 2026-12-02 (cfos-wue1 repackaged, ``--no-speed``): TorchScript in torch 2.0.1 9.5e-7 (a list of
+Tensors), state dict 9.5e-7, ONNX in onnxruntime 1.15.0 2.6e-6; the SavedModel in TensorFlow 2.10.1 3.1e-6
+(TF 2 and TF 1 style), 2.4.4 2.7e-6 (both), 1.15.0 3.3e-6 (TF 1 style); the SavedModel as TensorFlow 2.21
+wrote it, before the export removed its ``debug_name`` attributes and ``DisableCopyOnRead`` ops, failed in
+2.4.4 ("Op type not registered 'DisableCopyOnRead'") and 1.15.0 ("NodeDef mentions attr 'debug_name' not in
+Op<name=VarHandleOp ...>") and ran in 2.10.1.
+
 Results 2026-12-01 (cfos-wue1, torch 2.13.0 and onnxruntime of the zoo extra, 2 threads, a 504 px tile,
 under heavy load from other jobs): eager 36.7 s, TorchScript 30.7 s, frozen TorchScript 28.9 s, ONNX 12.1 s
 (minimums of 4); profile of one member: 73 % of the time in oneDNN convolutions (14 to 112 channels).
