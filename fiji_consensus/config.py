@@ -12,6 +12,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Literal
 
@@ -327,6 +329,12 @@ class TrainConfig(BaseModel):
         description="Multi-lab training: draw every lab's patches equally often (each image with weight "
         "1 / images of its lab), so a large lab does not drown a small one.",
     )
+    lab_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Multi-lab training: relative share of the patches per lab name (others 1), e.g. a new lab "
+        "fine-tuned with --init next to the model's training labs (rehearsal): its weight = their number, so "
+        "half the patches come from it.",
+    )
     selection_metric: Literal["roi_f1", "dice"] = Field(
         "roi_f1", description="Validation score that picks each member's best checkpoint."
     )
@@ -353,6 +361,9 @@ class TrainConfig(BaseModel):
             )
         if self.bce_weight == 0 and self.dice_weight == 0:
             raise ValueError("bce_weight and dice_weight cannot both be 0")
+        bad = {k: v for k, v in self.lab_weights.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"lab weights must be positive numbers; got {bad}")
         return self
 
 

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from fiji_consensus.config import TrainConfig
 from fiji_consensus.crossval import load_lab, multi_lab_inputs, score_lab
 from fiji_consensus.domain import check, fit_reference, image_stats
 from fiji_consensus.nn.data import AugmentConfig, PatchSampler, TrainingImage, smooth_background
@@ -85,6 +86,35 @@ def test_sampler_draws_labs_equally_often_with_lab_weights():
     with pytest.raises(ValueError, match="sample weights must be finite and > 0"):
         ims[0].sample_weight = 0.0
         PatchSampler(ims, patch_size=16, seed=1)
+
+
+def test_lab_weights_set_each_labs_share_of_the_patches():
+    """Rehearsal: a new lab weighted 2 next to two labs of weight 1 gets half the patches; unknown lab
+    names and non-positive weights are one-line errors; the fingerprint ignores the field at its default."""
+    from fiji_consensus.nn._run import _check_run, _prepare_images
+
+    rng = np.random.default_rng(0)
+    ids = ["new/1", "new/2", "a/1", "a/2", "a/3", "b/1"]
+    labs = {i: i.split("/")[0] for i in ids}
+    imgs = [rng.random((32, 32), dtype=np.float32) for _ in ids]
+    tgts = [(rng.random((32, 32)) > 0.8).astype(np.float32) for _ in ids]
+    cfg = TrainConfig(members=1, split="all", iterations=1, patch_size=16, depth=2, lab_weights={"new": 2})
+
+    def shares(config):
+        run = _check_run(imgs, tgts, config, image_ids=ids, ignore=None, groups=None, expert_masks=None,
+                         init=None, labs=labs, min_sizes=None)
+        w = {i: im.sample_weight for i, im in _prepare_images(run).prepared.items()}
+        return {lab: sum(v for i, v in w.items() if labs[i] == lab) / sum(w.values()) for lab in ("new", "a", "b")}, run
+
+    got, run = shares(cfg)
+    assert got == pytest.approx({"new": 0.5, "a": 0.25, "b": 0.25})
+    plain, plain_run = shares(cfg.model_copy(update={"lab_weights": {}}))
+    assert plain == pytest.approx({"new": 1 / 3, "a": 1 / 3, "b": 1 / 3})
+    assert run.fingerprint != plain_run.fingerprint
+    with pytest.raises(ValueError, match=r"lab weights name \['c'\], which are not among the labs \['a', 'b', 'new'\]"):
+        shares(cfg.model_copy(update={"lab_weights": {"c": 2.0}}))
+    with pytest.raises(ValueError, match=r"lab weights must be positive numbers; got \{'a': 0.0\}"):
+        TrainConfig(iterations=1, lab_weights={"a": 0})
 
 
 def test_background_augmentation_adds_a_smooth_field_reproducibly():
@@ -167,6 +197,11 @@ def test_crossval_and_multi_lab_train_cli_then_predict_warns_out_of_domain(share
                  *tiny]) == 0
     ej = json.loads((model / "ensemble.json").read_text())
     assert sorted(ej["provenance"]["labs"]) == ["lab-a", "lab-b"] and ej["provenance"]["balance_labs"] is True
+    assert ej["provenance"]["lab_weights"] is None
+    weighted = tmp_path / "weighted"
+    assert main(["train", "--lab", str(a), "--lab", str(b), "--lab-weight", "lab-b=3", "--out", str(weighted),
+                 *tiny]) == 0
+    assert json.loads((weighted / "ensemble.json").read_text())["provenance"]["lab_weights"] == {"lab-b": 3.0}
 
     # predict: the same image with a bright, uneven background is flagged as out of domain
     src = tmp_path / "new"

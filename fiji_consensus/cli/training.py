@@ -45,6 +45,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 def _add_lab_inputs(g: Any, model: type, min_sizes: str, *, required: bool) -> None:
     add_field(g, model, "labs", flag="--lab", metavar="DIR", append=True, required=required)
     add_field(g, model, min_sizes, flag="--lab-min-size", metavar="NAME=N", append=True)
+    add_field(g, TrainConfig, "lab_weights", flag="--lab-weight", metavar="NAME=W", append=True)
 
 
 def add_train(sub) -> None:

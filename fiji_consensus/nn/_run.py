@@ -83,6 +83,9 @@ def _check_run(
         if missing:
             raise ValueError(f"min_sizes has no entry for {len(missing)} image(s), e.g. {missing[:3]}")
     lab_counts = {lab: sum(1 for v in labs.values() if v == lab) for lab in sorted(set(labs.values()))} if labs else {}
+    unknown = sorted(set(config.lab_weights) - set(lab_counts))
+    if unknown:
+        raise ValueError(f"lab weights name {unknown}, which are not among the labs {sorted(lab_counts)}")
     fp = _fingerprint(
         config, image_ids, imgs, tgts, igns, splits, init_info["weights_sha256"] if init_info else None,
         labs={"labs": labs, "min_sizes": min_sizes} if (labs or min_sizes) else None,
@@ -167,8 +170,10 @@ def _prepare_images(run: _Run) -> _Prepared:
             iid, x, tv, valid, weight=weight,
             foreground=config.foreground_sampling, boundary=config.boundary_sampling,
         )
-        if labs and config.balance_labs:
-            prepared[iid].sample_weight = 1.0 / run.lab_counts[labs[iid]]
+        if labs:  # balanced: every lab drawn equally often, times its weight
+            lab = labs[iid]
+            balance = 1.0 / run.lab_counts[lab] if config.balance_labs else 1.0
+            prepared[iid].sample_weight = balance * config.lab_weights.get(lab, 1.0)
         val_images[iid] = _ValImage(iid, x, t > config.threshold, ig,
                                     None if run.min_sizes is None else run.min_sizes[iid])
     pct = (config.low_percentile, config.high_percentile)
@@ -228,6 +233,7 @@ def _ensemble_metadata(
                 {lab: sorted(i for i in image_ids if labs[i] == lab) for lab in run.lab_counts} if labs else None
             ),
             "balance_labs": bool(labs and config.balance_labs),
+            "lab_weights": dict(config.lab_weights) or None,
             "min_sizes": run.min_sizes,
             "experts": sorted(run.experts) if run.experts else (provenance or {}).get("experts"),
             "expert_roi_f1": expert_f1 or None,

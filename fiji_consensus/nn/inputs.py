@@ -217,7 +217,7 @@ def _is_ensemble_folder(out: Path) -> bool:
 
 
 #: TrainConfig fields added after runs existed, with the default at which the fingerprint leaves them out.
-_LATER_FIELDS = {"train_layers": "all"}
+_LATER_FIELDS: dict[str, Any] = {"train_layers": "all", "lab_weights": {}}
 
 
 def _fingerprint(

@@ -413,17 +413,20 @@ def test_train_layers_freezes_the_rest(sample, tmp_path, layers):
     assert trained and {n for n in trained if n.endswith("weight")} <= moved
 
 
-def test_train_layers_is_part_of_the_fingerprint_only_when_set():
+def test_later_fields_are_part_of_the_fingerprint_only_when_set():
     from fiji_consensus.nn.inputs import _fingerprint
 
     args = (["a"], [np.zeros((4, 4), np.float32)], [np.zeros((4, 4), np.float32)], [None], [[0]])
     default = _fingerprint(tiny(), *args)
     assert _fingerprint(tiny(train_layers="all"), *args) == default
     assert _fingerprint(tiny(train_layers="decoder"), *args) != default
-    # a run started before the field existed keeps its fingerprint (the config dump without it)
+    assert _fingerprint(tiny(lab_weights={}), *args) == default
+    assert _fingerprint(tiny(lab_weights={"a": 2.0}), *args) != default
+    # a run started before the fields existed keeps its fingerprint (the config dump without them)
     import hashlib
 
-    cfg = tiny().model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints", "train_layers"})
+    cfg = tiny().model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints", "train_layers",
+                                                  "lab_weights"})
     h = hashlib.sha256(json.dumps({"config": cfg, "ids": ["a"], "splits": [[0]]}, sort_keys=True).encode())
     for a in (args[1][0], args[2][0]):
         h.update(str((a.shape, a.dtype.str)).encode())
