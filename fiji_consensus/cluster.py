@@ -139,7 +139,7 @@ def _failure(fut: Any) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# --------------------------------------------------------------------------------------------- ensemble cache
+# --------------------------------------------------------------------------------------------- model cache
 
 _CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _PREDICTORS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
