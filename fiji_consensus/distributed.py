@@ -92,14 +92,14 @@ class PredictSteps:
     """The steps of the single-machine predict job that the Dask path runs too, taken as callables so that
     this module never imports the job (the job passes its own steps; see :func:`run_predict_dask`).
 
-    ``start(config) -> (images by id, the model's ensemble.json or first package, out folder, run record)``;
+    ``start(config) -> (images by id, out folder, run record)``;
     ``run_image(model, image_id, path, config, out, *, progress) -> (status, record)`` (one task; ``model``
     from ``load_model``); ``finish(out, config, images, {image_id: (status, record)}, failed tasks, seconds) ->
     summary``; ``remove_partial_files(out, image_id)``; ``zarr_input(config) -> bool``; ``load_model(config)
     -> the loaded model``; ``model_sha256(config) -> str`` (the checksum ``start`` records).
     """
 
-    start: Callable[..., tuple[dict[str, Path], Path, Path, dict[str, Any]]]
+    start: Callable[..., tuple[dict[str, Path], Path, dict[str, Any]]]
     run_image: Callable[..., tuple[str, dict[str, Any]]]
     finish: Callable[..., dict[str, Any]]
     remove_partial_files: Callable[[Path, str], Any]
@@ -202,7 +202,7 @@ def run_predict_dask(
     from . import io as fio
 
     t0 = time.perf_counter()
-    images, _, out, record = steps.start(config)
+    images, out, record = steps.start(config)
     # absolute paths: the workers of a cluster elsewhere do not share this process's working directory
     paths = [Path(m).resolve() for m in config.models]
     task_config = config.model_copy(update={"model": paths if isinstance(config.model, list) else paths[0]})

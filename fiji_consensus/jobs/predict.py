@@ -64,7 +64,7 @@ from .. import io as fio
 from .._atomic import claim_folder, commit_staged, remove_temporary, staging_path
 from ..config import PredictConfig
 from ..instances import OBJECT_COLUMNS
-from ..models import Predictor, ensemble_json, load_model, model_kind, model_sha256
+from ..models import Predictor, load_model, model_kind, model_sha256
 from ..style import UNCERTAINTY_COLORS, as_label_output, object_roi_name, uncertainty_color, uncertainty_lut
 from ..uncertainty import MEASURES, review_order
 
@@ -309,7 +309,7 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     import torch
 
     t0 = time.perf_counter()
-    images, _, out, record = _start(config)
+    images, out, record = _start(config)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     model = _load_model(config)
@@ -334,16 +334,14 @@ def _zarr_input(config: PredictConfig) -> bool:
     )
 
 
-def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str, Any]]:
-    """Inputs by id, the model's ``ensemble.json``, the prepared output folder and the run record."""
+def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, dict[str, Any]]:
+    """Inputs by id, the prepared output folder and the run record (with the model's checksum)."""
     import platform
 
     import torch
 
     images = _collect_inputs(list(config.inputs))
     model_sha = _model_sha256(config)  # a missing package or ensemble.json fails here
-    # one or several bioimage.io packages: model_json is the first
-    model_json = Path(config.models[0]) if model_kind(config.models) == "packages" else ensemble_json(config.models[0])
     out = Path(config.out)
     record = {
         "tool": "fiji-consensus",
@@ -356,7 +354,7 @@ def _start(config: PredictConfig) -> tuple[dict[str, Path], Path, Path, dict[str
         "torch": torch.__version__,
     }
     _prepare_out(out, record, overwrite=config.overwrite)
-    return images, model_json, out, record
+    return images, out, record
 
 
 #: Output files of one image: (subfolder, suffix), named ``<subfolder>/<id><suffix>``.

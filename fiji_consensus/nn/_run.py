@@ -170,7 +170,7 @@ def _prepare_images(run: _Run) -> _Prepared:
             iid, x, tv, valid, weight=weight,
             foreground=config.foreground_sampling, boundary=config.boundary_sampling,
         )
-        if labs:  # balanced: every lab drawn equally often, times its weight
+        if labs:  # each lab's share: equal with balance_labs (1 / its images), times its lab weight
             lab = labs[iid]
             balance = 1.0 / run.lab_counts[lab] if config.balance_labs else 1.0
             prepared[iid].sample_weight = balance * config.lab_weights.get(lab, 1.0)
