@@ -199,7 +199,11 @@ class AugmentOptions(BaseModel):
     ``background``: a random smooth background added to half of the patches, what differs most between
     microscopes (autofluorescent tissue, vignetting, a brighter centre of the field): a linear ramp plus a
     Gaussian bump wider than the patch, scaled to a peak drawn in ``[0, background]`` (normalised units),
-    and the same field as a gain ``x * (1 + field)`` on half of those.
+    and the same field as a gain ``x * (1 + field)`` on half of those. With ``background_renormalize`` such a
+    patch is then divided by ``1 + u * peak`` (``u`` drawn in [0.5, 1]): what the per-image percentile
+    normalisation does to a real image with that background (its upper percentile rises with the background,
+    so the objects stand out less on the normalised scale); without it the objects keep their full contrast
+    on top of the field, which real bright images never show.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -229,6 +233,12 @@ class AugmentOptions(BaseModel):
         description="Largest peak (normalised units) of a random smooth background (ramp + wide bump) added "
         "to, or multiplied into, half of the patches: teaches the model to ignore bright, uneven tissue "
         "background and illumination gradients of other microscopes (0 = off).",
+    )
+
+    background_renormalize: bool = Field(
+        False,
+        description="Divide a patch with a background field by 1 + (50-100 % of) the field's peak, as the "
+        "per-image normalisation of an image with that background would (its objects then stand out less).",
     )
 
     @model_validator(mode="after")
@@ -690,6 +700,12 @@ class PackageConfig(JobConfig):
         "keras_hdf5 and tensorflow_saved_model_bundle need the keras extra.",
     )
     card: Path | None = Field(None, description="Also write the model card (markdown) here.")
+    domain_labs: list[Path] = Field(
+        default_factory=list,
+        description="The labs the model was trained on (folders as train --lab takes): their images and "
+        "consensus give the training range of image statistics that predict's out-of-domain warning needs, "
+        "for a model that stores none (trained before fiji-consensus recorded it); refused for one that has it.",
+    )
     test: bool = Field(False, description="Run bioimageio.core's test of the package after writing it.")
     overwrite: bool = Field(False, description="Replace an existing package (and card).")
 

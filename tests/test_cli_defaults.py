@@ -37,7 +37,7 @@ COMMANDS = {
                 ["IMG", "--model", "M", "--out", "O"], dict(inputs=["IMG"], model=["M"], out="O")),
     "evaluate": (C.EvaluateConfig, "fiji_consensus.evaluate_job", "run_evaluate",
                  ["--project", "P", "--out", "O"], dict(project="P", out="O")),
-    "package": (C.PackageConfig, "fiji_consensus.zoo", "run_package",
+    "package": (C.PackageConfig, "fiji_consensus.jobs", "run_package",
                 ["--model", "M", "--out", "O.zip"], dict(model="M", out="O.zip")),
     "train": (C.TrainJobConfig, "fiji_consensus.jobs", "run_train",
               ["--project", "P", "--out", "O"], dict(project="P", out="O", train=C.TrainConfig())),
@@ -165,22 +165,26 @@ def test_given_options_reach_the_config(monkeypatch, capsys):
                         lambda cfg, **kw: seen.append(cfg) or {"ok": True})
     monkeypatch.setattr(importlib.import_module("fiji_consensus.evaluate_job"), "run_evaluate",
                         lambda cfg, **kw: seen.append(cfg) or {"ok": True})
-    monkeypatch.setattr(importlib.import_module("fiji_consensus.zoo"), "run_package",
+    monkeypatch.setattr(importlib.import_module("fiji_consensus.jobs"), "run_package",
                         lambda cfg, **kw: seen.append(cfg) or {"ok": True})
     assert cli.main(["train", "--lab", "A", "--lab", "B", "--lab-min-size", "A=16", "--percentiles", "2", "99",
-                     "--zoom", "0.5", "1.5", "--noise", "0.1", "--batch-size", "8", "--out", "O", "--json"]) == 0
+                     "--zoom", "0.5", "1.5", "--noise", "0.1", "--batch-size", "8", "--background", "1",
+                     "--background-renormalize", "--out", "O", "--json"]) == 0
     assert cli.main(["evaluate", "--project", "P", "--out", "O", "--model-predictions", "m1=D1", "m2=D2",
                      "--strategy", "s=m1,m2", "--no-report", "--json"]) == 0
     assert cli.main(["package", "--model", "M", "--out", "O.zip", "--author", "Ann", "--author", "Bob",
-                     "--tag", "x", "--version", "1.2.3", "--weights", "onnx", "--json"]) == 0
+                     "--tag", "x", "--version", "1.2.3", "--weights", "onnx", "--domain-lab", "L1", "--domain-lab",
+                     "L2", "--json"]) == 0
     train, ev, pkg = seen
     assert train.labs == [Path("A"), Path("B")] and train.lab_min_sizes == {"A": 16}
     assert (train.train.low_percentile, train.train.high_percentile, train.train.batch_size) == (2.0, 99.0, 8)
     assert train.train.augment.zoom == (0.5, 1.5) and train.train.augment.noise == 0.1
+    assert train.train.augment.background == 1.0 and train.train.augment.background_renormalize is True
     assert ev.models == {"m1": Path("D1"), "m2": Path("D2")} and ev.strategies == {"s": ["m1", "m2"]}
     assert ev.report is False
     # a repeated flag replaces the default list; the default stays untouched for the next parse
     assert pkg.authors == ["Ann", "Bob"] and pkg.tags == ["x"] and pkg.version == "1.2.3"
+    assert pkg.domain_labs == [Path("L1"), Path("L2")]
     assert pkg.weight_formats == ["onnx"] and C.PackageConfig.model_fields["authors"].get_default(
         call_default_factory=True) == ["fiji-consensus"]
     capsys.readouterr()

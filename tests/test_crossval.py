@@ -135,6 +135,27 @@ def test_background_augmentation_adds_a_smooth_field_reproducibly():
     assert all(np.ptp(PatchSampler([im], patch_size=32, seed=5, augment=off)._one()["image"]) < 1e-6 for _ in range(3))
 
 
+def test_renormalized_background_lowers_the_objects_contrast_like_the_image_normalisation():
+    t = np.zeros((64, 64), np.float32)
+    t[20:40, 20:40] = 1
+    img = np.where(t > 0, 1.0, 0.1).astype(np.float32)  # objects at 1 on a background at 0.1 (normalised scale)
+    im = TrainingImage.prepare("a", img, t, np.ones((64, 64), np.float32))
+    kw = dict(flip=False, rotate90=False, affine_p=0, gamma=0, contrast=0, brightness=0, background=1.0)
+    ratios = []
+    for seed in range(40):  # the first patch of each seed: the same field with and without renormalising
+        plain = PatchSampler([im], patch_size=64, seed=seed, augment=AugmentConfig(**kw))._one()["image"]
+        renorm = PatchSampler([im], patch_size=64, seed=seed,
+                              augment=AugmentConfig(**kw, background_renormalize=True))._one()["image"]
+        r = plain / renorm
+        assert np.allclose(r, r.flat[0], rtol=1e-5)  # one factor for the whole patch: contrast scaled, not reshaped
+        ratios.append(float(r.flat[0]))
+    ratios = np.array(ratios)
+    # patches without a field are untouched; with one of peak p the patch is divided by 1 + (0.5-1) p, p <= 1
+    assert (ratios == 1.0).sum() >= 8 and (ratios > 1.05).sum() >= 8 and ratios.min() >= 1.0 and ratios.max() <= 2.0
+    # the default leaves it out, so the recipes and fingerprints of earlier runs stay as they were
+    assert "background_renormalize" not in AugmentConfig(**kw).model_dump(exclude_defaults=True)
+
+
 def test_score_lab_places_the_model_among_the_experts(shared_data):
     lab = load_lab(shared_data / "lab-mue")
     cons = lab.consensus("staple")

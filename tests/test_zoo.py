@@ -777,3 +777,49 @@ def test_package_loads_in_the_oldest_runtimes(package):
     assert res["ok"], res
     assert res["torch"].startswith(bo.TORCH_OLD) and res["onnxruntime"] == bo.ORT_OLD
     assert res["torchscript_output_type"] == "list" and res["declared_pytorch_version"] == bo.TORCH_OLD
+
+
+def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(ensemble_dir, shared_data, tmp_path,
+                                                                                capsys):
+    """A model trained before the training range was recorded: predict says its images are unchecked (not
+    silently in domain); ``package --domain-lab`` gives its package the range from the training labs."""
+    import csv
+    import shutil
+
+    old = tmp_path / "old-model"
+    shutil.copytree(ensemble_dir, old)
+    ej = json.loads((old / "ensemble.json").read_text())
+    assert ej.pop("domain")
+    (old / "ensemble.json").write_text(json.dumps(ej))
+    src = tmp_path / "images"
+    src.mkdir()
+    iio.imwrite(src / "crop.png", iio.imread(shared_data / "lab-mue" / "images" / "1049.png")[256:384, 256:384])
+
+    def predict(model, out):
+        code = main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / out), "--tta", "none",
+                     "--no-progress", "--json"])
+        cap = capsys.readouterr()
+        row = next(csv.DictReader(open(tmp_path / out / "images.csv", encoding="utf-8")))
+        return code, json.loads(cap.out.strip().splitlines()[-1]), row, cap.err
+
+    code, summary, row, err = predict(old, "pred-old")
+    assert code == 0 and summary["domain_unchecked"] == ["crop"] and row["out_of_domain"] == "unchecked"
+    assert "stores no training range" in err and "--domain-lab" in err
+    code, summary, row, err = predict(ensemble_dir, "pred-new")  # the model that has one: checked, no warning
+    assert code == 0 and summary["domain_unchecked"] == [] and row["out_of_domain"] != "unchecked"
+    assert "stores no training range" not in err
+
+    zip_path = tmp_path / "old.zip"
+    code = main(["package", "--model", str(old), "--out", str(zip_path), "--weights", "onnx", "--tile", "96",
+                 "--domain-lab", str(shared_data / "lab-mue"), "--json"])
+    assert code == 0, capsys.readouterr()
+    capsys.readouterr()
+    stats = _rdf(zip_path)["config"]["fiji_consensus"]["domain"]["statistics"]
+    assert stats["background_level"]["n"] == 5 and stats["foreground_fraction"]["min"] > 0
+    code, summary, row, _ = predict(zip_path, "pred-pkg")
+    assert code == 0 and summary["domain_unchecked"] == [] and row["out_of_domain"] != "unchecked"
+
+    code = main(["package", "--model", str(ensemble_dir), "--out", str(tmp_path / "x.zip"), "--weights", "onnx",
+                 "--domain-lab", str(shared_data / "lab-mue"), "--json"])
+    err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and "already stores a training range" in err["error"] and not (tmp_path / "x.zip").exists()

@@ -41,7 +41,7 @@ def _report_predict(summary: dict[str, Any]) -> None:
 
 
 def add_package(sub) -> None:
-    p = job_command(sub, "package", PackageConfig, "zoo.run_package", report=_report_package, progress_bar=False,
+    p = job_command(sub, "package", PackageConfig, "jobs.run_package", report=_report_package, progress_bar=False,
                     help="package an ensemble as one bioimage.io model (deepImageJ, bioimage.io)")
     for name, metavar in (("model", "DIR"), ("out", "ZIP"), ("name", None), ("description", None), ("tta", None),
                           ("uncertainty", None), ("image", "FILE"), ("channel", None), ("tile", None),
@@ -56,6 +56,7 @@ def add_package(sub) -> None:
     add_field(p, PackageConfig, "version")
     add_field(p, PackageConfig, "weight_formats", flag="--weights")
     add_field(p, PackageConfig, "card", metavar="MD")
+    add_field(p, PackageConfig, "domain_labs", flag="--domain-lab", metavar="DIR", append=True)
     add_field(p, PackageConfig, "test")
     add_field(p, PackageConfig, "overwrite")
 

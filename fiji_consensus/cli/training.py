@@ -15,7 +15,7 @@ from ._common import add_dask, dask_options, job_command, table
 #: The training settings the CLI offers (TrainConfig's other fields keep their defaults).
 _ENSEMBLE = "members split folds iterations max_minutes seed paper_selection"
 _NETWORK = "depth base_channels background_radius patch_size batch_size learning_rate train_layers validate_every"
-_AUGMENT = "contrast gamma noise blur background"
+_AUGMENT = "contrast gamma noise blur background background_renormalize"
 
 
 def _add_train_options(p: argparse.ArgumentParser, *, init: bool) -> None:

@@ -1,7 +1,7 @@
 """Jobs: one call per CLI command, from a validated config to files in an output folder.
 
 One module per job: :mod:`.consensus`, :mod:`.agreement`, :mod:`.plan`, :mod:`.train`, :mod:`.crossval`,
-:mod:`.predict`, :mod:`.evaluate`; what they share (the dataset a config names, the provenance record,
+:mod:`.predict`, :mod:`.evaluate`, :mod:`.package`; what they share (the dataset a config names, the provenance record,
 progress bars, the consensus/agreement output folders) is in :mod:`._common`. A job reads its inputs through
 :mod:`fiji_consensus.io`, computes with the layers below, and writes Fiji-native outputs; every file is
 written atomically, the folder stores the config that made it (``config.json``), and an interrupted run is
@@ -21,11 +21,13 @@ from .agreement import run_agreement, score_raters
 from .consensus import run_consensus
 from .crossval import run_crossval
 from .evaluate import run_evaluate
+from .package import run_package
 from .plan import next_planned, run_plan
 from .predict import run_predict
 from .train import run_train
 
 __all__ = [
     "run_consensus", "run_agreement", "run_plan", "next_planned", "run_train", "run_crossval", "run_predict",
-    "run_evaluate", "consensus_of", "score_raters", "design_of", "read_groups", "EXPERT_COLORS", "CONSENSUS_COLOR",
+    "run_evaluate", "run_package", "consensus_of", "score_raters", "design_of", "read_groups", "EXPERT_COLORS",
+    "CONSENSUS_COLOR",
 ]

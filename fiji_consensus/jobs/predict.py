@@ -202,6 +202,7 @@ def _predict_one(
             "foreground_fraction": float(fg.mean()),
             "qa_score": res.qa_score,
             "out_of_domain": [f["statistic"] for f in flags],
+            "domain_checked": _domain_reference(model) is not None,
             "domain_flags": flags,
             "measure": res.measure,
             "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
@@ -222,12 +223,17 @@ def _predict_one(
     return record
 
 
+def _domain_reference(model: Predictor) -> dict[str, Any] | None:
+    """The metadata of the first member that stores a training range of image statistics, or None."""
+    return next((m for m in model.metadata if m.get("domain")), None)
+
+
 def _domain_flags(model: Predictor, image: np.ndarray, fg: np.ndarray, channel: int | None) -> list[dict[str, Any]]:
     """Statistics of the image (with the prediction as foreground) outside the model's training range
     (:mod:`fiji_consensus.domain`); empty when the model stores no training range."""
     from ..domain import check, image_stats
 
-    meta = next((m for m in model.metadata if m.get("domain")), None)
+    meta = _domain_reference(model)
     if meta is None:
         return []
     img = np.asarray(image)
@@ -286,7 +292,9 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
         The summary (also written to ``summary.json``): ``ok`` (False when some image failed), ``error``
         (when not ok), ``n_images``, ``n_predicted``, ``n_skipped`` (done earlier), ``n_failed``,
         ``failed`` (``image``, ``path``, ``error``), ``n_objects``, ``review`` (up to 20 image ids, most
-        uncertain first), ``mean_qa_score``, ``seconds``, ``seconds_per_image``, ``out``.
+        uncertain first), ``mean_qa_score``, ``out_of_domain`` (images unlike the training images),
+        ``domain_unchecked`` (images not checked: the model stores no training range), ``seconds``,
+        ``seconds_per_image``, ``out``.
 
     Examples
     --------
@@ -451,7 +459,9 @@ def _finish(
         q = r.get("qa_scores", {})
         rows.append({
             "rank": rank, "image": i, "qa_score": _nan(r.get("qa_score")),
-            "out_of_domain": " ".join(r.get("out_of_domain") or []), "n_objects": r["n_objects"],
+            "out_of_domain": (" ".join(r.get("out_of_domain") or []) if r.get("domain_checked", True)
+                              else "unchecked"),
+            "n_objects": r["n_objects"],
             "foreground_fraction": r["foreground_fraction"], "mean_uncertainty": r["mean_uncertainty"],
             **{f"qa_{k}": _nan(q.get(k)) for k in MEASURES},
             "height": r["shape"][0], "width": r["shape"][1], "seconds": r.get("seconds"), "path": r["path"],
@@ -481,6 +491,7 @@ def _finish(
         "n_objects": int(sum(r["n_objects"] for r in done.values())),
         "mean_qa_score": float(np.mean(qa)) if qa else float("nan"),
         "out_of_domain": sorted(i for i, r in done.items() if r.get("out_of_domain")),
+        "domain_unchecked": sorted(i for i, r in done.items() if not r.get("domain_checked", True)),
         "review": order[:20],
         "seconds": seconds,
         "seconds_per_image": seconds / n_pred if n_pred else float("nan"),
@@ -491,6 +502,13 @@ def _finish(
             " ..." if len(failed) > 5 else ""
         )
     fio.write_json(out / "summary.json", summary, overwrite=True)
+    if summary["domain_unchecked"]:
+        logger.warning(
+            "%d image(s) were not checked for being unlike the training images: the model stores no training "
+            "range of image statistics (trained before fiji-consensus recorded one; `fiji-consensus package "
+            "--domain-lab DIR` adds it from the training labs); their out_of_domain column says 'unchecked'",
+            len(summary["domain_unchecked"]),
+        )
     logger.info(
         "predicted %d, skipped %d (done earlier), failed %d of %d images -> %s",
         n_pred, n_skip, len(failed), len(images), out,

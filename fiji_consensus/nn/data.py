@@ -326,8 +326,11 @@ class PatchSampler:
             bshift = rng.uniform(-a.brightness, a.brightness)
             image = image * c + bshift
         if a.background > 0 and rng.random() < 0.5:
-            field = a.background * rng.uniform(0.0, 1.0) * smooth_background(image.shape, rng)
+            peak = a.background * rng.uniform(0.0, 1.0)
+            field = peak * smooth_background(image.shape, rng)
             image = image * (1.0 + field) if rng.random() < 0.5 else image + field
+            if a.background_renormalize:  # the image's upper percentile rises with its background
+                image = image / (1.0 + peak * rng.uniform(0.5, 1.0))
         if a.blur > 0 and rng.random() < 1.0 / 3.0:
             image = ndi.gaussian_filter(image, rng.uniform(0.0, a.blur), mode="mirror")
         if a.noise > 0:

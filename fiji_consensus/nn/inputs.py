@@ -218,6 +218,8 @@ def _is_ensemble_folder(out: Path) -> bool:
 
 #: TrainConfig fields added after runs existed, with the default at which the fingerprint leaves them out.
 _LATER_FIELDS: dict[str, Any] = {"train_layers": "all", "lab_weights": {}}
+#: The same for the fields of ``augment``.
+_LATER_AUGMENT: dict[str, Any] = {"background_renormalize": False}
 
 
 def _fingerprint(
@@ -229,6 +231,9 @@ def _fingerprint(
     for name, default in _LATER_FIELDS.items():
         if cfg.get(name) == default:
             del cfg[name]
+    for name, default in _LATER_AUGMENT.items():
+        if cfg["augment"].get(name) == default:
+            del cfg["augment"][name]
     record = {"config": cfg, "ids": list(image_ids), "splits": splits}
     if init_sha256:
         record["init"] = init_sha256

@@ -67,7 +67,7 @@ from ._common import read_rdf as _read_rdf  # noqa: F401
 from .card import model_card, read_card_notes
 from .catalogue import ZOO_ENV, ZOO_HINT, list_zoo, zoo_root
 from .export import build_net as _build_net  # noqa: F401
-from .export import onnx_versions, package_ensemble, run_package
+from .export import onnx_versions, package_ensemble
 from .members import ensemble_from_package
 from .metadata import SEGEBARTH2020_DATASET, TRAINING_DATA, absolute_paths, parse_person
 from .prediction import predict_packages
@@ -83,7 +83,6 @@ __all__ = [
     "CITATION_DOI",
     "UNCERTAINTY_DEFINITIONS",
     "package_ensemble",
-    "run_package",
     "test_package",
     "onnx_versions",
     "model_card",

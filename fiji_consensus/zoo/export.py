@@ -37,7 +37,7 @@ from .cover import choose_crop, cover, write_png
 from .metadata import absolute_paths, check_name, dataset_doc, parse_person, portable, read_validation
 from .metadata import training_data as read_training_data
 
-__all__ = ["package_ensemble", "run_package", "onnx_versions", "build_net", "export_torchscript", "export_onnx"]
+__all__ = ["package_ensemble", "onnx_versions", "build_net", "export_torchscript", "export_onnx"]
 
 
 @dataclass
@@ -110,6 +110,7 @@ def package_ensemble(
     overwrite: bool = False, test: bool = False, maintainers: Sequence[str | dict[str, str]] = (),
     training_data: str | os.PathLike | dict[str, Any] | None = None,
     card_notes: str | os.PathLike | dict[str, str] | None = None,
+    domain_images: Sequence[tuple[Any, Any]] = (),
 ) -> dict[str, Any]:
     """Package an ensemble folder (or one of our packages) as one bioimage.io model (a ``.zip``); see
     :mod:`fiji_consensus.zoo`.
@@ -152,6 +153,10 @@ def package_ensemble(
         parent of the others).
     card : path-like, optional
         Also write the model card (the package's documentation) here, e.g. ``model_zoo/<name>/README.md``.
+    domain_images : sequence of (image, foreground mask)
+        The model's training images with their consensus, for a model that stores no training range of
+        image statistics (:mod:`fiji_consensus.domain`; trained before it was recorded): the package gets
+        the range from them. Refused for a model that has one.
     overwrite : bool
         Replace an existing package (and card).
     test : bool
@@ -176,6 +181,8 @@ def package_ensemble(
     plan = _plan(Path(model), out, name=name, description=description, tta=tta, measure=uncertainty,
                  formats=formats, validation=validation, authors=authors, maintainers=maintainers,
                  training_data=training_data, card_notes=card_notes, license=license, tags=tags, version=version)
+    if domain_images:
+        _add_domain(plan, domain_images)
     net = build_net(plan.ens, views=plan.views, measure=plan.measure)
     sample = _test_sample(plan, net, image=image, channel=channel, tile=tile)
     doc = _card(plan)
@@ -194,6 +201,20 @@ def package_ensemble(
             fh.write(doc)
     summary = _summary(plan, sample, onnx_info, seconds=time.perf_counter() - t0)
     return _tested(summary, out) if test else summary
+
+
+def _add_domain(plan: Plan, pairs: Sequence[tuple[Any, Any]]) -> None:
+    """Put the training range of image statistics of ``pairs`` (image, foreground) into the plan's metadata."""
+    from ..domain import fit_reference, image_stats
+
+    if plan.meta.get("domain"):
+        raise ValueError(f"{plan.model_dir} already stores a training range of image statistics; the training "
+                         "labs are only needed for a model that has none")
+    norm = plan.meta["normalization"]
+    pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
+    plan.meta["domain"] = fit_reference([image_stats(np.asarray(im), np.asarray(fg) > 0.5, percentiles=pct)
+                                         for im, fg in pairs])
+    plan.meta["provenance"] = {**plan.meta["provenance"], "domain_from": f"{len(pairs)} training images"}
 
 
 def _tested(summary: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -417,12 +438,6 @@ def _summary(plan: Plan, sample: TestSample, onnx_info: tuple[int, int] | None, 
         "validation": plan.validation is not None,
         "seconds": seconds,
     }
-
-
-def run_package(config: Any) -> dict[str, Any]:
-    """Run :func:`package_ensemble` from a :class:`fiji_consensus.config.PackageConfig` (the CLI's job)."""
-    opts = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items()}
-    return package_ensemble(opts.pop("model"), opts.pop("out"), **opts)
 
 
 # --------------------------------------------------------------------------------------------- the weights

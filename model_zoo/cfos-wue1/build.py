@@ -23,7 +23,10 @@ Usage (from the repository root)::
 
 The members were trained with ``build.py -- --minutes 55 --fresh`` (2-core CPU, 2026-12-01); the committed
 package was rebuilt from them with ``--from-package`` (same weights, metadata and held-out scores; the current
-export: TorchScript returning a list, pytorch_version 2.0.1, authors, training data, card notes).
+export: TorchScript returning a list, pytorch_version 2.0.1, authors, training data, card notes). They were
+trained before fiji-consensus recorded the training range of image statistics, so repackaging adds it from
+the 36 lab-wue1 images and their STAPLE consensus (``package --domain-lab``): ``predict`` then warns about
+images unlike them.
 
 The weight formats are passed explicitly (``--weights``; default :data:`WEIGHTS`: the torch ones and the
 weight-shared TensorFlow SavedModel, which needs the ``keras`` extra). ``bioimageio test`` runs once per
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
 NAME = "cfos-wue1"
 TITLE = "cFOS nuclei U-Net ensemble (lab-wue1 consensus)"
 DESCRIPTION = (
@@ -167,6 +172,8 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
            *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
         cmd.append("--overwrite")
+    if not _has_domain(source):  # members trained before the training range was recorded: from the training lab
+        cmd += ["--domain-lab", str(DATA / "lab-wue1")]
     print("+", " ".join(cmd), flush=True)
     returncode, summary = run_package(cmd, zip_path, tmp=tmp, test=not args.no_test)
     print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",
@@ -174,6 +181,19 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
     if returncode == 0 and summary.get("bytes", 0) > 25e6:
         print(f"warning: the package is {summary['bytes'] / 1e6:.1f} MB (aim: about 20 MB)", file=sys.stderr)
     return returncode or (0 if summary.get("ok") else 1)
+
+
+def _has_domain(source: Path) -> bool:
+    """Whether an ensemble folder or package stores the training range of image statistics."""
+    if source.suffix != ".zip":
+        return bool(json.loads((source / "ensemble.json").read_text()).get("domain"))
+    import zipfile
+
+    import yaml
+
+    with zipfile.ZipFile(source) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+    return bool(((rdf.get("config") or {}).get("fiji_consensus") or {}).get("domain"))
 
 
 def run_package(cmd: list[str], zip_path: Path, *, tmp: Path | None, test: bool) -> tuple[int, dict]:

@@ -34,7 +34,8 @@ def recipe(args: argparse.Namespace):
         depth=3, base_channels=args.base_channels, patch_size=256, batch_size=4,
         iterations=args.iterations, max_minutes=args.minutes,
         low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
-        augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02),
+        augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02,
+                               background_renormalize=getattr(args, "background_renormalize", False)),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--high-percentile", type=float, default=99.9)
     ap.add_argument("--contrast", type=float, default=0.5)
     ap.add_argument("--background", type=float, default=0.6)
+    ap.add_argument("--background-renormalize", action="store_true",
+                    help="divide background-augmented patches as the per-image normalisation of such an image would "
+                    "(AugmentOptions.background_renormalize)")
     ap.add_argument("--background-radius", type=int, default=0,
                     help="in-network top-hat background removal, window 2r+1 px (0 = none)")
     ap.add_argument("--targets", default="fraction")
