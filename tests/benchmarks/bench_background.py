@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", type=float, default=0.75,
                     help="median of the added background, as a fraction of the image's 1-99.9 percentile span")
     ap.add_argument("--radius", type=int, default=30, help="top-hat radius of the tophat variant (0 = skip it)")
+    ap.add_argument("--variants", nargs="+", default=["plain", "tophat", "net"], choices=["plain", "tophat", "net"],
+                    help="what to run (plain: the model as it is)")
     ap.add_argument("--tta", default="none", help="test-time views (none: faster; the ranking is what matters)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="write every per-image row here")
@@ -136,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             lab = {k: (v[: args.max_images] if isinstance(v, list) else {e: m[: args.max_images] for e, m in v.items()})
                    for k, v in lab.items()}
         labs[name] = lab
-    variants = ["plain"] + (["tophat", "net"] if args.radius else [])
+    variants = [v for v in args.variants if v == "plain" or args.radius]
     rows = []
     t0 = time.perf_counter()
     for model_path in args.models:
         ens = load_torch_ensemble(model_path)
-        net = with_tophat(load_torch_ensemble(model_path), args.radius) if args.radius else None
+        net = with_tophat(load_torch_ensemble(model_path), args.radius) if "net" in variants else None
         norm = ens.normalization
         pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
         domain = ens.metadata.get("domain")
