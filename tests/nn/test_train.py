@@ -422,11 +422,16 @@ def test_later_fields_are_part_of_the_fingerprint_only_when_set():
     assert _fingerprint(tiny(train_layers="decoder"), *args) != default
     assert _fingerprint(tiny(lab_weights={}), *args) == default
     assert _fingerprint(tiny(lab_weights={"a": 2.0}), *args) != default
+    from fiji_consensus.config import AugmentOptions
+
+    assert _fingerprint(tiny(augment=AugmentOptions(background_renormalize=False)), *args) == default
+    assert _fingerprint(tiny(augment=AugmentOptions(background_renormalize=True)), *args) != default
     # a run started before the fields existed keeps its fingerprint (the config dump without them)
     import hashlib
 
     cfg = tiny().model_dump(mode="json", exclude={"device", "threads", "keep_checkpoints", "train_layers",
                                                   "lab_weights"})
+    del cfg["augment"]["background_renormalize"]
     h = hashlib.sha256(json.dumps({"config": cfg, "ids": ["a"], "splits": [[0]]}, sort_keys=True).encode())
     for a in (args[1][0], args[2][0]):
         h.update(str((a.shape, a.dtype.str)).encode())
