@@ -49,6 +49,13 @@ MARGIN = 0.25
 """The accepted range is the training range widened by this fraction of its width on each side."""
 
 
+def normalization_percentiles(normalization: dict[str, Any] | None) -> tuple[float, float]:
+    """The ``(low, high)`` percentiles of a model's ``scale_range`` normalisation (as ``ensemble.json`` and
+    ``config.fiji_consensus`` store it), the scale of :func:`image_stats`."""
+    norm = normalization or {}
+    return float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8))
+
+
 def image_stats(
     image: np.ndarray, foreground: np.ndarray, *, percentiles: tuple[float, float] = (1.0, 99.9)
 ) -> dict[str, float]:

@@ -8,6 +8,8 @@ statistics gets one in its package, and ``predict`` can warn about images unlike
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -21,12 +23,15 @@ def run_package(config: Any) -> dict[str, Any]:
 
     opts = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items()}
     labs = opts.pop("domain_labs")
-    pairs = []
-    if labs:
-        from .crossval import load_lab
-
-        for path in labs:
-            lab = load_lab(path)
-            pairs += list(zip(lab.images, lab.consensus("staple")))
-            log.info("training range of image statistics: %d images of %s", len(lab.ids), lab.name)
+    pairs = _lab_images(labs) if labs else None
     return zoo.package_ensemble(opts.pop("model"), opts.pop("out"), domain_images=pairs, **opts)
+
+
+def _lab_images(labs: Sequence[Path]) -> Iterator[tuple[Any, Any]]:
+    """Each image of the labs with its experts' STAPLE consensus, read one lab at a time when drawn."""
+    from .crossval import load_lab
+
+    for path in labs:
+        lab = load_lab(path)
+        log.info("training range of image statistics: %d images of %s", len(lab.ids), lab.name)
+        yield from zip(lab.images, lab.consensus("staple"))

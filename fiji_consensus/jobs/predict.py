@@ -186,7 +186,8 @@ def _predict_one(
     try:
         _write_image_outputs(image, info, res, config, stage)
         fg = res.probability > res.threshold
-        flags = _domain_flags(model, image, fg, config.channel)
+        checked = _domain_flags(model, image, fg, config.channel)
+        flags = checked or []
         if flags:
             from ..domain import describe_flags
 
@@ -202,7 +203,7 @@ def _predict_one(
             "foreground_fraction": float(fg.mean()),
             "qa_score": res.qa_score,
             "out_of_domain": [f["statistic"] for f in flags],
-            "domain_checked": _domain_reference(model) is not None,
+            "domain_checked": checked is not None,
             "domain_flags": flags,
             "measure": res.measure,
             "mean_uncertainty": float(res.uncertainty.mean(dtype=np.float64)),
@@ -223,26 +224,22 @@ def _predict_one(
     return record
 
 
-def _domain_reference(model: Predictor) -> dict[str, Any] | None:
-    """The metadata of the first member that stores a training range of image statistics, or None."""
-    return next((m for m in model.metadata if m.get("domain")), None)
-
-
-def _domain_flags(model: Predictor, image: np.ndarray, fg: np.ndarray, channel: int | None) -> list[dict[str, Any]]:
+def _domain_flags(
+    model: Predictor, image: np.ndarray, fg: np.ndarray, channel: int | None
+) -> list[dict[str, Any]] | None:
     """Statistics of the image (with the prediction as foreground) outside the model's training range
-    (:mod:`fiji_consensus.domain`); empty when the model stores no training range."""
-    from ..domain import check, image_stats
+    (:mod:`fiji_consensus.domain`); None when the model stores no training range (nothing was checked)."""
+    from ..domain import check, image_stats, normalization_percentiles
 
-    meta = _domain_reference(model)
+    meta = next((m for m in model.metadata if m.get("domain")), None)
     if meta is None:
-        return []
+        return None
     img = np.asarray(image)
     if img.ndim == 3 and channel is not None:
         img = img[channel]
     if img.shape != fg.shape:
         return []
-    norm = meta.get("normalization") or {}
-    pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
+    pct = normalization_percentiles(meta.get("normalization"))
     return check(image_stats(img, fg, percentiles=pct), meta["domain"])
 
 

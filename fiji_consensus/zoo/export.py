@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ def package_ensemble(
     overwrite: bool = False, test: bool = False, maintainers: Sequence[str | dict[str, str]] = (),
     training_data: str | os.PathLike | dict[str, Any] | None = None,
     card_notes: str | os.PathLike | dict[str, str] | None = None,
-    domain_images: Sequence[tuple[Any, Any]] = (),
+    domain_images: Iterable[tuple[Any, Any]] | None = None,
 ) -> dict[str, Any]:
     """Package an ensemble folder (or one of our packages) as one bioimage.io model (a ``.zip``); see
     :mod:`fiji_consensus.zoo`.
@@ -153,10 +153,11 @@ def package_ensemble(
         parent of the others).
     card : path-like, optional
         Also write the model card (the package's documentation) here, e.g. ``model_zoo/<name>/README.md``.
-    domain_images : sequence of (image, foreground mask)
+    domain_images : iterable of (image, foreground mask), optional
         The model's training images with their consensus, for a model that stores no training range of
         image statistics (:mod:`fiji_consensus.domain`; trained before it was recorded): the package gets
-        the range from them. Refused for a model that has one.
+        the range from them. Refused for a model that has one, before any pair is drawn (a generator that
+        reads them is never started).
     overwrite : bool
         Replace an existing package (and card).
     test : bool
@@ -181,7 +182,7 @@ def package_ensemble(
     plan = _plan(Path(model), out, name=name, description=description, tta=tta, measure=uncertainty,
                  formats=formats, validation=validation, authors=authors, maintainers=maintainers,
                  training_data=training_data, card_notes=card_notes, license=license, tags=tags, version=version)
-    if domain_images:
+    if domain_images is not None:
         _add_domain(plan, domain_images)
     net = build_net(plan.ens, views=plan.views, measure=plan.measure)
     sample = _test_sample(plan, net, image=image, channel=channel, tile=tile)
@@ -203,18 +204,17 @@ def package_ensemble(
     return _tested(summary, out) if test else summary
 
 
-def _add_domain(plan: Plan, pairs: Sequence[tuple[Any, Any]]) -> None:
+def _add_domain(plan: Plan, pairs: Iterable[tuple[Any, Any]]) -> None:
     """Put the training range of image statistics of ``pairs`` (image, foreground) into the plan's metadata."""
-    from ..domain import fit_reference, image_stats
+    from ..domain import fit_reference, image_stats, normalization_percentiles
 
     if plan.meta.get("domain"):
         raise ValueError(f"{plan.model_dir} already stores a training range of image statistics; the training "
                          "labs are only needed for a model that has none")
-    norm = plan.meta["normalization"]
-    pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
-    plan.meta["domain"] = fit_reference([image_stats(np.asarray(im), np.asarray(fg) > 0.5, percentiles=pct)
-                                         for im, fg in pairs])
-    plan.meta["provenance"] = {**plan.meta["provenance"], "domain_from": f"{len(pairs)} training images"}
+    pct = normalization_percentiles(plan.meta["normalization"])
+    stats = [image_stats(np.asarray(im), np.asarray(fg) > 0.5, percentiles=pct) for im, fg in pairs]
+    plan.meta["domain"] = fit_reference(stats)
+    plan.meta["provenance"] = {**plan.meta["provenance"], "domain_from": f"{len(stats)} training images"}
 
 
 def _tested(summary: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -187,13 +187,9 @@ def _has_domain(source: Path) -> bool:
     """Whether an ensemble folder or package stores the training range of image statistics."""
     if source.suffix != ".zip":
         return bool(json.loads((source / "ensemble.json").read_text()).get("domain"))
-    import zipfile
+    from fiji_consensus.zoo._common import read_rdf
 
-    import yaml
-
-    with zipfile.ZipFile(source) as zf:
-        rdf = yaml.safe_load(zf.read("rdf.yaml"))
-    return bool(((rdf.get("config") or {}).get("fiji_consensus") or {}).get("domain"))
+    return bool(((read_rdf(source).get("config") or {}).get("fiji_consensus") or {}).get("domain"))
 
 
 def run_package(cmd: list[str], zip_path: Path, *, tmp: Path | None, test: bool) -> tuple[int, dict]:

@@ -91,8 +91,7 @@ def add_tissue(image: np.ndarray, seed: int, *, level: float = 0.75, textured: b
 
 def tophat(image: np.ndarray, radius: int) -> np.ndarray:
     """The image minus its grey opening with a square window of ``2 * radius + 1`` pixels (same dtype)."""
-    x = image.astype(np.float64)
-    return (x - ndi.grey_opening(x, size=(2 * radius + 1,) * 2)).astype(image.dtype)
+    return ndi.white_tophat(image.astype(np.float64), size=(2 * radius + 1,) * 2).astype(image.dtype)
 
 
 def with_tophat(ens, radius: int):
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fiji_consensus.domain import check, image_stats
+    from fiji_consensus.domain import check, image_stats, normalization_percentiles
     from fiji_consensus.metrics import dice, roi_f1
     from fiji_consensus.models import load_torch_ensemble
     from fiji_consensus.nn.predict import predict
@@ -144,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_path in args.models:
         ens = load_torch_ensemble(model_path)
         net = with_tophat(load_torch_ensemble(model_path), args.radius) if "net" in variants else None
-        norm = ens.normalization
-        pct = (float(norm.get("min_percentile", 1.0)), float(norm.get("max_percentile", 99.8)))
+        pct = normalization_percentiles(ens.normalization)
         domain = ens.metadata.get("domain")
         trained_on = sorted((ens.metadata.get("provenance") or {}).get("labs") or {}) or ["lab-wue1"]
         for name, lab in labs.items():

@@ -35,7 +35,7 @@ def recipe(args: argparse.Namespace):
         iterations=args.iterations, max_minutes=args.minutes,
         low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
         augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02,
-                               background_renormalize=getattr(args, "background_renormalize", False)),
+                               background_renormalize=args.background_renormalize),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
 
