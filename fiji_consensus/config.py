@@ -585,6 +585,14 @@ class PredictConfig(JobConfig):
         description="Watershed split of touching objects: none, distance (distance transform) or "
         "probability (smoothed probability).",
     )
+    subtract_background: float | None = Field(
+        None,
+        gt=0,
+        description="Subtract a bright, uneven background before the model: Fiji's Process > Subtract "
+        "Background (rolling ball of this radius in pixels, at least the diameter of the largest objects; "
+        "identical to ImageJ's on a 32-bit image). For images whose tissue background is brighter or more "
+        "uneven than the model's training images (the out-of-domain warning says so). Default: none.",
+    )
     uncertainty: Literal["entropy", "expected_entropy", "mutual_information", "std", "deepflash2"] = Field(
         "entropy",
         description="Uncertainty map written and used for ROI colours and QA scores: entropy (predictive "

@@ -639,3 +639,39 @@ def test_the_toolset_finds_the_macros_however_they_were_installed(display, ij_ja
                            steps=[("^Macro$",)], driver_code=_TOOLSET_DRIVER)  # the macro's own error
     assert "FIJI_CONSENSUS_ERROR: open the image you annotated first" in log, (log, dialogs)
     assert "was not found" not in log
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
+def test_predict_macro_says_out_of_domain_and_subtracts_the_background(shared_data, home, ij_jar, tmp_path):
+    """Issue 14: the Fiji macro, not only the CLI, says when an image looks unlike the model's training images,
+    names the remedy for a bright background, and applies it (Subtract Background's rolling ball) on request."""
+    import imageio.v3 as iio
+
+    proj = tmp_path / "bright ü"
+    (proj / "models").mkdir(parents=True)
+    (proj / "images").mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-3labs" / "cfos-3labs.zip",
+                    proj / "models" / "cfos-3labs.zip")
+    im = iio.imread(shared_data / "lab-mue" / "images" / "1049.png")[128:384, 128:384].astype(np.float64)
+    yy, xx = np.mgrid[:256, :256]
+    field = 1.2 * np.percentile(im, 99.9) * (0.7 * np.exp(-((yy - 128) ** 2 + (xx - 140) ** 2) / (2 * 77.0**2))
+                                             + 0.3 * xx / 256)
+    tifffile.imwrite(proj / "images" / "bright.tif", np.clip(im + field, 0, 255).astype(np.uint8))
+    args = {"python": sys.executable, "project": str(proj), "model": "cfos-3labs.zip",
+            "image": str(proj / "images" / "bright.tif")}
+    out = run_macro("Predict_Ensemble.ijm", args, ij_jar=ij_jar, home=home, timeout=300)
+    line = done_line(out)
+    assert "out_of_domain=" in line and "background" in line.split("out_of_domain=")[1], line
+    assert "WARNING: bright looks unlike cfos-3labs's training images" in out
+    assert "predict again with 'Subtract background'" in out
+    out = run_macro("Predict_Ensemble.ijm", {**args, "subtract": "30"}, ij_jar=ij_jar, home=home, timeout=300)
+    line = done_line(out)
+    pred = proj / "predictions" / "cfos-3labs-bg30"
+    assert f"FIJI_CONSENSUS_DONE predict {pred} image=bright" in line and "Subtract background'" not in out
+    assert json.loads((pred / "per_image" / "bright.json").read_text())["subtract_background"] == 30
+    # the overlay keeps the user's image as it was (the subtraction is only the model's input)
+    assert np.array_equal(tifffile.imread(pred / "overlays" / "bright.tif")[0],
+                          tifffile.imread(proj / "images" / "bright.tif").astype(np.float32))
+    err = error_line(run_macro("Predict_Ensemble.ijm", {**args, "subtract": "-5"}, ij_jar=ij_jar, home=home))
+    assert "subtract-background" in err and "greater than 0" in err

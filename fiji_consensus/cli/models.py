@@ -23,6 +23,7 @@ def add_predict(sub) -> None:
     for name in ("tta", "tile", "overlap", "batch_size", "threshold", "min_size", "split", "uncertainty", "channel",
                  "device", "threads", "overwrite", "trust_code"):
         add_field(p, PredictConfig, name)
+    add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")
     add_field(p, PredictConfig, "keras_normalization", metavar="SPEC")
     add_field(p, PredictConfig, "chunk", metavar="PIXELS")
     add_dask(p, task="image")

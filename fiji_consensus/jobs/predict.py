@@ -111,8 +111,13 @@ def _collect_inputs(inputs: list[Path]) -> dict[str, Path]:
     return found
 
 
+#: Settings added later, compared only when set (a folder of an older version, without them, can resume).
+_LATER_OPTIONAL = {"subtract_background"}
+
+
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in _NOT_COMPARED}
+    return {k: v for k, v in cfg.items()
+            if k not in _NOT_COMPARED and not (k in _LATER_OPTIONAL and v is None)}
 
 
 def _is_predict_folder(out: Path) -> bool:
@@ -165,8 +170,13 @@ def _predict_one(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     image, info = read_input(path, channel=config.channel)
+    model_input = image
+    if config.subtract_background:
+        from ..background import subtract_background
+
+        model_input = subtract_background(image, config.subtract_background)
     res = model.predict(
-        image, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
+        model_input, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
         threshold=config.threshold, min_size=config.min_size, split=config.split, measure=config.uncertainty,
         all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
         progress=progress,
@@ -186,18 +196,19 @@ def _predict_one(
     try:
         _write_image_outputs(image, info, res, config, stage)
         fg = res.probability > res.threshold
-        checked = _domain_flags(model, image, fg, config.channel)
+        checked = _domain_flags(model, model_input, fg, config.channel)  # what the model saw
         flags = checked or []
         if flags:
             from ..domain import describe_flags
 
-            logger.warning("%s looks unlike the model's training images (check its result): %s", image_id,
-                           describe_flags(flags))
+            logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
+                           describe_flags(flags), _background_hint(flags, config))
         record = {
             "image": image_id,
             "path": str(path),
             "input": {k: info[k] for k in ("axes", "shape", "dtype", "spacing", "unit")},
             "channel": config.channel,
+            "subtract_background": config.subtract_background,
             "shape": list(res.probability.shape),
             "n_objects": len(res.objects),
             "foreground_fraction": float(fg.mean()),
@@ -222,6 +233,17 @@ def _predict_one(
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return record
+
+
+def _background_hint(flags: list[dict[str, Any]], config: PredictConfig) -> str:
+    """What to try when the background is brighter or more uneven than in training (nothing when the
+    background is already subtracted)."""
+    if config.subtract_background or not any(
+        f["statistic"] in ("background_level", "background_unevenness") and f["direction"] == "above" for f in flags
+    ):
+        return ""
+    return ("; a bright or uneven background: try --subtract-background R (Fiji's Process > Subtract Background, "
+            "rolling ball radius R at least the diameter of the largest objects)")
 
 
 def _domain_flags(
@@ -301,6 +323,12 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     """
     if config.tta is None:  # packages hold their views inside; ensemble folders get the flips
         config = config.model_copy(update={"tta": "none" if model_kind(config.models) == "packages" else "flips"})
+    if config.subtract_background and _zarr_input(config):
+        raise ValueError(
+            f"subtract_background ({config.subtract_background:g}) is not available for a zarr input (an image "
+            "larger than memory is predicted block by block); expected TIFF/PNG images, or subtract the "
+            "background first (Fiji: Process > Subtract Background)"
+        )
     if config.dask is not None or _zarr_input(config):
         from ..distributed import PredictSteps, run_predict_dask  # the distributed and chunked (zarr) paths
 

@@ -2,7 +2,11 @@
 // Runs `fiji-consensus predict --model <model> <image> --out <project>/predictions/<model> --json` on the
 // current image (saved on disk) and opens its result with the objects as overlay. The model is an ensemble
 // folder in <project>/models/ or a bioimage.io package (.zip) there, e.g. one of the zoo.
-// Non-interactive: argument lines python=, project=, model= (a name in models/, or a path), image= (a file).
+// Optionally subtracts a bright, uneven background first (Process > Subtract Background's rolling ball, the same
+// computation: `--subtract-background R`); the result then goes to predictions/<model>-bg<R>. When the image looks
+// unlike the model's training images (out of domain), the Log says why.
+// Non-interactive: argument lines python=, project=, model= (a name in models/, or a path), image= (a file),
+// subtract= (rolling ball radius in pixels; 0 or none: no subtraction).
 
 fcInit();
 py = fcPython();
@@ -17,6 +21,7 @@ for (i = 0; i < models.length; i++) {
 		names = Array.concat(names, m);
 }
 model = fcArg("model", fcPref("predict_model", ""));
+subtract = fcArg("subtract", "0");
 if (FC_BATCH) {
 	image = fcArg("image", "");
 } else {
@@ -30,10 +35,16 @@ if (FC_BATCH) {
 	Dialog.create("Fiji consensus: Predict");
 	Dialog.addMessage("Image: " + image);
 	Dialog.addChoice("Model (ensemble folder or .zip package)", names, model);
+	Dialog.addNumber("Subtract background: rolling ball radius (0 = none)", parseFloat(fcPref("predict_subtract", "0")), 0, 6, "pixels");
+	Dialog.addMessage("(for a background brighter or more uneven than the model's training images;\n at least the diameter of the largest objects)");
 	Dialog.show();
 	model = Dialog.getChoice();
+	subtract = fcNum(Dialog.getNumber());
 	fcSetPref("predict_model", model);
+	fcSetPref("predict_subtract", subtract);
 }
+if (subtract == "none" || subtract == "")
+	subtract = "0";
 if (model == "")
 	fcFail("no model given (argument model=<name in " + project + "/models>)");
 modelPath = project + "/models/" + model;
@@ -51,7 +62,12 @@ if (!File.exists(image))
 out = project + "/predictions/" + label;
 showStatus("fiji-consensus: predicting " + File.getName(image) + " with " + label + "; ImageJ waits until it is done...");
 showProgress(0.05);
-res = exec(py, "-c", FC_CODE, "predict", "--model", modelPath, image, "--out", out, "--no-progress", "--json");
+if (subtract == "0") {
+	res = exec(py, "-c", FC_CODE, "predict", "--model", modelPath, image, "--out", out, "--no-progress", "--json");
+} else {
+	out = out + "-bg" + subtract;  // other settings: a folder of their own
+	res = exec(py, "-c", FC_CODE, "predict", "--model", modelPath, image, "--out", out, "--subtract-background", subtract, "--no-progress", "--json");
+}
 json = fcResult(res, "predict");
 showProgress(1);
 outDir = fcJsonGet(json, "out");
@@ -64,6 +80,23 @@ fcShowRange();
 rename(id + " - prediction (" + label + ")");
 showStatus("Prediction with " + label + ": " + Overlay.size + " objects (outlines coloured by uncertainty)");
 print("Prediction of " + id + " with " + label + ": " + Overlay.size + " objects -> " + outDir);
-print("FIJI_CONSENSUS_DONE predict " + outDir + " image=" + id + " overlay=" + Overlay.size);
+// out of domain: the image's statistics beyond the model's training range (images.csv, column out_of_domain)
+ood = "";
+table = split(File.openAsString(outDir + "/images.csv"), "\n");
+for (i = 1; i < table.length; i++) {
+	cells = split(table[i], ",");
+	if (cells.length > 3 && cells[1] == id)
+		ood = cells[3];
+}
+if (ood == "unchecked") {
+	print("WARNING: " + label + " stores no training range, so " + id + " was not checked for being unlike its training images");
+} else if (ood != "") {
+	msg = id + " looks unlike " + label + "'s training images (" + ood + "): check its result.";
+	if (indexOf(ood, "background") >= 0 && subtract == "0")
+		msg = msg + " For a bright or uneven background, predict again with 'Subtract background' (rolling ball radius at least the diameter of the largest objects).";
+	print("WARNING: " + msg);
+	showStatus("Check this result: the image looks unlike the model's training images (see the Log)");
+}
+print("FIJI_CONSENSUS_DONE predict " + outDir + " image=" + id + " overlay=" + Overlay.size + " out_of_domain=" + replace(ood, " ", "+"));
 
 // ---- fiji-consensus helpers: appended from helpers.ijm when installed ----

@@ -23,7 +23,9 @@ Variants: ``tophat``, the image minus its grey opening with a (2R + 1)-pixel squ
 Fiji's *Process > Subtract Background* idea) before the model, so before its per-image normalisation: what a
 Fiji user can do today without retraining; ``net``, the same top-hat as the networks' first layer
 (``UNet(background_radius=R)``, after the normalisation), put into the trained members without retraining,
-which every export of a package already supports. No setting here was tuned on these scores.
+which every export of a package already supports; ``rollingball``, Fiji's own *Subtract Background* (rolling
+ball of radius R, ``fiji_consensus.background``, identical to ImageJ's on a 32-bit image) before the model: what
+``predict --subtract-background R`` does. No setting here was tuned on these scores.
 
 Run: python tests/benchmarks/bench_background.py [--labs lab-wue1 lab-mue lab-inns1] [--json out/bg.json]
 """
@@ -114,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=0, help="at most this many images per lab (0 = all)")
     ap.add_argument("--level", type=float, default=0.75,
                     help="median of the added background, as a fraction of the image's 1-99.9 percentile span")
-    ap.add_argument("--radius", type=int, default=30, help="top-hat radius of the tophat variant (0 = skip it)")
-    ap.add_argument("--variants", nargs="+", default=["plain", "tophat", "net"], choices=["plain", "tophat", "net"],
+    ap.add_argument("--radius", type=int, default=30,
+                    help="top-hat / rolling-ball radius of the tophat, net and rollingball variants (0 = skip them)")
+    ap.add_argument("--variants", nargs="+", default=["plain", "tophat", "net", "rollingball"],
+                    choices=["plain", "tophat", "net", "rollingball"],
                     help="what to run (plain: the model as it is)")
     ap.add_argument("--tta", default="none", help="test-time views (none: faster; the ranking is what matters)")
     ap.add_argument("--threads", type=int, default=2)
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from fiji_consensus.background import subtract_background
     from fiji_consensus.domain import check, image_stats, normalization_percentiles
     from fiji_consensus.metrics import dice, roi_f1
     from fiji_consensus.models import load_torch_ensemble
@@ -153,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                 for cond in CONDITIONS:
                     x = img if cond == "clean" else add_tissue(img, seed, level=args.level, textured=cond == "textured")
                     for var in variants:
-                        xin = tophat(x, args.radius) if var == "tophat" else x
+                        xin = (tophat(x, args.radius) if var == "tophat" else
+                               subtract_background(x, args.radius) if var == "rollingball" else x)
                         res = predict(net if var == "net" else ens, xin, tta=args.tta, all_maps=False)
                         fg = np.asarray(res.probability) > ens.threshold
-                        flags = check(image_stats(x, fg, percentiles=pct), domain) if var == "plain" else []
+                        # the check sees what the model sees (as predict does)
+                        flags = (check(image_stats(xin, fg, percentiles=pct), domain)
+                                 if var in ("plain", "rollingball") else [])
                         rows.append({
                             "model": model_path.stem, "lab": name, "image": iid, "condition": cond, "variant": var,
                             "lab_seen": name in trained_on, "roi_f1": float(roi_f1(gt, fg, min_size=MIN_PIXEL[name])),
@@ -184,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{model_path.stem:<11} {name:<9} ({seen:<6}) {cond:<8} {var:<6} "
                           f"{mean(sel, 'roi_f1'):.3f} / {mean(sel, 'dice'):.3f}  "
                           f"fg x{statistics.median(r['fg_ratio'] for r in sel):5.2f}  "
-                          + (f"flagged {flagged}/{len(sel)}" if var == "plain" else ""))
+                          + (f"flagged {flagged}/{len(sel)}" if var in ("plain", "rollingball") else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
