@@ -130,6 +130,7 @@ def predict(
     min_size: int | None = None,
     split: str = "none",
     measure: str = "entropy",
+    subtract_background: float | None = None,
     replace: bool = True,
     roi_manager: bool | None = None,
     return_result: bool = False,
@@ -164,6 +165,10 @@ def predict(
         The uncertainty that colours the objects (:data:`fiji_consensus.uncertainty.MEASURES`).
     channel
         0-based channel of a multi-channel image (ROIs are pushed for every channel).
+    subtract_background
+        Rolling-ball radius (pixels): the model sees the image minus its background, as after *Process ›
+        Subtract Background* on a 32-bit copy (:func:`fiji_consensus.background.subtract_background`; the CLI's
+        ``--subtract-background``); the image itself is left as it is. Default: none.
     replace, roi_manager
         See :func:`push_rois` (``replace=False`` adds the objects to, e.g., a consensus overlay; the objects of
         an earlier ``predict`` on this image, named ``prediction:...``, are replaced, never doubled).
@@ -187,6 +192,10 @@ def predict(
     image = _plane(imp, channel)
     if measure not in uncertainty.MEASURES:
         raise ValueError(f"measure must be one of {uncertainty.MEASURES}; got {measure!r}")
+    if subtract_background is not None:
+        from ..background import subtract_background as _subtract
+
+        image = _subtract(image, subtract_background)
     pred = _run_model(_loaded(model), image, tta, threshold, min_size, split, measure)
     if not replace:  # an earlier prediction's objects are replaced (predicting twice must not double them)
         _remove_predictions(imp)

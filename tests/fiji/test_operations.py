@@ -76,6 +76,28 @@ def test_consensus_options_reach_the_consensus(ij, sample_crop):
 
 
 @pytest.mark.imagej
+def test_predict_subtracts_the_background_for_the_model_only(ij, sample_crop):
+    """``subtract_background=R``: the model sees ImageJ's Subtract Background of the plane; the image stays."""
+    from fiji_consensus.background import subtract_background
+
+    _, image, _ = sample_crop
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    bright = (image + 0.3 * xx).astype(np.float32)
+    imp = fiji.to_imageplus(bright)
+    seen = []
+
+    def model(img):
+        seen.append(img)
+        return np.clip(img / 255.0, 0, 1)[None]
+
+    fiji.predict(imp, model, subtract_background=20, threshold=0.3)
+    assert np.allclose(seen[0], subtract_background(bright, 20), atol=1e-5)
+    assert np.array_equal(fiji.from_imageplus(imp), bright)
+    with pytest.raises(ValueError, match="rolling ball radius must be a positive number"):
+        fiji.predict(imp, model, subtract_background=0)
+
+
+@pytest.mark.imagej
 def test_predict_with_a_callable_ensemble(ij, sample_crop):
     """Objects named and coloured as `fiji-consensus predict` writes them, on the measure's absolute scale."""
     from fiji_consensus import instances, uncertainty
