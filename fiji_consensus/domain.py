@@ -140,8 +140,20 @@ def check(stats: dict[str, float], reference: dict[str, Any] | None) -> list[dic
 
 
 def describe_flags(flags: Sequence[dict[str, Any]]) -> str:
-    """One line: ``background_level 0.41 above the training range [0.02, 0.19]; ...``."""
-    return "; ".join(
-        f"{f['statistic']} {f['value']:.3g} {f['direction']} the training range [{f['low']:.3g}, {f['high']:.3g}]"
-        for f in flags
-    )
+    """One line: ``background_level 0.41 above the training range [0.02, 0.19]; ...``.
+
+    Three significant digits, more where the value would print as the limit it crossed:
+
+    >>> describe_flags([{"statistic": "median_object_area", "value": 348.4, "low": 10.7, "high": 348.2,
+    ...                  "direction": "above"}])
+    'median_object_area 348.4 above the training range [10.7, 348.2]'
+    """
+    parts = []
+    for f in flags:
+        limit = f["high"] if f["direction"] == "above" else f["low"]
+        d = 3
+        while d < 8 and f"{f['value']:.{d}g}" == f"{limit:.{d}g}":
+            d += 1
+        parts.append(f"{f['statistic']} {f['value']:.{d}g} {f['direction']} the training range "
+                     f"[{f['low']:.{d}g}, {f['high']:.{d}g}]")
+    return "; ".join(parts)
