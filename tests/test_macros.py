@@ -464,6 +464,14 @@ def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     n = int(re.search(r"overlay=(\d+)", line).group(1))
     assert n == len(rois.read_overlay(proj / "predictions" / "cfos-wue1" / "overlays" / "0015.tif")) > 0
     assert "title=0015 - prediction (cfos-wue1)" in log
+    # the dialog's background radius (remembered from an earlier run: 30) reaches predict
+    home = _prefs(tmp_path / "home2", python=sys.executable, project=proj, predict_model="cfos-wue1.zip",
+                  predict_subtract="30")
+    log, _ = run_gui(display, ij_jar, home, built("Predict_Ensemble.ijm"), log=tmp_path / "log2.txt",
+                     steps=[("Predict",)], open_images=[proj / "images" / "0015.tif"], timeout=240)
+    line = _done(log, "predict")
+    record = json.loads((proj / "predictions" / "cfos-wue1-bg30" / "per_image" / "0015.json").read_text())
+    assert record["subtract_background"] == 30 and "cfos-wue1-bg30" in line
 
 
 # ============================================================================================ issue 16 bugs (batch)
