@@ -206,19 +206,22 @@ def test_batch_prediction_equals_sequential(cluster, client, model, images, sequ
 
 def test_batch_prediction_of_a_package_equals_sequential(cluster, client, images, tmp_path):
     """Dask predicts with any model the job loads: a bioimage.io package (the committed zoo model) gives the
-    same files as the single-machine run, and every worker loads it at most once."""
+    same files as the single-machine run, and every worker loads it at most once; also with the background
+    subtracted before the model (``subtract_background``, applied by the job's own step on the workers)."""
     pytest.importorskip("bioimageio.core")
     pkg = Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip"
-    seq = run_predict(PredictConfig(model=pkg, inputs=[images], out=tmp_path / "seq", threads=1))
+    seq = run_predict(PredictConfig(model=pkg, inputs=[images], out=tmp_path / "seq", threads=1,
+                                    subtract_background=20))
     before = client.run(D._load_count)
     dask = run_predict(PredictConfig(model=pkg, inputs=[images], out=tmp_path / "dask", threads=1,
-                                     dask=DaskOptions(scheduler=cluster.scheduler_address)))
+                                     subtract_background=20, dask=DaskOptions(scheduler=cluster.scheduler_address)))
     assert dask["n_predicted"] == seq["n_predicted"] == 6 and dask["failed"] == seq["failed"]
     assert_same_outputs(tmp_path / "seq", tmp_path / "dask", IDS)
     loads = {w: n - before[w] for w, n in client.run(D._load_count).items()}
     assert sorted(loads.values()) == [1, 1], loads
     record = json.loads((tmp_path / "dask" / "per_image" / "0062.json").read_text())
     assert len(record["packages"]) == 1 and record["packages"][0]["executes_code"] is False, record
+    assert record["subtract_background"] == 20
 
 
 def _executing(dask_worker) -> list[str]:
