@@ -46,6 +46,9 @@ def error_text(exc: BaseException) -> str:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            got = err.get("input")
+            if "got" not in msg and isinstance(got, (int, float, str)) and not isinstance(got, bool):
+                msg += f" (got {got!r})"  # what was received, next to what was expected
             parts.append(f"{loc.replace('_', '-')}: {msg}" if loc else msg)
         return "invalid arguments: " + "; ".join(parts)
     if isinstance(exc, FileNotFoundError) and exc.filename:
