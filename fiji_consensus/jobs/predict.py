@@ -20,6 +20,12 @@ and for the whole run ``objects.csv`` (all objects, with an ``image`` column), `
 image with its QA score, in review order: most uncertain first), ``summary.json`` and ``config.json``
 (the settings, package versions and the model's checksums).
 
+Out of domain: each image's statistics (:mod:`fiji_consensus.domain`, computed on what the model saw) are
+checked against the training range the model stores; the ``out_of_domain`` column of ``images.csv`` names
+those outside it ("unchecked" when the model stores none). ``config.subtract_background`` (a rolling-ball
+radius) gives the model the image minus its background (:mod:`fiji_consensus.background`, Fiji's Subtract
+Background); the written overlay keeps the image as it was.
+
 Resume and overwrite: images whose ``per_image/<id>.json`` exists are skipped, so rerunning the same
 command continues an interrupted run (or adds new images). The settings that change results must match
 those in ``config.json`` once an image is finished; a run that finished no image (it failed or was killed
