@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from ..config import AugmentOptions, CrossvalConfig, TrainConfig, TrainJobConfig
+from ..config import AugmentOptions, CrossvalConfig, PredictConfig, TrainConfig, TrainJobConfig
 from ._builder import add_field, add_field_pair, field_values
 from ._common import add_dask, dask_options, job_command, table
 
@@ -145,6 +145,7 @@ def add_calibrate(sub) -> None:
     p.add_argument("--min-size", type=int, default=None, metavar="N",
                    help="MIN_PIXEL of ROI-F1 (default: the lab's own for the Segebarth labs, else 0)")
     add_field(p, CrossvalConfig, "tta")  # the views the crossval scores were made with
+    add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")  # the input predict will give the model
     p.set_defaults(func=run_calibrate)
 
 
@@ -179,10 +180,14 @@ def run_calibrate(a: argparse.Namespace) -> dict[str, Any]:
     from ..models import load_torch_ensemble
 
     ens = load_torch_ensemble(a.model)
-    ej, rec = calibrate_ensemble(ens, images, refs, a.out, image_ids=ids, min_size=lab.min_size, tta=a.tta)
+    ej, rec = calibrate_ensemble(ens, images, refs, a.out, image_ids=ids, min_size=lab.min_size, tta=a.tta,
+                                 subtract_background=a.subtract_background)
     if not a.json:
         print(table(rec["table"], ["threshold", "roi_f1", "dice"]))
         print(f"threshold {rec['previous_threshold']:g} -> {rec['threshold']:g} on {len(ids)} image(s) of {a.lab} "
               f"(mean ROI-F1 {rec['roi_f1']:.3f}) -> {ej.parent}")
+        if a.subtract_background:
+            print(f"chosen on the images with their background subtracted: predict with --subtract-background "
+                  f"{a.subtract_background:g} too")
     return {"ok": True, "command": "calibrate", "out": str(ej.parent.resolve()), "images": ids,
             "threshold": rec["threshold"], "previous_threshold": rec["previous_threshold"], "roi_f1": rec["roi_f1"]}

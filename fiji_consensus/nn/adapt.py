@@ -129,14 +129,16 @@ def _new_folder(out: Path) -> None:
 def calibrate_ensemble(
     model: str | os.PathLike | Any, images: Sequence[np.ndarray], references: Sequence[np.ndarray],
     out_dir: str | os.PathLike, *, image_ids: Sequence[str] | None = None, min_size: int = 0,
-    tta: str = "flips", grid: Sequence[float] | None = None,
+    tta: str = "flips", grid: Sequence[float] | None = None, subtract_background: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Choose the probability threshold of ``model`` (an ensemble folder or a loaded
     :class:`~fiji_consensus.nn.ensemble.Ensemble`) on a new lab's annotated ``images`` (``references``: the
     experts' consensus of each, a 0/1 mask) and write the ensemble with that threshold to ``out_dir`` (a new
     folder; weights unchanged). Returns the path of its ``ensemble.json`` and the calibration record (the
     chosen threshold, the table of mean ROI-F1 / Dice per threshold, the images), also kept in the
-    ensemble's provenance."""
+    ensemble's provenance. ``subtract_background``: a rolling-ball radius; the images are predicted after
+    Fiji's Subtract Background (:mod:`fiji_consensus.background`), as ``predict --subtract-background`` will
+    predict the lab's other images (the threshold belongs to that input; the record keeps the radius)."""
     from ..calibration import DEFAULT_GRID, choose_threshold
     from .._util import sha256_file
     from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble
@@ -149,6 +151,10 @@ def calibrate_ensemble(
     t0 = time.perf_counter()
     from_path = isinstance(model, (str, os.PathLike))
     ens = load_ensemble(model) if from_path else model  # a loaded Ensemble (e.g. from one of our packages)
+    if subtract_background is not None:
+        from ..background import subtract_background as _subtract
+
+        images = [_subtract(np.asarray(im), subtract_background) for im in images]
     probs = []
     for j, im in enumerate(images):
         log.info("calibration: predicting image %d/%d", j + 1, len(images))
@@ -164,7 +170,8 @@ def calibrate_ensemble(
         "base_ensemble": str(Path(model) if from_path else ens.path),
         "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if from_path and Path(model).is_dir() else None,
         "images": list(image_ids) if image_ids is not None else len(images),
-        "min_size": int(min_size), "tta": tta, "previous_threshold": old, "threshold": best,
+        "min_size": int(min_size), "tta": tta, "subtract_background": subtract_background,
+        "previous_threshold": old, "threshold": best,
         "roi_f1_at_previous": old_row["roi_f1"] if old_row else None, "roi_f1": at[round(best, 6)]["roi_f1"],
         "table": [{k: r[k] for k in ("threshold", "roi_f1", "dice")} for r in table],
         "seconds": time.perf_counter() - t0,

@@ -100,6 +100,17 @@ def test_calibrated_ensemble_stores_the_best_threshold_of_its_own_predictions(ti
     assert meta["provenance"]["calibrations"][0]["images"] == ["0006", "0007"]
     sa, sb = ens.members[0].state_dict(), load_ensemble(tmp_path / "cal").members[0].state_dict()
     assert all(torch.equal(sa[n], sb[n]) for n in sa)  # weights unchanged
+    # with the background subtracted first (as predict --subtract-background will): chosen on that input
+    from fiji_consensus.background import subtract_background
+
+    _, rec_bg = calibrate_ensemble(base, ims, refs, tmp_path / "cal-bg", min_size=30, tta="none", grid=grid,
+                                   subtract_background=20)
+    probs = [predict(ens, subtract_background(im, 20), tta="none").probability for im in ims]
+    table = threshold_scores(probs, refs, min_size=30, grid=grid)
+    assert rec_bg["roi_f1"] == pytest.approx(max(r["roi_f1"] for r in table))
+    np.testing.assert_allclose([r["roi_f1"] for r in rec_bg["table"]], [r["roi_f1"] for r in table])  # nan = nan
+    assert not np.allclose([r["dice"] for r in rec_bg["table"]], [r["dice"] for r in rec["table"]])  # it mattered
+    assert rec_bg["subtract_background"] == 20 and rec["subtract_background"] is None
     with pytest.raises(FileExistsError, match="not empty"):
         calibrate_ensemble(base, ims, refs, tmp_path / "cal")
     with pytest.raises(ValueError, match="one reference per image"):
@@ -126,6 +137,11 @@ def test_calibrate_command_on_a_lab_folder(tiny, tmp_path, shared_data, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["ok"] and res["images"] == ["0011", "0015"] and 0 < res["threshold"] < 1
     assert load_ensemble(tmp_path / "c").threshold == res["threshold"]
+    assert main(["calibrate", "--model", str(base), "--lab", str(lab), "--out", str(tmp_path / "c-bg"), "--tta",
+                 "none", "--min-size", "30", "--subtract-background", "20"]) == 0
+    assert "predict with --subtract-background 20 too" in capsys.readouterr().out
+    cal = json.loads((tmp_path / "c-bg" / "ensemble.json").read_text())["provenance"]["calibrations"][-1]
+    assert cal["subtract_background"] == 20
     assert main(["calibrate", "--model", str(base), "--lab", str(lab), "--out", str(tmp_path / "d"), "--use", "9"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not in" in err[0] and "'9'" in err[0]
