@@ -109,6 +109,7 @@ def add_adapt(sub) -> None:
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="the new lab's images")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder for the adapted ensemble")
     p.add_argument("--patches-per-image", type=int, default=16, metavar="N")
+    add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")  # the input predict will give the model
     p.set_defaults(func=run_adapt)
 
 
@@ -127,7 +128,8 @@ def run_adapt(a: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"no images found in {a.images} (expected .tif/.png/... files)")
     ids = sorted(paths)
     images = [fio.read_image(paths[i]) for i in ids]
-    ej = adapt_ensemble(a.model, images, a.out, image_ids=ids, patches_per_image=a.patches_per_image)
+    ej = adapt_ensemble(a.model, images, a.out, image_ids=ids, patches_per_image=a.patches_per_image,
+                        subtract_background=a.subtract_background)
     if not a.json:
         print(f"adapted {a.model} to {len(ids)} image(s) of {a.images} -> {ej.parent}")
     return {"ok": True, "command": "adapt", "out": str(ej.parent.resolve()), "images": ids}

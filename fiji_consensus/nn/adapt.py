@@ -90,10 +90,13 @@ def recalibrate_batchnorm(
 def adapt_ensemble(
     model: str | os.PathLike, images: Sequence[np.ndarray], out_dir: str | os.PathLike, *,
     image_ids: Sequence[str] | None = None, patch_size: int = 256, patches_per_image: int = 16, seed: int = 0,
+    subtract_background: float | None = None,
 ) -> Path:
     """Re-estimate the batch-norm statistics of every member of the ensemble folder ``model`` on
     ``images`` (raw images of the new lab, normalised here as the ensemble does) and write the adapted
-    ensemble to ``out_dir`` (a new folder). Returns the path of its ``ensemble.json``."""
+    ensemble to ``out_dir`` (a new folder). Returns the path of its ``ensemble.json``.
+    ``subtract_background``: a rolling-ball radius; the statistics are those of the images after Fiji's
+    Subtract Background, the input ``predict --subtract-background`` gives the model (recorded)."""
     from .._util import sha256_file
     from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble
 
@@ -101,6 +104,10 @@ def adapt_ensemble(
     _new_folder(out)
     t0 = time.perf_counter()
     ens = load_ensemble(model)
+    if subtract_background is not None:
+        from ..background import subtract_background as _subtract
+
+        images = [_subtract(np.asarray(im), subtract_background) for im in images]
     xs = [ens.normalize(np.asarray(im)) for im in images]
     meta = copy.deepcopy(ens.metadata)
     states, n = {}, 0
@@ -114,7 +121,8 @@ def adapt_ensemble(
         "base_ensemble": str(Path(model)),
         "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if Path(model).is_dir() else None,
         "images": list(image_ids) if image_ids is not None else len(images),
-        "patches": n, "patch_size": patch_size, "seed": seed, "seconds": time.perf_counter() - t0,
+        "patches": n, "patch_size": patch_size, "seed": seed, "subtract_background": subtract_background,
+        "seconds": time.perf_counter() - t0,
     }
     meta.pop("format", None)
     meta.pop("format_version", None)

@@ -75,6 +75,13 @@ def test_adapt_cli_writes_a_loadable_ensemble_and_refuses_a_used_folder(tiny, tm
     assert line["images"] == ["img0", "img1"] and len(load_ensemble(out).members) == 2
     assert main(["adapt", "--model", str(base), "--images", str(src), "--out", str(out)]) != 0
     assert "not empty" in capsys.readouterr().err
+    # on the input predict --subtract-background will give the model: other statistics, recorded
+    assert main(["adapt", "--model", str(base), "--images", str(src), "--out", str(tmp_path / "bg"),
+                 "--subtract-background", "20", "--json"]) == 0
+    plain, bg = load_ensemble(out), load_ensemble(tmp_path / "bg")
+    assert bg.metadata["provenance"]["adaptation"]["subtract_background"] == 20
+    sa, sb = plain.members[0].state_dict(), bg.members[0].state_dict()
+    assert any("running_mean" in n and not torch.allclose(sa[n], sb[n]) for n in sa)
 
 
 def test_calibrated_ensemble_stores_the_best_threshold_of_its_own_predictions(tiny, tmp_path, shared_data):
