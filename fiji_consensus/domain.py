@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["STATISTICS", "image_stats", "fit_reference", "check", "describe_flags"]
+__all__ = ["STATISTICS", "image_stats", "fit_reference", "check", "describe_flags", "suggested_background_radius"]
 
 STATISTICS = {
     "background_level": "median normalised intensity of the background",
@@ -137,6 +137,22 @@ def check(stats: dict[str, float], reference: dict[str, Any] | None) -> list[dic
             flags.append({"statistic": name, "value": float(v), "low": float(inv(lo)), "high": float(inv(hi)),
                           "direction": "above" if tv > hi else "below"})
     return flags
+
+
+def suggested_background_radius(reference: dict[str, Any] | None) -> int | None:
+    """A rolling-ball radius for :mod:`fiji_consensus.background` from the objects a model was trained on:
+    twice the diameter of a disc of the training images' median object area, rounded up to a multiple of 5
+    (30 for the cFOS nuclei of the three Segebarth labs). None without that statistic.
+
+    >>> suggested_background_radius({"statistics": {"median_object_area": {"n": 46, "min": 64.0, "median": 137.5,
+    ...                                                                     "max": 208.0}}})
+    30
+    """
+    area = ((reference or {}).get("statistics") or {}).get("median_object_area", {}).get("median")
+    if area is None or not math.isfinite(area) or area <= 0:
+        return None
+    diameter = 2.0 * math.sqrt(area / math.pi)
+    return int(5 * math.ceil(2.0 * diameter / 5.0))
 
 
 def describe_flags(flags: Sequence[dict[str, Any]]) -> str:

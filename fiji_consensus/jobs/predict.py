@@ -208,7 +208,7 @@ def _predict_one(
             from ..domain import describe_flags
 
             logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
-                           describe_flags(flags), _background_hint(flags, config))
+                           describe_flags(flags), _background_hint(flags, config, model))
         record = {
             "image": image_id,
             "path": str(path),
@@ -241,15 +241,20 @@ def _predict_one(
     return record
 
 
-def _background_hint(flags: list[dict[str, Any]], config: PredictConfig) -> str:
+def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: Predictor) -> str:
     """What to try when the background is brighter or more uneven than in training (nothing when the
-    background is already subtracted)."""
+    background is already subtracted): the option, with a radius from the model's training objects."""
+    from ..domain import suggested_background_radius
+
     if config.subtract_background or not any(
         f["statistic"] in ("background_level", "background_unevenness") and f["direction"] == "above" for f in flags
     ):
         return ""
-    return ("; a bright or uneven background: try --subtract-background R (Fiji's Process > Subtract Background, "
-            "rolling ball radius R at least the diameter of the largest objects)")
+    meta = next((m for m in model.metadata if m.get("domain")), {})
+    r = suggested_background_radius(meta.get("domain"))
+    return (f"; a bright or uneven background: try --subtract-background {r or 'R'} (Fiji's Process > Subtract "
+            "Background, rolling ball radius" + (f" {r}: twice the diameter of the model's typical object)"
+                                                   if r else " R: at least the diameter of the largest objects)"))
 
 
 def _domain_flags(
