@@ -250,11 +250,15 @@ def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: 
         f["statistic"] in ("background_level", "background_unevenness") and f["direction"] == "above" for f in flags
     ):
         return ""
-    meta = next((m for m in model.metadata if m.get("domain")), {})
-    r = suggested_background_radius(meta.get("domain"))
+    r = suggested_background_radius((_domain_meta(model) or {}).get("domain"))
     return (f"; a bright or uneven background: try --subtract-background {r or 'R'} (Fiji's Process > Subtract "
             "Background, rolling ball radius" + (f" {r}: twice the diameter of the model's typical object)"
                                                    if r else " R: at least the diameter of the largest objects)"))
+
+
+def _domain_meta(model: Predictor) -> dict[str, Any] | None:
+    """The metadata of the model's first member that stores a training range (None: none does)."""
+    return next((m for m in model.metadata if m.get("domain")), None)
 
 
 def _domain_flags(
@@ -264,7 +268,7 @@ def _domain_flags(
     (:mod:`fiji_consensus.domain`); None when the model stores no training range (nothing was checked)."""
     from ..domain import check, image_stats, normalization_percentiles
 
-    meta = next((m for m in model.metadata if m.get("domain")), None)
+    meta = _domain_meta(model)
     if meta is None:
         return None
     img = np.asarray(image)
