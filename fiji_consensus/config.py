@@ -593,6 +593,13 @@ class PredictConfig(JobConfig):
         "identical to ImageJ's on a 32-bit image). For images whose tissue background is brighter or more "
         "uneven than the model's training images (the out-of-domain warning says so). Default: none.",
     )
+    subtract_background_if_flagged: bool = Field(
+        False,
+        description="Subtract the background only from the images whose background the out-of-domain check "
+        "finds brighter or more uneven than the model's training images: each image is predicted as it is, "
+        "and such an image again after the rolling ball (radius: subtract_background, default twice the "
+        "diameter of the model's typical training object). images.csv and summary.json name those images.",
+    )
     uncertainty: Literal["entropy", "expected_entropy", "mutual_information", "std", "deepflash2"] = Field(
         "entropy",
         description="Uncertainty map written and used for ROI colours and QA scores: entropy (predictive "

@@ -120,6 +120,17 @@ def test_predict_subtract_background_on_a_bright_uneven_image(shared_data, tmp_p
     overlay = iio.imread(tmp_path / "subtracted" / "overlays" / "bright.tif")
     assert np.array_equal(overlay[0], iio.imread(src / "bright.png").astype(np.float32))
 
+    # only where flagged: the bright image again with the suggested radius (its result = the subtracted run's),
+    # the clean one as it is (= the plain run's)
+    code, rows_if, cap = predict("if-flagged", "--subtract-background-if-flagged")
+    assert code == 0 and "predicted again with the background subtracted (rolling ball radius 30)" in cap.err
+    assert rows_if["bright"]["subtract_background"] == "30" and rows_if["clean"]["subtract_background"] == ""
+    assert json.loads(cap.out.strip().splitlines()[-1])["background_subtracted"] == ["bright"]
+    assert np.array_equal(labels("if-flagged", "bright"), labels("subtracted", "bright"))
+    assert np.array_equal(labels("if-flagged", "clean"), labels("plain", "clean"))
+    because = json.loads((tmp_path / "if-flagged" / "per_image" / "bright.json").read_text())
+    assert "background_unevenness" in [f["statistic"] for f in because["background_subtracted_because"]]
+
     # a finished folder binds its setting: another radius is refused, the same one resumes
     code, _, cap = predict("subtracted", "--subtract-background", "15")
     assert code == 1 and "other settings" in cap.out

@@ -805,6 +805,12 @@ def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(en
     code, summary, row, err = predict(old, "pred-old")
     assert code == 0 and summary["domain_unchecked"] == ["crop"] and row["out_of_domain"] == "unchecked"
     assert "stores no training range" in err and "--domain-lab" in err
+    # nothing to decide "if flagged" on: predicted as it is, and still said to be unchecked
+    code = main(["predict", str(src), "--model", str(old), "--out", str(tmp_path / "pred-if"), "--tta", "none",
+                 "--subtract-background-if-flagged", "--no-progress", "--json"])
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out.strip().splitlines()[-1])
+    assert code == 0 and summary["background_subtracted"] == [] and summary["domain_unchecked"] == ["crop"]
     code, summary, row, err = predict(ensemble_dir, "pred-new")  # the model that has one: checked, no warning
     assert code == 0 and summary["domain_unchecked"] == [] and row["out_of_domain"] != "unchecked"
     assert "stores no training range" not in err

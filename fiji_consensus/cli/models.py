@@ -24,6 +24,7 @@ def add_predict(sub) -> None:
                  "device", "threads", "overwrite", "trust_code"):
         add_field(p, PredictConfig, name)
     add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")
+    add_field(p, PredictConfig, "subtract_background_if_flagged")
     add_field(p, PredictConfig, "keras_normalization", metavar="SPEC")
     add_field(p, PredictConfig, "chunk", metavar="PIXELS")
     add_dask(p, task="image")

@@ -118,12 +118,12 @@ def _collect_inputs(inputs: list[Path]) -> dict[str, Path]:
 
 
 #: Settings added later, compared only when set (a folder of an older version, without them, can resume).
-_LATER_OPTIONAL = {"subtract_background"}
+_LATER_OPTIONAL = {"subtract_background", "subtract_background_if_flagged"}
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items()
-            if k not in _NOT_COMPARED and not (k in _LATER_OPTIONAL and v is None)}
+            if k not in _NOT_COMPARED and not (k in _LATER_OPTIONAL and v in (None, False))}
 
 
 def _is_predict_folder(out: Path) -> bool:
@@ -176,18 +176,32 @@ def _predict_one(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     image, info = read_input(path, channel=config.channel)
-    model_input = image
-    if config.subtract_background:
-        from ..background import subtract_background
+    always = config.subtract_background if not config.subtract_background_if_flagged else None
+    radius, because = always, []
+    model_input = _subtracted(image, always) if always else image
+    res, fg, checked = _predict_and_check(model, model_input, config, progress=progress)
+    if config.subtract_background_if_flagged and _background_above(checked or []):
+        # the background is brighter or more uneven than in training: predicted again after the rolling ball
+        from ..domain import describe_flags
 
-        model_input = subtract_background(image, config.subtract_background)
-    res = model.predict(
-        model_input, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
-        threshold=config.threshold, min_size=config.min_size, split=config.split, measure=config.uncertainty,
-        all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
-        progress=progress,
-    )
+        because = [f for f in checked if f["statistic"] in _BACKGROUND_STATS]
+        radius = config.subtract_background or _suggested_radius(model)
+        if radius is None:
+            raise ValueError(
+                "subtract_background_if_flagged needs a radius: the model stores no object sizes to suggest one; "
+                "give one (CLI: --subtract-background R)"
+            )
+        logger.warning("%s: %s; predicted again with the background subtracted (rolling ball radius %g)",
+                       image_id, describe_flags(because), radius)
+        model_input = _subtracted(image, radius)
+        res, fg, checked = _predict_and_check(model, model_input, config, progress=progress)
     t_pred = time.perf_counter() - t0
+    flags = checked or []
+    if flags:
+        from ..domain import describe_flags
+
+        logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
+                       describe_flags(flags), _background_hint(flags, config, model) if radius is None else "")
     # every output is written under a hidden temporary name first and moved into place only when all are
     # written, the per-image record last: a kill leaves either all of this image's files or none that looks
     # finished (the temporary ones are removed by the next run)
@@ -201,20 +215,13 @@ def _predict_one(
 
     try:
         _write_image_outputs(image, info, res, config, stage)
-        fg = res.probability > res.threshold
-        checked = _domain_flags(model, model_input, fg, config.channel)  # what the model saw
-        flags = checked or []
-        if flags:
-            from ..domain import describe_flags
-
-            logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
-                           describe_flags(flags), _background_hint(flags, config, model))
         record = {
             "image": image_id,
             "path": str(path),
             "input": {k: info[k] for k in ("axes", "shape", "dtype", "spacing", "unit")},
             "channel": config.channel,
-            "subtract_background": config.subtract_background,
+            "subtract_background": radius,
+            "background_subtracted_because": because,
             "shape": list(res.probability.shape),
             "n_objects": len(res.objects),
             "foreground_fraction": float(fg.mean()),
@@ -241,16 +248,46 @@ def _predict_one(
     return record
 
 
-def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: Predictor) -> str:
-    """What to try when the background is brighter or more uneven than in training (nothing when the
-    background is already subtracted): the option, with a radius from the model's training objects."""
+def _subtracted(image: np.ndarray, radius: float) -> np.ndarray:
+    from ..background import subtract_background
+
+    return subtract_background(image, radius)
+
+
+def _predict_and_check(
+    model: Predictor, model_input: np.ndarray, config: PredictConfig, *, progress: bool
+) -> tuple[Any, np.ndarray, list[dict[str, Any]] | None]:
+    """The prediction, its foreground and the out-of-domain check of what the model saw."""
+    res = model.predict(
+        model_input, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
+        threshold=config.threshold, min_size=config.min_size, split=config.split, measure=config.uncertainty,
+        all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
+        progress=progress,
+    )
+    fg = res.probability > res.threshold
+    return res, fg, _domain_flags(model, model_input, fg, config.channel)
+
+
+_BACKGROUND_STATS = ("background_level", "background_unevenness")
+
+
+def _background_above(flags: list[dict[str, Any]]) -> bool:
+    """Whether the check found the background brighter or more uneven than in training."""
+    return any(f["statistic"] in _BACKGROUND_STATS and f["direction"] == "above" for f in flags)
+
+
+def _suggested_radius(model: Predictor) -> int | None:
     from ..domain import suggested_background_radius
 
-    if config.subtract_background or not any(
-        f["statistic"] in ("background_level", "background_unevenness") and f["direction"] == "above" for f in flags
-    ):
+    return suggested_background_radius((_domain_meta(model) or {}).get("domain"))
+
+
+def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: Predictor) -> str:
+    """What to try when the background is brighter or more uneven than in training (nothing when the
+    background was subtracted): the option, with a radius from the model's training objects."""
+    if not _background_above(flags):
         return ""
-    r = suggested_background_radius((_domain_meta(model) or {}).get("domain"))
+    r = _suggested_radius(model)
     return (f"; a bright or uneven background: try --subtract-background {r or 'R'} (Fiji's Process > Subtract "
             "Background, rolling ball radius" + (f" {r}: twice the diameter of the model's typical object)"
                                                    if r else " R: at least the diameter of the largest objects)"))
@@ -327,6 +364,7 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
         (when not ok), ``n_images``, ``n_predicted``, ``n_skipped`` (done earlier), ``n_failed``,
         ``failed`` (``image``, ``path``, ``error``), ``n_objects``, ``review`` (up to 20 image ids, most
         uncertain first), ``mean_qa_score``, ``out_of_domain`` (images unlike the training images),
+        ``background_subtracted`` (images the model saw after the rolling ball),
         ``domain_unchecked`` (images not checked: the model stores no training range), ``seconds``,
         ``seconds_per_image``, ``out``.
 
@@ -338,11 +376,11 @@ def run_predict(config: PredictConfig, *, progress: bool = False) -> dict[str, A
     """
     if config.tta is None:  # packages hold their views inside; ensemble folders get the flips
         config = config.model_copy(update={"tta": "none" if model_kind(config.models) == "packages" else "flips"})
-    if config.subtract_background and _zarr_input(config):
+    if (config.subtract_background or config.subtract_background_if_flagged) and _zarr_input(config):
         raise ValueError(
-            f"subtract_background ({config.subtract_background:g}) is not available for a zarr input (an image "
-            "larger than memory is predicted block by block); expected TIFF/PNG images, or subtract the "
-            "background first (Fiji: Process > Subtract Background)"
+            f"subtract_background ({config.subtract_background}, if flagged: {config.subtract_background_if_flagged})"
+            " is not available for a zarr input (an image larger than memory is predicted block by block); "
+            "expected TIFF/PNG images, or subtract the background first (Fiji: Process > Subtract Background)"
         )
     if config.dask is not None or _zarr_input(config):
         from ..distributed import PredictSteps, run_predict_dask  # the distributed and chunked (zarr) paths
@@ -465,7 +503,7 @@ def _run_image(
 
 
 _IMAGE_COLS = [
-    "rank", "image", "qa_score", "out_of_domain", "n_objects", "foreground_fraction", "mean_uncertainty",
+    "rank", "image", "qa_score", "out_of_domain", "subtract_background", "n_objects", "foreground_fraction", "mean_uncertainty",
     "qa_entropy", "qa_expected_entropy", "qa_mutual_information", "qa_std", "qa_deepflash2",
     "height", "width", "seconds", "path",
 ]
@@ -501,6 +539,7 @@ def _finish(
             "rank": rank, "image": i, "qa_score": _nan(r.get("qa_score")),
             "out_of_domain": (" ".join(r.get("out_of_domain") or []) if r.get("domain_checked", True)
                               else "unchecked"),
+            "subtract_background": r.get("subtract_background"),
             "n_objects": r["n_objects"],
             "foreground_fraction": r["foreground_fraction"], "mean_uncertainty": r["mean_uncertainty"],
             **{f"qa_{k}": _nan(q.get(k)) for k in MEASURES},
@@ -531,6 +570,7 @@ def _finish(
         "n_objects": int(sum(r["n_objects"] for r in done.values())),
         "mean_qa_score": float(np.mean(qa)) if qa else float("nan"),
         "out_of_domain": sorted(i for i, r in done.items() if r.get("out_of_domain")),
+        "background_subtracted": sorted(i for i, r in done.items() if r.get("subtract_background")),
         "domain_unchecked": sorted(i for i, r in done.items() if not r.get("domain_checked", True)),
         "review": order[:20],
         "seconds": seconds,

@@ -25,7 +25,9 @@ Fiji user can do today without retraining; ``net``, the same top-hat as the netw
 (``UNet(background_radius=R)``, after the normalisation), put into the trained members without retraining,
 which every export of a package already supports; ``rollingball``, Fiji's own *Subtract Background* (rolling
 ball of radius R, ``fiji_consensus.background``, identical to ImageJ's on a 32-bit image) before the model: what
-``predict --subtract-background R`` does. No setting here was tuned on these scores.
+``predict --subtract-background R`` does; ``ifflagged``, the same only where the out-of-domain check finds the
+background brighter or more uneven than in training (``predict --subtract-background-if-flagged``). No setting
+here was tuned on these scores.
 
 Run: python tests/benchmarks/bench_background.py [--labs lab-wue1 lab-mue lab-inns1] [--json out/bg.json]
 """
@@ -118,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="median of the added background, as a fraction of the image's 1-99.9 percentile span")
     ap.add_argument("--radius", type=int, default=30,
                     help="top-hat / rolling-ball radius of the tophat, net and rollingball variants (0 = skip them)")
-    ap.add_argument("--variants", nargs="+", default=["plain", "tophat", "net", "rollingball"],
-                    choices=["plain", "tophat", "net", "rollingball"],
+    ap.add_argument("--variants", nargs="+", default=["plain", "tophat", "net", "rollingball", "ifflagged"],
+                    choices=["plain", "tophat", "net", "rollingball", "ifflagged"],
                     help="what to run (plain: the model as it is)")
     ap.add_argument("--tta", default="none", help="test-time views (none: faster; the ranking is what matters)")
     ap.add_argument("--threads", type=int, default=2)
@@ -164,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                         fg = np.asarray(res.probability) > ens.threshold
                         # the check sees what the model sees (as predict does)
                         flags = (check(image_stats(xin, fg, percentiles=pct), domain)
-                                 if var in ("plain", "rollingball") else [])
+                                 if var in ("plain", "rollingball", "ifflagged") else [])
+                        if var == "ifflagged" and any(f["statistic"] in ("background_level", "background_unevenness")
+                                                      and f["direction"] == "above" for f in flags):
+                            xin = subtract_background(x, args.radius)  # predict --subtract-background-if-flagged
+                            res = predict(ens, xin, tta=args.tta, all_maps=False)
+                            fg = np.asarray(res.probability) > ens.threshold
+                            flags = check(image_stats(xin, fg, percentiles=pct), domain)
                         rows.append({
                             "model": model_path.stem, "lab": name, "image": iid, "condition": cond, "variant": var,
                             "lab_seen": name in trained_on, "roi_f1": float(roi_f1(gt, fg, min_size=MIN_PIXEL[name])),
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{model_path.stem:<11} {name:<9} ({seen:<6}) {cond:<8} {var:<6} "
                           f"{mean(sel, 'roi_f1'):.3f} / {mean(sel, 'dice'):.3f}  "
                           f"fg x{statistics.median(r['fg_ratio'] for r in sel):5.2f}  "
-                          + (f"flagged {flagged}/{len(sel)}" if var in ("plain", "rollingball") else ""))
+                          + (f"flagged {flagged}/{len(sel)}" if var in ("plain", "rollingball", "ifflagged") else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
