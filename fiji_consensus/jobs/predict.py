@@ -201,7 +201,7 @@ def _predict_one(
         from ..domain import describe_flags
 
         logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
-                       describe_flags(flags), _background_hint(flags, config, model) if radius is None else "")
+                       describe_flags(flags), _background_hint(flags, model) if radius is None else "")
     # every output is written under a hidden temporary name first and moved into place only when all are
     # written, the per-image record last: a kill leaves either all of this image's files or none that looks
     # finished (the temporary ones are removed by the next run)
@@ -282,7 +282,7 @@ def _suggested_radius(model: Predictor) -> int | None:
     return suggested_background_radius((_domain_meta(model) or {}).get("domain"))
 
 
-def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: Predictor) -> str:
+def _background_hint(flags: list[dict[str, Any]], model: Predictor) -> str:
     """What to try when the background is brighter or more uneven than in training (nothing when the
     background was subtracted): the option, with a radius from the model's training objects."""
     if not _background_above(flags):
@@ -290,7 +290,8 @@ def _background_hint(flags: list[dict[str, Any]], config: PredictConfig, model: 
     r = _suggested_radius(model)
     return (f"; a bright or uneven background: try --subtract-background {r or 'R'} (Fiji's Process > Subtract "
             "Background, rolling ball radius" + (f" {r}: twice the diameter of the model's typical object)"
-                                                   if r else " R: at least the diameter of the largest objects)"))
+                                                   if r else " R: at least the diameter of the largest objects)")
+            + "; --subtract-background-if-flagged does it for such images only")
 
 
 def _domain_meta(model: Predictor) -> dict[str, Any] | None:
