@@ -131,6 +131,17 @@ def test_predict_subtract_background_on_a_bright_uneven_image(shared_data, tmp_p
     because = json.loads((tmp_path / "if-flagged" / "per_image" / "bright.json").read_text())
     assert "background_unevenness" in [f["statistic"] for f in because["background_subtracted_because"]]
 
+    # an image too small for the ball fails alone, named, and the others are predicted
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    iio.imwrite(tiny / "dot.png", im[:3, :40])
+    iio.imwrite(tiny / "ok.png", im[:64, :64])
+    code = main(["predict", str(tiny), "--model", str(CFOS_3LABS), "--out", str(tmp_path / "tiny-out"), "--tta",
+                 "none", "--subtract-background", "30", "--no-progress", "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and summary["n_predicted"] == 1 and summary["failed"][0]["image"] == "dot"
+    assert "too small for a rolling ball of radius 30" in summary["failed"][0]["error"]
+
     # a finished folder binds its setting: another radius is refused, the same one resumes
     code, _, cap = predict("subtracted", "--subtract-background", "15")
     assert code == 1 and "other settings" in cap.out

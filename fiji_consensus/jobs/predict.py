@@ -249,9 +249,13 @@ def _predict_one(
 
 
 def _subtracted(image: np.ndarray, radius: float) -> np.ndarray:
+    """The image minus its rolling-ball background; an image too small for the ball fails alone."""
     from ..background import subtract_background
 
-    return subtract_background(image, radius)
+    try:
+        return subtract_background(image, radius)
+    except ValueError as exc:
+        raise ImageInputError(str(exc)) from exc
 
 
 def _predict_and_check(
