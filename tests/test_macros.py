@@ -461,6 +461,7 @@ def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     log, dialogs = run_gui(display, ij_jar, home, built("Predict_Ensemble.ijm"), log=tmp_path / "log.txt",
                            steps=[("Predict",)], open_images=[proj / "images" / "0015.tif"], timeout=240)
     line = _done(log, "predict")
+    assert line.endswith(" subtracted=") and "background" not in line  # a training lab's crop: not subtracted
     n = int(re.search(r"overlay=(\d+)", line).group(1))
     assert n == len(rois.read_overlay(proj / "predictions" / "cfos-wue1" / "overlays" / "0015.tif")) > 0
     assert "title=0015 - prediction (cfos-wue1)" in log
@@ -472,6 +473,14 @@ def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     line = _done(log, "predict")
     record = json.loads((proj / "predictions" / "cfos-wue1-bg30" / "per_image" / "0015.json").read_text())
     assert record["subtract_background"] == 30 and "cfos-wue1-bg30" in line
+    # and its checkbox "only where flagged" (remembered: on): this crop's background is not flagged
+    home = _prefs(tmp_path / "home3", python=sys.executable, project=proj, predict_model="cfos-wue1.zip",
+                  predict_subtract="30", predict_ifflagged="1")
+    log, _ = run_gui(display, ij_jar, home, built("Predict_Ensemble.ijm"), log=tmp_path / "log3.txt",
+                     steps=[("Predict",)], open_images=[proj / "images" / "0015.tif"], timeout=240)
+    line = _done(log, "predict")
+    record = json.loads((proj / "predictions" / "cfos-wue1-bgflagged30" / "per_image" / "0015.json").read_text())
+    assert record["subtract_background"] is None and line.endswith(" subtracted=")
 
 
 # ============================================================================================ issue 16 bugs (batch)
@@ -681,5 +690,11 @@ def test_predict_macro_says_out_of_domain_and_subtracts_the_background(shared_da
     # the overlay keeps the user's image as it was (the subtraction is only the model's input)
     assert np.array_equal(tifffile.imread(pred / "overlays" / "bright.tif")[0],
                           tifffile.imread(proj / "images" / "bright.tif").astype(np.float32))
+    assert "subtracted=30" in line
+    # only where flagged, with the model's suggested radius (this image is flagged: 30)
+    line = done_line(run_macro("Predict_Ensemble.ijm", {**args, "ifflagged": "1"}, ij_jar=ij_jar, home=home,
+                               timeout=300))
+    assert f"predict {proj / 'predictions' / 'cfos-3labs-bgflagged'} image=bright" in line
+    assert "subtracted=30" in line and "out_of_domain= " in line
     err = error_line(run_macro("Predict_Ensemble.ijm", {**args, "subtract": "-5"}, ij_jar=ij_jar, home=home))
     assert "subtract-background" in err and "greater than 0 (got -5.0)" in err
