@@ -136,6 +136,7 @@ def test_installed_macros_are_ascii_and_avoid_imagej_traps():
         assert not re.search(r"\bfc[A-Za-z]+\([^;{]*\)\s*[!=]=", text), name
         assert not re.search(r"[!=]=\s*fc[A-Za-z]+\(", text), name
         assert not re.search(r"getFileList\([^)]*\)\.length", text), name
+        assert not re.search(r"\bDialog\.\w+\([^;]*[!=]=", text), f"{name}: a comparison as a Dialog argument"
         assert not re.search(r"\breturn\s+fc[A-Za-z]+\(", text), name
         # "" + Dialog.getNumber() gives "5.0": numbers from dialogs go through fcNum (issue 16, bug 1)
         assert not re.search(r'"\s*\+\s*Dialog\.getNumber', text), name
