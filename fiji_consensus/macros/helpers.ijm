@@ -9,7 +9,8 @@
 // through exec() with one argument per word, never a shell.
 // ImageJ 1.53t traps: a user function's result cannot be compared in an expression, nor returned directly
 // from an if-branch (assign it to a variable first), and a comparison cannot be a Dialog.add* argument; dialog
-// labels show "_" as a space (write "underscore"); a number from Dialog.getNumber() joined to a string reads "5.0" (use fcNum).
+// labels show "_" as a space (write "underscore"); a number from Dialog.getNumber() joined to a string reads
+// "5.0" (use fcNum).
 var FC_ARGS = "";
 var FC_BATCH = false;
 var FC_CODE = "import runpy, sys; sys.stderr = sys.stdout; sys.argv[0] = 'fiji-consensus'; runpy.run_module('fiji_consensus', run_name='__main__', alter_sys=True)";
