@@ -30,6 +30,7 @@ Core module: numpy and scipy only.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -43,7 +44,8 @@ def ball_patch(radius: float) -> tuple[np.ndarray, int]:
     The heights (float32, odd square) are those of the top of a sphere of radius ``radius / shrink`` over a
     square patch trimmed by 24 % (radius <= 30), 32 % (<= 100) or 40 % of that radius on each side.
     """
-    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+    if not (isinstance(radius, numbers.Real) and not isinstance(radius, bool) and math.isfinite(radius)
+            and radius > 0):
         raise ValueError(f"the rolling ball radius must be a positive number of pixels; got {radius!r}")
     if radius <= 10:
         shrink, trim = 1, 24

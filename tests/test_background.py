@@ -51,11 +51,12 @@ def test_subtract_background_keeps_objects_and_removes_a_smooth_field():
     img[50:58, 70:78] += 80.0
     out = subtract_background(img, 20)
     assert abs(out[54, 74] - 80.0) < 8 and np.median(np.abs(out)) < 1.5
+    assert np.array_equal(subtract_background(img, np.float32(20)), out)  # numpy scalars are numbers too
     balls, shrink = ball_patch(20)
     assert shrink == 2 and balls.shape[0] % 2 == 1 and balls.max() == balls[balls.shape[0] // 2, balls.shape[0] // 2]
 
 
-@pytest.mark.parametrize("radius", [0, -3, float("nan"), float("inf"), "30"])
+@pytest.mark.parametrize("radius", [0, -3, float("nan"), float("inf"), "30", True, None])
 def test_a_bad_radius_is_refused_naming_it(radius):
     with pytest.raises(ValueError, match="rolling ball radius must be a positive number"):
         subtract_background(np.zeros((64, 64)), radius)
