@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["STATISTICS", "image_stats", "fit_reference", "check", "describe_flags", "suggested_background_radius"]
+__all__ = ["STATISTICS", "BACKGROUND_STATISTICS", "image_stats", "fit_reference", "check", "describe_flags",
+           "background_above", "suggested_background_radius"]
 
 STATISTICS = {
     "background_level": "median normalised intensity of the background",
@@ -137,6 +138,15 @@ def check(stats: dict[str, float], reference: dict[str, Any] | None) -> list[dic
             flags.append({"statistic": name, "value": float(v), "low": float(inv(lo)), "high": float(inv(hi)),
                           "direction": "above" if tv > hi else "below"})
     return flags
+
+
+BACKGROUND_STATISTICS = ("background_level", "background_unevenness")
+"""The statistics that say the background differs (a remedy: :mod:`fiji_consensus.background`)."""
+
+
+def background_above(flags: Sequence[dict[str, Any]]) -> bool:
+    """Whether :func:`check` found the background brighter or more uneven than in training."""
+    return any(f["statistic"] in BACKGROUND_STATISTICS and f["direction"] == "above" for f in flags)
 
 
 def suggested_background_radius(reference: dict[str, Any] | None) -> int | None:

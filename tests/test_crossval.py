@@ -258,8 +258,8 @@ def test_the_multi_lab_zoo_package_carries_its_training_range(shared_data):
         assert zoo.ensemble_from_package(path).metadata["domain"] == ref
         lab = load_lab(shared_data / "lab-inns1")
         im, fg = lab.images[0], lab.consensus("staple")[0] > 0.5
-        assert _domain_flags(model, im, fg, None) == []
-        assert "background_unevenness" in [f["statistic"] for f in _domain_flags(model, _bright_uneven(im), fg, None)]
+        assert _domain_flags(model, im, fg) == []
+        assert "background_unevenness" in [f["statistic"] for f in _domain_flags(model, _bright_uneven(im), fg)]
     finally:
         pkg.close()
         for m in model.members:

@@ -174,17 +174,17 @@ def _prepare_out(out: Path, record: dict[str, Any], *, overwrite: bool) -> None:
 def _predict_one(
     model: Predictor, image_id: str, path: Path, config: PredictConfig, out: Path, *, progress: bool
 ) -> dict[str, Any]:
+    from ..domain import BACKGROUND_STATISTICS, background_above, describe_flags
+
     t0 = time.perf_counter()
     image, info = read_input(path, channel=config.channel)
     always = config.subtract_background if not config.subtract_background_if_flagged else None
     radius, because = always, []
     model_input = _subtracted(image, always) if always else image
     res, fg, checked = _predict_and_check(model, model_input, config, progress=progress)
-    if config.subtract_background_if_flagged and _background_above(checked or []):
+    if config.subtract_background_if_flagged and background_above(checked or []):
         # the background is brighter or more uneven than in training: predicted again after the rolling ball
-        from ..domain import describe_flags
-
-        because = [f for f in checked if f["statistic"] in _BACKGROUND_STATS]
+        because = [f for f in checked if f["statistic"] in BACKGROUND_STATISTICS]
         radius = config.subtract_background or _suggested_radius(model)
         if radius is None:
             raise ValueError(
@@ -198,8 +198,6 @@ def _predict_one(
     t_pred = time.perf_counter() - t0
     flags = checked or []
     if flags:
-        from ..domain import describe_flags
-
         logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
                        describe_flags(flags), _background_hint(flags, model) if radius is None else "")
     # every output is written under a hidden temporary name first and moved into place only when all are
@@ -269,15 +267,7 @@ def _predict_and_check(
         progress=progress,
     )
     fg = res.probability > res.threshold
-    return res, fg, _domain_flags(model, model_input, fg, config.channel)
-
-
-_BACKGROUND_STATS = ("background_level", "background_unevenness")
-
-
-def _background_above(flags: list[dict[str, Any]]) -> bool:
-    """Whether the check found the background brighter or more uneven than in training."""
-    return any(f["statistic"] in _BACKGROUND_STATS and f["direction"] == "above" for f in flags)
+    return res, fg, _domain_flags(model, model_input, fg)
 
 
 def _suggested_radius(model: Predictor) -> int | None:
@@ -289,7 +279,9 @@ def _suggested_radius(model: Predictor) -> int | None:
 def _background_hint(flags: list[dict[str, Any]], model: Predictor) -> str:
     """What to try when the background is brighter or more uneven than in training (nothing when the
     background was subtracted): the option, with a radius from the model's training objects."""
-    if not _background_above(flags):
+    from ..domain import background_above
+
+    if not background_above(flags):
         return ""
     r = _suggested_radius(model)
     return (f"; a bright or uneven background: try --subtract-background {r or 'R'} (Fiji's Process > Subtract "
@@ -303,9 +295,7 @@ def _domain_meta(model: Predictor) -> dict[str, Any] | None:
     return next((m for m in model.metadata if m.get("domain")), None)
 
 
-def _domain_flags(
-    model: Predictor, image: np.ndarray, fg: np.ndarray, channel: int | None
-) -> list[dict[str, Any]] | None:
+def _domain_flags(model: Predictor, image: np.ndarray, fg: np.ndarray) -> list[dict[str, Any]] | None:
     """Statistics of the image (with the prediction as foreground) outside the model's training range
     (:mod:`fiji_consensus.domain`); None when the model stores no training range (nothing was checked)."""
     from ..domain import check, image_stats, normalization_percentiles
@@ -313,9 +303,7 @@ def _domain_flags(
     meta = _domain_meta(model)
     if meta is None:
         return None
-    img = np.asarray(image)
-    if img.ndim == 3 and channel is not None:
-        img = img[channel]
+    img = np.asarray(image)  # the 2-D plane read_input gave (the chosen channel)
     if img.shape != fg.shape:
         return []
     pct = normalization_percentiles(meta.get("normalization"))
@@ -508,8 +496,8 @@ def _run_image(
 
 
 _IMAGE_COLS = [
-    "rank", "image", "qa_score", "out_of_domain", "subtract_background", "n_objects", "foreground_fraction", "mean_uncertainty",
-    "qa_entropy", "qa_expected_entropy", "qa_mutual_information", "qa_std", "qa_deepflash2",
+    "rank", "image", "qa_score", "out_of_domain", "subtract_background", "n_objects", "foreground_fraction",
+    "mean_uncertainty", "qa_entropy", "qa_expected_entropy", "qa_mutual_information", "qa_std", "qa_deepflash2",
     "height", "width", "seconds", "path",
 ]
 

@@ -104,10 +104,7 @@ def adapt_ensemble(
     _new_folder(out)
     t0 = time.perf_counter()
     ens = load_ensemble(model)
-    if subtract_background is not None:
-        from ..background import subtract_background as _subtract
-
-        images = [_subtract(np.asarray(im), subtract_background) for im in images]
+    images = _model_inputs(images, subtract_background)
     xs = [ens.normalize(np.asarray(im)) for im in images]
     meta = copy.deepcopy(ens.metadata)
     states, n = {}, 0
@@ -127,6 +124,15 @@ def adapt_ensemble(
     meta.pop("format", None)
     meta.pop("format_version", None)
     return save_ensemble(out, states, meta)
+
+
+def _model_inputs(images: Sequence[np.ndarray], subtract_background: float | None) -> Sequence[np.ndarray]:
+    """The images as ``predict`` gives them to the model: after the rolling ball when a radius is given."""
+    if subtract_background is None:
+        return images
+    from ..background import subtract_background as subtract
+
+    return [subtract(np.asarray(im), subtract_background) for im in images]
 
 
 def _new_folder(out: Path) -> None:
@@ -159,10 +165,7 @@ def calibrate_ensemble(
     t0 = time.perf_counter()
     from_path = isinstance(model, (str, os.PathLike))
     ens = load_ensemble(model) if from_path else model  # a loaded Ensemble (e.g. from one of our packages)
-    if subtract_background is not None:
-        from ..background import subtract_background as _subtract
-
-        images = [_subtract(np.asarray(im), subtract_background) for im in images]
+    images = _model_inputs(images, subtract_background)
     probs = []
     for j, im in enumerate(images):
         log.info("calibration: predicting image %d/%d", j + 1, len(images))

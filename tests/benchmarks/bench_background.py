@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fiji_consensus.background import subtract_background
-    from fiji_consensus.domain import check, image_stats, normalization_percentiles
+    from fiji_consensus.domain import background_above, check, image_stats, normalization_percentiles
     from fiji_consensus.metrics import dice, roi_f1
     from fiji_consensus.models import load_torch_ensemble
     from fiji_consensus.nn.predict import predict
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         # the check sees what the model sees (as predict does)
                         flags = (check(image_stats(xin, fg, percentiles=pct), domain)
                                  if var in ("plain", "rollingball", "ifflagged") else [])
-                        if var == "ifflagged" and any(f["statistic"] in ("background_level", "background_unevenness")
-                                                      and f["direction"] == "above" for f in flags):
+                        if var == "ifflagged" and background_above(flags):
                             xin = subtract_background(x, args.radius)  # predict --subtract-background-if-flagged
                             res = predict(ens, xin, tta=args.tta, all_maps=False)
                             fg = np.asarray(res.probability) > ens.threshold
