@@ -719,7 +719,9 @@ class PackageConfig(JobConfig):
         default_factory=list,
         description="The labs the model was trained on (folders as train --lab takes): their images and "
         "consensus give the training range of image statistics that predict's out-of-domain warning needs, "
-        "for a model that stores none (trained before fiji-consensus recorded it); refused for one that has it.",
+        "for a model that stores none (trained before fiji-consensus recorded it), or the statistics that one "
+        "lacks (added to fiji-consensus after it was trained; the stored ones are kept); refused for one that "
+        "has them all.",
     )
     test: bool = Field(False, description="Run bioimageio.core's test of the package after writing it.")
     overwrite: bool = Field(False, description="Replace an existing package (and card).")

@@ -153,3 +153,29 @@ def test_predict_subtract_background_on_a_bright_uneven_image(shared_data, tmp_p
                  "--subtract-background", "30", "--json", "--no-progress"])
     err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
     assert code == 1 and "not available for a zarr input" in err
+
+
+def test_predict_names_a_textured_background_that_the_rolling_ball_leaves(shared_data, tmp_path, capsys):
+    """Tissue texture at the nuclei's scale on a bright, uneven background: predicted again after the rolling
+    ball (the smooth part is flagged), and then still flagged for the texture the ball leaves, with a hint
+    that does not offer the ball again; the clean crop is flagged for nothing."""
+    from scipy import ndimage as ndi
+
+    from fiji_consensus.cli import main
+
+    im = iio.imread(shared_data / "lab-mue" / "images" / "1049.png")[128:640, 128:640]
+    span = float(np.percentile(im, 99.9))
+    tissue = ndi.gaussian_filter(np.random.default_rng(1).normal(size=im.shape), 6.0)
+    src = tmp_path / "images"
+    src.mkdir()
+    iio.imwrite(src / "tissue.png", np.clip(_bright_uneven(im, peak=1.2 * span).astype(np.float64)
+                                            + 0.2 * span * tissue / tissue.std(), 0, 255).astype(np.uint8))
+    iio.imwrite(src / "clean.png", im)
+    code = main(["predict", str(src), "--model", str(CFOS_3LABS), "--out", str(tmp_path / "out"), "--tta", "none",
+                 "--subtract-background-if-flagged", "--no-progress", "--json"])
+    err = capsys.readouterr().err
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "images.csv", encoding="utf-8"))}
+    assert code == 0 and rows["tissue"]["subtract_background"] == "30", rows
+    assert "background_texture" in rows["tissue"]["out_of_domain"] and rows["clean"]["out_of_domain"] == ""
+    warning = next(line for line in err.splitlines() if "tissue looks unlike" in line)
+    assert "textured at the objects' scale" in warning and "try --subtract-background" not in warning

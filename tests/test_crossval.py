@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from fiji_consensus.config import TrainConfig
 from fiji_consensus.crossval import load_lab, multi_lab_inputs, score_lab
@@ -184,6 +185,17 @@ def test_out_of_domain_fires_on_a_bright_uneven_background_not_on_training_image
     # the model in the issue marked 10-22 % of such images as nuclei: that is flagged too
     over = bright > np.percentile(bright, 85)
     assert "foreground_fraction" in [f["statistic"] for f in check(image_stats(bright, over), ref)]
+    # tissue texture at the nuclei's scale survives the rolling ball; the smooth field does not
+    from fiji_consensus.background import subtract_background
+
+    assert "background_texture" not in [f["statistic"] for f in flags]
+    smooth = subtract_background(bright, 30)
+    assert check(image_stats(smooth, fg), ref) == []
+    rng = np.random.default_rng(1)
+    tissue = ndi.gaussian_filter(rng.normal(size=im.shape), 6.0)
+    textured = np.clip(bright + 10 * tissue / tissue.std(), 0, 255).astype(np.uint8)
+    flags = check(image_stats(subtract_background(textured, 30), fg), ref)
+    assert [f["statistic"] for f in flags] == ["background_texture"] and flags[0]["direction"] == "above"
     with pytest.raises(ValueError, match="same shape"):
         image_stats(im, fg[:10])
 

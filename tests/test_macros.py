@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import roifile
 import tifffile
+from scipy import ndimage as ndi
 
 from fiji_consensus import datasets, fiji, matching, rois
 
@@ -699,3 +700,12 @@ def test_predict_macro_says_out_of_domain_and_subtracts_the_background(shared_da
     assert "subtracted=30" in line and "out_of_domain= " in line
     err = error_line(run_macro("Predict_Ensemble.ijm", {**args, "subtract": "-5"}, ij_jar=ij_jar, home=home))
     assert "subtract-background" in err and "greater than 0 (got -5.0)" in err
+    # tissue texture at the nuclei's scale: the rolling ball leaves it, and the Log says so (no false remedy)
+    tissue = ndi.gaussian_filter(np.random.default_rng(1).normal(size=im.shape), 6.0)
+    tissue *= 0.2 * np.percentile(im, 99.9) / tissue.std()
+    tifffile.imwrite(proj / "images" / "tissue.tif", np.clip(im + field + tissue, 0, 255).astype(np.uint8))
+    out = run_macro("Predict_Ensemble.ijm", {**args, "image": str(proj / "images" / "tissue.tif"), "ifflagged": "1"},
+                    ij_jar=ij_jar, home=home, timeout=300)
+    line = done_line(out)
+    assert "subtracted=30" in line and "background_texture" in line.split("out_of_domain=")[1], line
+    assert "textured at the objects' scale" in out and "predict again with 'Subtract background'" not in out

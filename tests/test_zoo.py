@@ -828,4 +828,22 @@ def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(en
     code = main(["package", "--model", str(ensemble_dir), "--out", str(tmp_path / "x.zip"), "--weights", "onnx",
                  "--domain-lab", str(shared_data / "lab-mue"), "--json"])
     err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 1 and "already stores a training range" in err["error"] and not (tmp_path / "x.zip").exists()
+    assert code == 1 and "already stores the training range of every" in err["error"]
+    assert not (tmp_path / "x.zip").exists()
+
+    # a model trained before a statistic was added: the labs give that one, the stored ones are kept
+    partial = tmp_path / "partial-model"
+    shutil.copytree(ensemble_dir, partial)
+    ej = json.loads((partial / "ensemble.json").read_text())
+    kept = ej["domain"]["statistics"]
+    assert kept.pop("background_texture")["n"] > 0
+    (partial / "ensemble.json").write_text(json.dumps(ej))
+    code = main(["package", "--model", str(partial), "--out", str(tmp_path / "partial.zip"), "--weights", "onnx",
+                 "--tile", "96", "--domain-lab", str(shared_data / "lab-mue"), "--json"])
+    assert code == 0, capsys.readouterr()
+    capsys.readouterr()
+    rdf = _rdf(tmp_path / "partial.zip")["config"]["fiji_consensus"]
+    stats = rdf["domain"]["statistics"]
+    assert stats["background_texture"]["n"] == 5 and stats["background_texture"]["max"] > 0
+    assert {k: v for k, v in stats.items() if k != "background_texture"} == kept
+    assert "background_texture from 5 training images" in json.dumps(rdf)

@@ -198,8 +198,9 @@ def _predict_one(
     t_pred = time.perf_counter() - t0
     flags = checked or []
     if flags:
-        logger.warning("%s looks unlike the model's training images (check its result): %s%s", image_id,
-                       describe_flags(flags), _background_hint(flags, model) if radius is None else "")
+        logger.warning("%s looks unlike the model's training images (check its result): %s%s%s", image_id,
+                       describe_flags(flags), _background_hint(flags, model) if radius is None else "",
+                       _texture_hint(flags))
     # every output is written under a hidden temporary name first and moved into place only when all are
     # written, the per-image record last: a kill leaves either all of this image's files or none that looks
     # finished (the temporary ones are removed by the next run)
@@ -288,6 +289,15 @@ def _background_hint(flags: list[dict[str, Any]], model: Predictor) -> str:
             "Background, rolling ball radius" + (f" {r}: twice the diameter of the model's typical object)"
                                                    if r else " R: at least the diameter of the largest objects)")
             + "; --subtract-background-if-flagged does it for such images only")
+
+
+def _texture_hint(flags: list[dict[str, Any]]) -> str:
+    """What a background textured at the objects' scale means: no background subtraction removes it."""
+    if not any(f["statistic"] == "background_texture" and f["direction"] == "above" for f in flags):
+        return ""
+    return ("; a background textured at the objects' scale (tissue structure, vessels, folds): subtracting the "
+            "background does not remove it, and the model may take it for objects; choose the threshold on two "
+            "annotated images (calibrate) or fine-tune (train --init)")
 
 
 def _domain_meta(model: Predictor) -> dict[str, Any] | None:

@@ -205,16 +205,32 @@ def package_ensemble(
 
 
 def _add_domain(plan: Plan, pairs: Iterable[tuple[Any, Any]]) -> None:
-    """Put the training range of image statistics of ``pairs`` (image, foreground) into the plan's metadata."""
-    from ..domain import fit_reference, image_stats, normalization_percentiles
+    """Put the training range of image statistics of ``pairs`` (image, foreground) into the plan's metadata.
 
-    if plan.meta.get("domain"):
-        raise ValueError(f"{plan.model_dir} already stores a training range of image statistics; the training "
-                         "labs are only needed for a model that has none")
+    A model that stores a range already keeps it; only the statistics it lacks (added to
+    :data:`fiji_consensus.domain.STATISTICS` after it was trained) are fitted on ``pairs``. Refused when it
+    lacks none: the pairs would change nothing.
+    """
+    from ..domain import STATISTICS, fit_reference, image_stats, normalization_percentiles
+
+    stored = plan.meta.get("domain") or {}
+    missing = [n for n in STATISTICS if n not in (stored.get("statistics") or {})]
+    if stored and not missing:
+        raise ValueError(f"{plan.model_dir} already stores the training range of every image statistic; the "
+                         "training labs are only needed for a model that lacks some")
     pct = normalization_percentiles(plan.meta["normalization"])
     stats = [image_stats(np.asarray(im), np.asarray(fg) > 0.5, percentiles=pct) for im, fg in pairs]
-    plan.meta["domain"] = fit_reference(stats)
-    plan.meta["provenance"] = {**plan.meta["provenance"], "domain_from": f"{len(stats)} training images"}
+    fitted = fit_reference(stats)
+    prov = plan.meta["provenance"]
+    if stored:
+        added = {n: fitted["statistics"][n] for n in missing if n in fitted["statistics"]}
+        plan.meta["domain"] = {**stored, "statistics": {**stored["statistics"], **added}}
+        source = f"{', '.join(added) or 'nothing'} from {len(stats)} training images"
+        plan.meta["provenance"] = {**prov, "domain_from": f"{prov['domain_from']}; {source}"
+                                   if prov.get("domain_from") else source}
+    else:
+        plan.meta["domain"] = fitted
+        plan.meta["provenance"] = {**prov, "domain_from": f"{len(stats)} training images"}
 
 
 def _tested(summary: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -20,7 +20,9 @@ weight formats given explicitly (``--weights``; default: the torch ones and the 
 SavedModel, which needs the ``keras`` extra), then runs ``bioimageio test`` once per format (the cfos-wue1
 recipe's ``test_formats``). ``--out DIR`` writes the package and card elsewhere (to check before replacing).
 Repackaging a ``.zip`` keeps the training range of image statistics (``config.fiji_consensus.domain``,
-predict's out-of-domain check): ``zoo.ensemble_from_package`` carries it over.
+predict's out-of-domain check): ``zoo.ensemble_from_package`` carries it over; a statistic added to
+fiji-consensus after the model was trained (``background_texture``) is fitted on the three labs' images and
+their STAPLE consensus (``package --domain-lab``), the stored ones are kept.
 
 Nothing is replaced without ``--overwrite``.
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NAME = "cfos-3labs"
+LABS = ("lab-wue1", "lab-mue", "lab-inns1")  # of data/segebarth2020
 TITLE = "cFOS nuclei U-Net ensemble (consensus of three labs)"
 DESCRIPTION = (
     "Segmentation of cFOS-positive nuclei in fluorescence images of mouse brain sections: an ensemble of 3 "
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--package-only", nargs="?", type=Path, const=True, metavar="SOURCE",
                     help="no training: package an ensemble folder (default: --ensemble) or a package .zip "
                     "(its training range of image statistics is kept)")
-    ap.add_argument("--out", type=Path, default=HERE, help="folder of the package and card (default: here)")
+    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE, help="folder of the package and card (default: here)")
     ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
     ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
     args = ap.parse_args(argv)
@@ -191,6 +194,8 @@ def package(args: argparse.Namespace, *, source: Path) -> int:
            "--license", "MIT", *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
         cmd.append("--overwrite")
+    if _WUE1.missing_statistics(source):  # statistics added after it was trained: from its three labs
+        cmd += sum((["--domain-lab", str(_WUE1.DATA / lab)] for lab in LABS), [])
     logging.info("+ %s", " ".join(cmd))
     returncode, summary = _WUE1.run_package(cmd, zip_path, tmp=tmp, test=not args.no_test)
     print(json.dumps({k: summary.get(k) for k in ("ok", "out", "bytes", "members", "views", "measure",

@@ -26,7 +26,8 @@ package was rebuilt from them with ``--from-package`` (same weights, metadata an
 export: TorchScript returning a list, pytorch_version 2.0.1, authors, training data, card notes). They were
 trained before fiji-consensus recorded the training range of image statistics, so repackaging adds it from
 the 36 lab-wue1 images and their STAPLE consensus (``package --domain-lab``): ``predict`` then warns about
-images unlike them.
+images unlike them. A statistic added to fiji-consensus later (``background_texture``) is added the same way
+when the package is rebuilt; the stored ranges are kept.
 
 The weight formats are passed explicitly (``--weights``; default :data:`WEIGHTS`: the torch ones and the
 weight-shared TensorFlow SavedModel, which needs the ``keras`` extra). ``bioimageio test`` runs once per
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ensemble", type=Path, default=REPO / "out" / "bench_wue1", help="ensemble folder")
-    ap.add_argument("--out", type=Path, default=HERE, help="zoo folder of this model (package + card)")
+    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE, help="zoo folder of this model (package + card)")
     ap.add_argument("--skip-training", action="store_true", help="package an existing, finished ensemble")
     ap.add_argument("--from-package", nargs="?", type=Path, const=HERE / f"{NAME}.zip", metavar="ZIP",
                     help="repackage the members, metadata and scores of a package (default: the committed one) "
@@ -172,7 +173,7 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
            *sum((["--tag", t] for t in TAGS), []), "--weights", *args.weights, "--json"]
     if args.overwrite:
         cmd.append("--overwrite")
-    if not _has_domain(source):  # members trained before the training range was recorded: from the training lab
+    if missing_statistics(source):  # trained before (some of) the training range was recorded: from its lab
         cmd += ["--domain-lab", str(DATA / "lab-wue1")]
     print("+", " ".join(cmd), flush=True)
     returncode, summary = run_package(cmd, zip_path, tmp=tmp, test=not args.no_test)
@@ -183,13 +184,19 @@ def package(args: argparse.Namespace, *, source: Path, results: Path | None) -> 
     return returncode or (0 if summary.get("ok") else 1)
 
 
-def _has_domain(source: Path) -> bool:
-    """Whether an ensemble folder or package stores the training range of image statistics."""
-    if source.suffix != ".zip":
-        return bool(json.loads((source / "ensemble.json").read_text()).get("domain"))
-    from fiji_consensus.zoo._common import read_rdf
+def missing_statistics(source: Path) -> list[str]:
+    """The image statistics (:data:`fiji_consensus.domain.STATISTICS`) whose training range an ensemble folder
+    or package does not store: all of them for a model trained before the range was recorded, the newer ones
+    for a model trained before they were added. Shared by the zoo recipes."""
+    from fiji_consensus.domain import STATISTICS
 
-    return bool(((read_rdf(source).get("config") or {}).get("fiji_consensus") or {}).get("domain"))
+    if source.suffix != ".zip":
+        domain = json.loads((source / "ensemble.json").read_text()).get("domain")
+    else:
+        from fiji_consensus.zoo._common import read_rdf
+
+        domain = ((read_rdf(source).get("config") or {}).get("fiji_consensus") or {}).get("domain")
+    return [n for n in STATISTICS if n not in ((domain or {}).get("statistics") or {})]
 
 
 def run_package(cmd: list[str], zip_path: Path, *, tmp: Path | None, test: bool) -> tuple[int, dict]:
