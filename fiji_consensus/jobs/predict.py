@@ -296,8 +296,8 @@ def _texture_hint(flags: list[dict[str, Any]]) -> str:
     if not any(f["statistic"] == "background_texture" and f["direction"] == "above" for f in flags):
         return ""
     return ("; a background textured at the objects' scale (tissue structure, vessels, folds): subtracting the "
-            "background does not remove it, and the model may take it for objects; choose the threshold on two "
-            "annotated images (calibrate) or fine-tune (train --init)")
+            "background does not remove it, and the model may miss objects there or take the texture for them; "
+            "choose the threshold on two annotated images (calibrate) or fine-tune (train --init)")
 
 
 def _domain_meta(model: Predictor) -> dict[str, Any] | None:

@@ -117,7 +117,7 @@ if (ood == "unchecked") {
 	if ((indexOf(ood, "background_level") >= 0 || indexOf(ood, "background_unevenness") >= 0) && subtract == "0" && ifflagged != "1")
 		msg = msg + " For a bright or uneven background, predict again with 'Subtract background' (rolling ball radius at least the diameter of the largest objects).";
 	if (indexOf(ood, "background_texture") >= 0)
-		msg = msg + " Its background is textured at the objects' scale (tissue, vessels, folds), which subtracting the background does not remove: choose the threshold on two annotated images (calibrate) or fine-tune.";
+		msg = msg + " Its background is textured at the objects' scale (tissue, vessels, folds), which subtracting the background does not remove; the model may miss objects there or take the texture for them: choose the threshold on two annotated images (calibrate) or fine-tune.";
 	print("WARNING: " + msg);
 	showStatus("Check this result: the image looks unlike the model's training images (see the Log)");
 }
