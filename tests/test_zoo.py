@@ -838,6 +838,9 @@ def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(en
     kept = ej["domain"]["statistics"]
     assert kept.pop("background_texture")["n"] > 0
     (partial / "ensemble.json").write_text(json.dumps(ej))
+    code, summary, row, err = predict(partial, "pred-partial")  # checked for the others, and says what is not
+    assert code == 0 and row["out_of_domain"] != "unchecked"
+    assert "no training range for background_texture" in err and "--domain-lab" in err
     code = main(["package", "--model", str(partial), "--out", str(tmp_path / "partial.zip"), "--weights", "onnx",
                  "--tile", "96", "--domain-lab", str(shared_data / "lab-mue"), "--json"])
     assert code == 0, capsys.readouterr()
@@ -847,3 +850,5 @@ def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(en
     assert stats["background_texture"]["n"] == 5 and stats["background_texture"]["max"] > 0
     assert {k: v for k, v in stats.items() if k != "background_texture"} == kept
     assert "background_texture from 5 training images" in json.dumps(rdf)
+    code, summary, row, err = predict(tmp_path / "partial.zip", "pred-partial-pkg")
+    assert code == 0 and "no training range for" not in err

@@ -469,9 +469,19 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
 
 
 def _load_model(config: PredictConfig) -> Predictor:
-    """The model of ``config`` (an ensemble folder, packages, Keras files), as the run and every Dask task load it."""
-    return load_model(config.models, device=config.device, trust_code=config.trust_code,
-                      keras_normalization=config.keras_normalization)
+    """The model of ``config`` (an ensemble folder, packages, Keras files), as the run and every Dask task load it.
+    Says once when its training range lacks statistics that this version checks (trained before they were added)."""
+    from ..domain import STATISTICS
+
+    model = load_model(config.models, device=config.device, trust_code=config.trust_code,
+                       keras_normalization=config.keras_normalization)
+    meta = _domain_meta(model)
+    missing = [n for n in STATISTICS if meta is not None and n not in (meta["domain"].get("statistics") or {})]
+    if missing:
+        logger.warning("the model stores no training range for %s (trained before fiji-consensus checked it), so "
+                       "images are not checked for it; `fiji-consensus package --domain-lab DIR` (its training "
+                       "labs) adds it", ", ".join(missing))
+    return model
 
 
 def _model_sha256(config: PredictConfig) -> str:
