@@ -9,6 +9,7 @@ summary.json into ``--out``; an interrupted run resumes (same settings).
 
 Run: python tests/benchmarks/bench_crossval.py --out out/crossval [--minutes-per-fold 20] [--members 2]
      [--subtract-background 30]   (also score the left-out labs with their background subtracted first)
+     [--zoom 0.67 1.5]            (a recipe variant: apparent object size augmentation)
 
 The recipe's defaults here are the ones the zoo model ``cfos-3labs`` is trained with (see its build.py).
 """
@@ -36,7 +37,8 @@ def recipe(args: argparse.Namespace):
         iterations=args.iterations, max_minutes=args.minutes,
         low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
         augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02,
-                               background_renormalize=args.background_renormalize),
+                               background_renormalize=args.background_renormalize,
+                               zoom=tuple(args.zoom) if getattr(args, "zoom", None) else None),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--background-renormalize", action="store_true",
                     help="divide background-augmented patches as the per-image normalisation of such an image would "
                     "(AugmentOptions.background_renormalize)")
+    ap.add_argument("--zoom", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="apparent object size drawn in [MIN, MAX] (AugmentOptions.zoom; default: none, the recipe's)")
     ap.add_argument("--background-radius", type=int, default=0,
                     help="in-network top-hat background removal, window 2r+1 px (0 = none)")
     ap.add_argument("--targets", default="fraction")
