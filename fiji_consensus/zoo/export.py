@@ -224,7 +224,7 @@ def _add_domain(plan: Plan, pairs: Iterable[tuple[Any, Any]]) -> None:
     prov = plan.meta["provenance"]
     if stored:
         added = {n: fitted["statistics"][n] for n in missing if n in fitted["statistics"]}
-        plan.meta["domain"] = {**stored, "statistics": {**stored["statistics"], **added}}
+        plan.meta["domain"] = {**stored, "statistics": {**(stored.get("statistics") or {}), **added}}
         source = f"{', '.join(added) or 'nothing'} from {len(stats)} training images"
         plan.meta["provenance"] = {**prov, "domain_from": f"{prov['domain_from']}; {source}"
                                    if prov.get("domain_from") else source}
