@@ -26,6 +26,11 @@ Usage (from the repository root)::
 
 Measured on the 2-core build machine (cfos-wue1, 4 members x 4 flips; see the end of this docstring).
 
+Results 2026-12-02, both zoo packages rebuilt with the texture statistic's range (``--no-speed --size 376``):
+cfos-3labs: TorchScript and state dict in torch 2.0.1 2.0e-6, ONNX in onnxruntime 1.15.0 2.5e-6, the SavedModel
+in TensorFlow 2.10.1 / 2.4.4 2.8e-6 (TF 2 and TF 1 style), 1.15.0 2.4e-6; cfos-wue1: 1.0e-6, 2.6e-6, 3.1e-6 /
+2.7e-6, 3.3e-6.
+
 Results 2026-12-02 (cfos-wue1 repackaged, ``--no-speed``): TorchScript in torch 2.0.1 9.5e-7 (a list of
 Tensors), state dict 9.5e-7, ONNX in onnxruntime 1.15.0 2.6e-6; the SavedModel in TensorFlow 2.10.1 3.1e-6
 (TF 2 and TF 1 style), 2.4.4 2.7e-6 (both), 1.15.0 3.3e-6 (TF 1 style); the SavedModel as TensorFlow 2.21
