@@ -39,7 +39,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["STATISTICS", "BACKGROUND_STATISTICS", "image_stats", "fit_reference", "check", "describe_flags",
-           "background_above", "suggested_background_radius", "TEXTURE_SIGMAS"]
+           "background_above", "flagged_above", "missing_statistics", "suggested_background_radius",
+           "TEXTURE_SIGMAS"]
 
 STATISTICS = {
     "background_level": "median normalised intensity of the background",
@@ -116,16 +117,13 @@ def _texture(x: np.ndarray, bg: np.ndarray) -> float:
     :data:`TEXTURE_SIGMAS` (normalised convolution: objects and their rims left out) minus each other:
     tissue structure at the objects' scale (autofluorescent texture, vessels, folds) that no smooth
     background model removes. Zero for a flat background; NaN when too little background is left."""
-    w = bg.astype(np.float64)
-    smooth = []
-    for sigma in TEXTURE_SIGMAS:
-        num = ndi.gaussian_filter(np.where(bg, x, 0.0), sigma, mode="reflect")
-        den = ndi.gaussian_filter(w, sigma, mode="reflect")
-        smooth.append((num, den))
-    ok = bg & (smooth[0][1] > 0.5) & (smooth[1][1] > 0.5)
+    xb, w = np.where(bg, x, 0.0), bg.astype(np.float64)
+    (fine, w_fine), (coarse, w_coarse) = ((ndi.gaussian_filter(xb, s, mode="reflect"),
+                                           ndi.gaussian_filter(w, s, mode="reflect")) for s in TEXTURE_SIGMAS)
+    ok = bg & (w_fine > 0.5) & (w_coarse > 0.5)
     if ok.sum() < 100:
         return float("nan")
-    band = smooth[0][0][ok] / smooth[0][1][ok] - smooth[1][0][ok] / smooth[1][1][ok]
+    band = fine[ok] / w_fine[ok] - coarse[ok] / w_coarse[ok]
     q5, q95 = np.percentile(band, [5, 95])
     return float(q95 - q5)
 
@@ -178,9 +176,21 @@ BACKGROUND_STATISTICS = ("background_level", "background_unevenness")
 """The statistics that say the background differs (a remedy: :mod:`fiji_consensus.background`)."""
 
 
+def flagged_above(flags: Sequence[dict[str, Any]], statistics: Sequence[str]) -> bool:
+    """Whether :func:`check` found one of ``statistics`` above its training range."""
+    return any(f["statistic"] in statistics and f["direction"] == "above" for f in flags)
+
+
 def background_above(flags: Sequence[dict[str, Any]]) -> bool:
     """Whether :func:`check` found the background brighter or more uneven than in training."""
-    return any(f["statistic"] in BACKGROUND_STATISTICS and f["direction"] == "above" for f in flags)
+    return flagged_above(flags, BACKGROUND_STATISTICS)
+
+
+def missing_statistics(reference: dict[str, Any] | None) -> list[str]:
+    """The statistics of :data:`STATISTICS` whose range ``reference`` (a stored training range) lacks: all of
+    them without a range, the newer ones for a model trained before they were added."""
+    stored = (reference or {}).get("statistics") or {}
+    return [n for n in STATISTICS if n not in stored]
 
 
 def suggested_background_radius(reference: dict[str, Any] | None) -> int | None:

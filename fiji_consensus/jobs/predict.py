@@ -293,7 +293,9 @@ def _background_hint(flags: list[dict[str, Any]], model: Predictor) -> str:
 
 def _texture_hint(flags: list[dict[str, Any]]) -> str:
     """What a background textured at the objects' scale means: no background subtraction removes it."""
-    if not any(f["statistic"] == "background_texture" and f["direction"] == "above" for f in flags):
+    from ..domain import flagged_above
+
+    if not flagged_above(flags, ("background_texture",)):
         return ""
     return ("; a background textured at the objects' scale (tissue structure, vessels, folds): subtracting the "
             "background does not remove it, and the model may miss objects there or take the texture for them; "
@@ -471,12 +473,12 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
 def _load_model(config: PredictConfig) -> Predictor:
     """The model of ``config`` (an ensemble folder, packages, Keras files), as the run and every Dask task load it.
     Says once when its training range lacks statistics that this version checks (trained before they were added)."""
-    from ..domain import STATISTICS
+    from ..domain import missing_statistics
 
     model = load_model(config.models, device=config.device, trust_code=config.trust_code,
                        keras_normalization=config.keras_normalization)
     meta = _domain_meta(model)
-    missing = [n for n in STATISTICS if meta is not None and n not in (meta["domain"].get("statistics") or {})]
+    missing = missing_statistics(meta["domain"]) if meta is not None else []  # none stored: said per image
     if missing:
         logger.warning("the model stores no training range for %s (trained before fiji-consensus checked it), so "
                        "images are not checked for it; `fiji-consensus package --domain-lab DIR` (its training "

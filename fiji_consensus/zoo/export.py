@@ -211,10 +211,10 @@ def _add_domain(plan: Plan, pairs: Iterable[tuple[Any, Any]]) -> None:
     :data:`fiji_consensus.domain.STATISTICS` after it was trained) are fitted on ``pairs``. Refused when it
     lacks none: the pairs would change nothing.
     """
-    from ..domain import STATISTICS, fit_reference, image_stats, normalization_percentiles
+    from ..domain import fit_reference, image_stats, missing_statistics, normalization_percentiles
 
     stored = plan.meta.get("domain") or {}
-    missing = [n for n in STATISTICS if n not in (stored.get("statistics") or {})]
+    missing = missing_statistics(stored)
     if stored and not missing:
         raise ValueError(f"{plan.model_dir} already stores the training range of every image statistic; the "
                          "training labs are only needed for a model that lacks some")

@@ -76,6 +76,7 @@ def train(args: argparse.Namespace) -> None:
         members=args.members, folds=4, seed=0, base_channels=14, iterations=args.iterations, minutes=args.minutes,
         high_percentile=99.9, contrast=0.5, background=args.background, threads=args.threads,
         validate_every=args.iterations or 200, background_radius=0, background_renormalize=args.background_renormalize,
+        zoom=None,
     )
     cfg = bc.recipe(rargs)
     labs = [load_lab(bc.DATA / lab) for lab in bc.LABS]
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--package-only", nargs="?", type=Path, const=True, metavar="SOURCE",
                     help="no training: package an ensemble folder (default: --ensemble) or a package .zip "
                     "(its training range of image statistics is kept)")
-    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE, help="folder of the package and card (default: here)")
+    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE,  # bioimageio test runs elsewhere
+                    help="folder of the package and card (default: here)")
     ap.add_argument("--weights", nargs="+", default=WEIGHTS, help=f"weight formats (default: {' '.join(WEIGHTS)})")
     ap.add_argument("--no-test", action="store_true", help="skip bioimageio test")
     args = ap.parse_args(argv)

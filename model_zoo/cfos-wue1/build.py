@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ensemble", type=Path, default=REPO / "out" / "bench_wue1", help="ensemble folder")
-    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE, help="zoo folder of this model (package + card)")
+    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=HERE,  # bioimageio test runs elsewhere
+                    help="zoo folder of this model (package + card)")
     ap.add_argument("--skip-training", action="store_true", help="package an existing, finished ensemble")
     ap.add_argument("--from-package", nargs="?", type=Path, const=HERE / f"{NAME}.zip", metavar="ZIP",
                     help="repackage the members, metadata and scores of a package (default: the committed one) "
@@ -188,15 +189,13 @@ def missing_statistics(source: Path) -> list[str]:
     """The image statistics (:data:`fiji_consensus.domain.STATISTICS`) whose training range an ensemble folder
     or package does not store: all of them for a model trained before the range was recorded, the newer ones
     for a model trained before they were added. Shared by the zoo recipes."""
-    from fiji_consensus.domain import STATISTICS
+    from fiji_consensus.domain import missing_statistics as missing
 
     if source.suffix != ".zip":
-        domain = json.loads((source / "ensemble.json").read_text()).get("domain")
-    else:
-        from fiji_consensus.zoo._common import read_rdf
+        return missing(json.loads((source / "ensemble.json").read_text()).get("domain"))
+    from fiji_consensus.zoo._common import read_rdf
 
-        domain = ((read_rdf(source).get("config") or {}).get("fiji_consensus") or {}).get("domain")
-    return [n for n in STATISTICS if n not in ((domain or {}).get("statistics") or {})]
+    return missing(((read_rdf(source).get("config") or {}).get("fiji_consensus") or {}).get("domain"))
 
 
 def run_package(cmd: list[str], zip_path: Path, *, tmp: Path | None, test: bool) -> tuple[int, dict]:

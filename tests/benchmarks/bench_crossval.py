@@ -38,7 +38,7 @@ def recipe(args: argparse.Namespace):
         low_percentile=1.0, high_percentile=args.high_percentile, background_radius=args.background_radius,
         augment=AugmentOptions(contrast=args.contrast, gamma=0.4, background=args.background, noise=0.02,
                                background_renormalize=args.background_renormalize,
-                               zoom=tuple(args.zoom) if getattr(args, "zoom", None) else None),
+                               zoom=tuple(args.zoom) if args.zoom else None),
         validate_every=args.validate_every, threads=args.threads, keep_checkpoints=False,
     )
 
