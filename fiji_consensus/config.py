@@ -576,6 +576,11 @@ class PredictConfig(JobConfig):
     threshold: float | None = Field(
         None, gt=0, lt=1, description="Foreground is probability > threshold; default: the ensemble's."
     )
+    object_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Keep only the objects whose peak probability exceeds this (hysteresis; "
+        "at least the threshold): which objects count, apart from how far each extends. Default: the model's "
+        "(set by calibrate), or none when --threshold is given."
+    )
     min_size: int | None = Field(
         None, ge=0, description="Smallest object kept (pixels); default: the min_size the ensemble was "
         "trained with (else 0)."
@@ -652,6 +657,12 @@ class PredictConfig(JobConfig):
                 raise ValueError("give at least one model")
             return v[0] if len(v) == 1 else list(v)
         return v
+
+    @model_validator(mode="after")
+    def _object_threshold_ok(self) -> PredictConfig:
+        if None not in (self.threshold, self.object_threshold) and self.object_threshold < self.threshold:
+            raise ValueError(f"object_threshold must be >= threshold ({self.threshold}); got {self.object_threshold}")
+        return self
 
     @property
     def models(self) -> list[Path]:

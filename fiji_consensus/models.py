@@ -125,8 +125,9 @@ class Predictor:
         :class:`~fiji_consensus.nn.predict.Prediction`).
 
         ``options`` are those of :func:`fiji_consensus.nn.predict.predict` (``tta``, ``tile``, ``overlap``,
-        ``batch_size``, ``threshold``, ``min_size``, ``split``, ``measure``, ``all_maps``); packages take
-        ``tta``, ``tile``, ``threshold``, ``min_size``, ``split`` and ``measure`` and ignore the others.
+        ``batch_size``, ``threshold``, ``object_threshold``, ``min_size``, ``split``, ``measure``,
+        ``all_maps``); packages take ``tta``, ``tile``, ``threshold``, ``object_threshold``, ``min_size``,
+        ``split`` and ``measure`` and ignore the others.
         ``tta=None`` (or not given): the model's own default, flips for an ensemble folder, none for packages
         (they hold their views inside).
         """

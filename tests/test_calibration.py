@@ -45,3 +45,44 @@ def test_bad_inputs_are_one_line_errors(masks):
         threshold_scores([gt[:10] * 0.5], [gt])
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         threshold_scores([gt * 0.5], [gt], grid=(0.5, 1.0))
+
+
+def test_the_object_threshold_drops_the_nuclei_only_some_experts_marked(masks):
+    """Real consensus nuclei, sure inside (0.9) and less sure at their 2-px rim (0.6), and the nuclei that only
+    some experts marked, as unsure as those rims (0.6): one threshold either keeps the doubtful nuclei or
+    shrinks the consensus ones below IoU 0.5; the pair (threshold, object threshold) gets both right."""
+    from scipy import ndimage
+
+    from fiji_consensus.calibration import choose_thresholds, hysteresis_scores
+    from fiji_consensus.instances import foreground
+
+    probs, refs = [], []
+    for gt, extra in masks:
+        lab, n = ndimage.label(gt | extra, structure=np.ones((3, 3), bool))
+        doubtful = np.isin(lab, np.setdiff1d(np.unique(lab[extra]), np.unique(lab[gt])))
+        assert ndimage.label(doubtful)[1] >= 2  # nuclei no consensus pixel touches
+        core = ndimage.binary_erosion(gt, iterations=2)
+        probs.append(np.where(core, 0.9, np.where(gt | doubtful, 0.6, 0.0)))
+        refs.append(gt)
+    t, s, rows = choose_thresholds(probs, refs, min_size=30)
+    assert (t, s) == (0.5, 0.6)  # ties: the threshold nearest 0.5, then the lowest object threshold
+    best_one, table = choose_threshold(probs, refs, min_size=30)
+    one = max(r["roi_f1"] for r in table)
+    by_ts = {(r["threshold"], r["object_threshold"]): r for r in rows}
+    assert by_ts[(t, s)]["roi_f1"] == pytest.approx(1.0) and one < 0.95
+    for r in table:  # s = t is the one threshold
+        assert by_ts[(r["threshold"], r["threshold"])]["roi_f1"] == pytest.approx(r["roi_f1"])
+    direct = np.mean([roi_f1(r, foreground(p, 0.2, 0.7), min_size=30) for p, r in zip(probs, refs)])
+    assert by_ts[(0.2, 0.7)]["roi_f1"] == pytest.approx(direct)
+    assert len(rows) == len(DEFAULT_GRID) * (len(DEFAULT_GRID) + 1) // 2
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        hysteresis_scores(probs, refs, grid=(0.0, 0.5))
+
+
+def test_a_model_sure_of_every_object_keeps_the_one_threshold(masks):
+    """When every object is equally sure the object threshold buys nothing, and none is chosen."""
+    from fiji_consensus.calibration import choose_thresholds
+
+    probs = [0.3 * gt + 0.12 * extra for gt, extra in masks]
+    t, s, _ = choose_thresholds(probs, [gt for gt, _ in masks], min_size=30)
+    assert (t, s) == (choose_threshold(probs, [gt for gt, _ in masks], min_size=30)[0], None)

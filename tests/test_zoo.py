@@ -852,3 +852,60 @@ def test_a_model_without_training_range_says_unchecked_and_packaging_adds_one(en
     assert "background_texture from 5 training images" in json.dumps(rdf)
     code, summary, row, err = predict(tmp_path / "partial.zip", "pred-partial-pkg")
     assert code == 0 and "no training range for" not in err
+
+
+def test_an_object_threshold_travels_from_ensemble_to_package_and_predict(ensemble_dir, image, tmp_path, capsys):
+    """A calibrated model's object threshold (objects count where their peak probability exceeds it) is kept
+    in its package and applied by predict (CLI and package), a threshold given alone is the plain one, and
+    an object threshold below the threshold is a one-line error."""
+    import shutil
+
+    from fiji_consensus.instances import foreground
+    from fiji_consensus.zoo.members import ensemble_from_package
+
+    prob = predict(load_ensemble(ensemble_dir), image, tta="none").probability
+    t = float(np.quantile(prob, 0.85))
+    plain = foreground(prob, t)
+    from scipy import ndimage
+
+    lab, n = ndimage.label(plain, structure=np.ones((3, 3), bool))
+    peaks = np.asarray(ndimage.maximum(prob, lab, np.arange(1, n + 1)))
+    assert n >= 2 and peaks.max() > peaks.min()
+    s = float(np.median(peaks))
+    cal = tmp_path / "calibrated"
+    shutil.copytree(ensemble_dir, cal)
+    ej = json.loads((cal / "ensemble.json").read_text())
+    ej.update(threshold=t, object_threshold=s)
+    (cal / "ensemble.json").write_text(json.dumps(ej))
+    zip_path = tmp_path / "cal.zip"
+    assert main(["package", "--model", str(cal), "--out", str(zip_path), "--weights", "onnx", "--tile", "96",
+                 "--tta", "none", "--json"]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    fc = _rdf(zip_path)["config"]["fiji_consensus"]
+    assert fc["threshold"] == t and fc["object_threshold"] == s
+    assert zoo.load_package(zip_path).object_threshold == s
+    assert ensemble_from_package(zip_path).object_threshold == s
+    src = tmp_path / "in"
+    src.mkdir()
+    iio.imwrite(src / "crop.tif", image)
+
+    def run(model, out, *extra):
+        code = main(["predict", str(src), "--model", str(model), "--out", str(tmp_path / out), "--tta", "none",
+                     "--min-size", "0", "--no-progress", "--json", *extra])
+        cap = capsys.readouterr()
+        if code:
+            return code, cap.err, None
+        rec = json.loads((tmp_path / out / "per_image" / "crop.json").read_text())
+        return code, rec, tifffile.imread(next((tmp_path / out / "labels").glob("crop*")))
+
+    expected = foreground(prob, t, s)
+    assert 0 < expected.sum() < plain.sum()
+    for model, out in ((cal, "ens"), (zip_path, "pkg")):
+        code, rec, labels = run(model, out)
+        assert code == 0 and rec["object_threshold"] == s and rec["threshold"] == t
+        got = labels > 0
+        assert np.mean(got == expected) > 0.999  # the package's onnx probability within 1e-5 of torch's
+    code, rec, labels = run(cal, "plain", "--threshold", str(t))
+    assert code == 0 and rec["object_threshold"] is None and np.array_equal(labels > 0, plain)
+    code, err, _ = run(cal, "bad", "--threshold", "0.6", "--object-threshold", "0.4")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "object_threshold" in err and "0.4" in err

@@ -148,14 +148,19 @@ def add_calibrate(sub) -> None:
                    help="MIN_PIXEL of ROI-F1 (default: the lab's own for the Segebarth labs, else 0)")
     add_field(p, CrossvalConfig, "tta")  # the views the crossval scores were made with
     add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")  # the input predict will give the model
+    p.add_argument("--threshold-only", action="store_true",
+                   help="choose the one probability threshold only; by default an object threshold too (an object "
+                        "counts when its peak probability exceeds it: which nuclei count, apart from their extent)")
     p.set_defaults(func=run_calibrate)
 
 
 def run_calibrate(a: argparse.Namespace) -> dict[str, Any]:
-    """Choose the ensemble's probability threshold on a few annotated images of a new lab (the threshold with
-    the best mean ROI-F1 against each image's consensus: STAPLE > 0.5 of its experts, or the one expert's
-    mask) and write the ensemble with it to a new folder; weights unchanged. Labs differ most in what their
-    experts call a positive nucleus; this takes seconds and can follow adapt or train --init."""
+    """Choose the ensemble's probability threshold and object threshold on a few annotated images of a new lab
+    (the pair with the best mean ROI-F1 against each image's consensus: STAPLE > 0.5 of its experts, or the one
+    expert's mask) and write the ensemble with them to a new folder; weights unchanged. Labs differ most in
+    what their experts call a positive nucleus: the object threshold (an object counts when its peak
+    probability exceeds it) says which nuclei count, the threshold how far each extends. Seconds to a minute;
+    can follow adapt or train --init."""
     from .._validate import require
 
     require("torch", extra="train")
@@ -183,13 +188,17 @@ def run_calibrate(a: argparse.Namespace) -> dict[str, Any]:
 
     ens = load_torch_ensemble(a.model)
     ej, rec = calibrate_ensemble(ens, images, refs, a.out, image_ids=ids, min_size=lab.min_size, tta=a.tta,
-                                 subtract_background=a.subtract_background)
+                                 subtract_background=a.subtract_background, objects=not a.threshold_only)
     if not a.json:
-        print(table(rec["table"], ["threshold", "roi_f1", "dice"]))
-        print(f"threshold {rec['previous_threshold']:g} -> {rec['threshold']:g} on {len(ids)} image(s) of {a.lab} "
-              f"(mean ROI-F1 {rec['roi_f1']:.3f}) -> {ej.parent}")
+        print(table(rec["table"], ["threshold", "object_threshold", "roi_f1", "dice"]))
+        obj = rec["object_threshold"]
+        print(f"threshold {rec['previous_threshold']:g} -> {rec['threshold']:g}"
+              + (f", object threshold {obj:g}" if obj is not None else ", no object threshold")
+              + f" on {len(ids)} image(s) of {a.lab} (mean ROI-F1 {rec['roi_f1']:.3f}; the best single threshold "
+              f"{rec['roi_f1_one_threshold']:.3f}) -> {ej.parent}")
         if a.subtract_background:
             print(f"chosen on the images with their background subtracted: predict with --subtract-background "
                   f"{a.subtract_background:g} too")
     return {"ok": True, "command": "calibrate", "out": str(ej.parent.resolve()), "images": ids,
-            "threshold": rec["threshold"], "previous_threshold": rec["previous_threshold"], "roi_f1": rec["roi_f1"]}
+            "threshold": rec["threshold"], "object_threshold": rec["object_threshold"],
+            "previous_threshold": rec["previous_threshold"], "roi_f1": rec["roi_f1"]}

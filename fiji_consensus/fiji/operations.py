@@ -204,7 +204,7 @@ def predict(
     result = {"probability": pred.probability, "uncertainty": pred.uncertainty, "labels": pred.labels,
               "objects": pred.objects,
               "object_uncertainty": np.array([r["mean_uncertainty"] for r in pred.objects], float),
-              "measure": measure, "threshold": pred.threshold}
+              "measure": measure, "threshold": pred.threshold, "object_threshold": pred.object_threshold}
     return (imp, result) if return_result else imp
 
 
@@ -217,6 +217,7 @@ class _Prediction:
     labels: np.ndarray
     objects: list
     threshold: float
+    object_threshold: float | None = None
 
 
 def _plane(imp: Any, channel: int | None) -> np.ndarray:
@@ -292,7 +293,8 @@ def _run_model(model: Any, image: np.ndarray, tta: str | None, threshold: float 
             f"model must be an ensemble folder, a bioimage.io package, an Ensemble, a load_model Predictor or a callable;"
             f" got {type(model).__name__}"
         )
-    return _Prediction(res.probability, res.uncertainty, res.labels, res.objects, res.threshold)
+    return _Prediction(res.probability, res.uncertainty, res.labels, res.objects, res.threshold,
+                       getattr(res, "object_threshold", None))
 
 
 def _run_callable(model: Any, image: np.ndarray, threshold: float | None, min_size: int | None, split: str,

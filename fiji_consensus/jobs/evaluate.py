@@ -36,6 +36,7 @@ from ..evaluate import (
     validity_statistics,
 )
 from ..evaluate._common import _finite, _nanmean, _natural_key
+from ..instances import foreground
 from ..uncertainty import qa_score
 
 __all__ = ["TABLE_COLUMNS", "evaluate", "run_evaluate"]
@@ -52,6 +53,7 @@ class _ModelSource:
     uncertainty: dict[str, Path] = field(default_factory=dict)
     measure: str | None = None
     threshold: float = 0.5
+    object_threshold: float | None = None  # predict's, when it kept only objects with a higher peak
 
 
 def _open_model(name: str, folder: Path, ids: Sequence[str]) -> _ModelSource:
@@ -72,10 +74,14 @@ def _open_model(name: str, folder: Path, ids: Sequence[str]) -> _ModelSource:
                 c = fio.read_json(cfg).get("config", {})
                 measure = c.get("uncertainty")
                 threshold = float(c.get("threshold") or 0.5)
+            obj = c.get("object_threshold") if cfg.is_file() else None
             first = folder / "per_image" / f"{ids[0]}.json" if ids else None
             if first is not None and first.is_file():
-                threshold = float(fio.read_json(first).get("threshold") or threshold)
-            return _ModelSource(name, folder, "predict", paths, unc, measure, threshold)
+                rec = fio.read_json(first)
+                threshold = float(rec.get("threshold") or threshold)
+                obj = rec.get("object_threshold", obj)
+            return _ModelSource(name, folder, "predict", paths, unc, measure, threshold,
+                                None if obj is None else float(obj))
         return _ModelSource(name, folder, "masks", fio.pair_annotations(ids, folder, expert=name))
     except fio.AnnotationError as exc:
         raise fio.AnnotationError(f"model {name!r}: {exc}") from None
@@ -442,7 +448,7 @@ def _load_image(run: _Run, image_id: str) -> _Image:
     bin_masks = {
         **{e: masks[k] for k, e in enumerate(present)},
         "consensus": reference,
-        **{m: prob[m] > run.models[m].threshold for m in run.model_names},
+        **{m: foreground(prob[m], run.models[m].threshold, run.models[m].object_threshold) for m in run.model_names},
     }
     return _Image(image_id, image, ignore, present, masks, st, reference, prob, unc, bin_masks)
 
@@ -602,6 +608,7 @@ def _provenance(run: _Run) -> dict[str, Any]:
                                "images), posterior > 0.5")
     record["annotated_by"] = {e: len(run.ds.experts[e]) for e in run.experts}
     record["models"] = {n: {"folder": str(s.root.resolve()), "kind": s.kind, "threshold": s.threshold,
+                            "object_threshold": s.object_threshold,
                             "uncertainty": s.measure} for n, s in run.models.items()}
     record["staple"] = run.staple_meta
     return record

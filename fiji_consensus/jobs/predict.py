@@ -233,6 +233,7 @@ def _predict_one(
             "qa_scores": res.qa_scores if res.qa_scores is not None else {
                 k: (float(v[fg].mean(dtype=np.float64)) if fg.any() else float("nan")) for k, v in res.maps.items()},
             "threshold": res.threshold,
+            "object_threshold": res.object_threshold,
             "views": list(res.views),
             "n_members": res.n_members,
             **model.describe(),
@@ -263,11 +264,12 @@ def _predict_and_check(
     """The prediction, its foreground and the out-of-domain check of what the model saw."""
     res = model.predict(
         model_input, tta=config.tta, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
-        threshold=config.threshold, min_size=config.min_size, split=config.split, measure=config.uncertainty,
+        threshold=config.threshold, object_threshold=config.object_threshold, min_size=config.min_size,
+        split=config.split, measure=config.uncertainty,
         all_maps=False,  # the other measures only as QA scores: 4 bytes per pixel and measure saved
         progress=progress,
     )
-    fg = res.probability > res.threshold
+    fg = res.foreground
     return res, fg, _domain_flags(model, model_input, fg)
 
 

@@ -97,7 +97,8 @@ class KerasMember:
 
     It has the attributes of :class:`fiji_consensus.zoo.Package` that :func:`~fiji_consensus.zoo.predict_packages`
     and ``predict`` use (``name``, ``weight_format``, ``executes_code`` (False), ``ours`` (False), ``measure``
-    (None), ``probability_output``, ``uncertainty_output`` (None), ``threshold`` (0.5), ``min_size`` (0)).
+    (None), ``probability_output``, ``uncertainty_output`` (None), ``threshold`` (0.5), ``object_threshold`` (None),
+    ``min_size`` (0)).
     """
 
     path: Path
@@ -116,6 +117,7 @@ class KerasMember:
     measure: str | None = None
     uncertainty_output: str | None = None
     threshold: float = 0.5
+    object_threshold: float | None = None
     min_size: int = 0
 
     @property

@@ -11,8 +11,9 @@ mode with gradients off, and the running statistics are the plain average over a
 (provenance records the images and the base ensemble's checksum). Cheap: one forward pass per patch.
 
 :func:`calibrate_ensemble` is the cheapest adaptation that uses annotations: it predicts a few annotated
-images of the new lab and stores the probability threshold that best matches their experts' consensus
-(:func:`fiji_consensus.calibration.choose_threshold`) in a new ensemble folder; weights unchanged.
+images of the new lab and stores the probability threshold and the object threshold that best match their
+experts' consensus (:func:`fiji_consensus.calibration.choose_thresholds`) in a new ensemble folder; weights
+unchanged.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def calibrate_ensemble(
     model: str | os.PathLike | Any, images: Sequence[np.ndarray], references: Sequence[np.ndarray],
     out_dir: str | os.PathLike, *, image_ids: Sequence[str] | None = None, min_size: int = 0,
     tta: str = "flips", grid: Sequence[float] | None = None, subtract_background: float | None = None,
+    objects: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Choose the probability threshold of ``model`` (an ensemble folder or a loaded
     :class:`~fiji_consensus.nn.ensemble.Ensemble`) on a new lab's annotated ``images`` (``references``: the
@@ -152,8 +154,11 @@ def calibrate_ensemble(
     chosen threshold, the table of mean ROI-F1 / Dice per threshold, the images), also kept in the
     ensemble's provenance. ``subtract_background``: a rolling-ball radius; the images are predicted after
     Fiji's Subtract Background (:mod:`fiji_consensus.background`), as ``predict --subtract-background`` will
-    predict the lab's other images (the threshold belongs to that input; the record keeps the radius)."""
-    from ..calibration import DEFAULT_GRID, choose_threshold
+    predict the lab's other images (the threshold belongs to that input; the record keeps the radius).
+    ``objects``: also choose the object threshold (the peak probability an object must exceed; hysteresis,
+    :func:`fiji_consensus.calibration.choose_thresholds`); False chooses the one threshold and drops any
+    object threshold the model had. The record's ``table`` has, per threshold, the best object threshold."""
+    from ..calibration import DEFAULT_GRID, choose_threshold, choose_thresholds
     from .._util import sha256_file
     from .ensemble import ENSEMBLE_JSON, load_ensemble, save_ensemble
     from .predict import predict
@@ -170,27 +175,44 @@ def calibrate_ensemble(
     for j, im in enumerate(images):
         log.info("calibration: predicting image %d/%d", j + 1, len(images))
         probs.append(predict(ens, im, tta=tta).probability)
-    best, table = choose_threshold(probs, [np.asarray(r) for r in references], min_size=min_size,
-                                   grid=tuple(grid) if grid is not None else DEFAULT_GRID)
-    at = {round(r["threshold"], 6): r for r in table}
-    old = float(ens.threshold)
-    old_row = at.get(round(old, 6))
+    refs = [np.asarray(r) for r in references]
+    grid = tuple(grid) if grid is not None else DEFAULT_GRID
+    if objects:
+        best, best_obj, rows = choose_thresholds(probs, refs, min_size=min_size, grid=grid)
+    else:
+        (best, rows), best_obj = choose_threshold(probs, refs, min_size=min_size, grid=grid), None
+        rows = [{**r, "object_threshold": r["threshold"]} for r in rows]
+    at = {(round(r["threshold"], 6), round(r["object_threshold"], 6)): r for r in rows}
+    table = [max((r for r in rows if r["threshold"] == t), key=lambda r: (round(r["roi_f1"], 12),
+                                                                          -r["object_threshold"])) for t in grid]
+    old, old_obj = float(ens.threshold), ens.object_threshold
+    old_row = at.get((round(old, 6), round(old if old_obj is None else old_obj, 6)))
+    chosen = at[(round(best, 6), round(best if best_obj is None else best_obj, 6))]
+    plain = max((r for r in rows if r["object_threshold"] == r["threshold"]), key=lambda r: round(r["roi_f1"], 12))
     record = {
-        "method": "probability threshold chosen on annotated images of the new lab (best mean ROI-F1 against "
-                  "their consensus); weights unchanged",
+        "method": "probability threshold" + (" and object threshold (peak probability; hysteresis)" if objects else "")
+                  + " chosen on annotated images of the new lab (best mean ROI-F1 against their consensus); "
+                  "weights unchanged",
         "base_ensemble": str(Path(model) if from_path else ens.path),
         "base_sha256": sha256_file(Path(model) / ENSEMBLE_JSON) if from_path and Path(model).is_dir() else None,
         "images": list(image_ids) if image_ids is not None else len(images),
         "min_size": int(min_size), "tta": tta, "subtract_background": subtract_background,
         "previous_threshold": old, "threshold": best,
-        "roi_f1_at_previous": old_row["roi_f1"] if old_row else None, "roi_f1": at[round(best, 6)]["roi_f1"],
-        "table": [{k: r[k] for k in ("threshold", "roi_f1", "dice")} for r in table],
+        "previous_object_threshold": old_obj, "object_threshold": best_obj,
+        "roi_f1_at_previous": old_row["roi_f1"] if old_row else None, "roi_f1": chosen["roi_f1"],
+        "roi_f1_one_threshold": plain["roi_f1"],
+        "table": [{k: r[k] for k in ("threshold", "object_threshold", "roi_f1", "dice")} for r in table],
         "seconds": time.perf_counter() - t0,
     }
-    log.info("calibration: threshold %.2f -> %.2f (mean ROI-F1 on %d annotated image(s) %s -> %.3f)", old, best,
-             len(images), f"{old_row['roi_f1']:.3f}" if old_row else "n/a", record["roi_f1"])
+    log.info("calibration: threshold %.2f -> %.2f, object threshold %s -> %s (mean ROI-F1 on %d annotated "
+             "image(s) %s -> %.3f)", old, best, old_obj, best_obj, len(images),
+             f"{old_row['roi_f1']:.3f}" if old_row else "n/a", record["roi_f1"])
     meta = copy.deepcopy(ens.metadata)
     meta["threshold"] = best
+    if best_obj is None:
+        meta.pop("object_threshold", None)
+    else:
+        meta["object_threshold"] = best_obj
     meta.setdefault("provenance", {}).setdefault("calibrations", []).append(record)
     meta.pop("format", None)
     meta.pop("format_version", None)

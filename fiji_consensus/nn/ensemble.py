@@ -165,6 +165,9 @@ class Ensemble:
         Pixels to crop on each side of a tile (receptive-field radius rounded up to a multiple of 2**depth).
     metadata : dict
         The full ``ensemble.json``.
+    object_threshold : float or None
+        Objects count only where their peak probability exceeds it (hysteresis,
+        :func:`fiji_consensus.instances.foreground`; chosen by ``calibrate``); None: every object.
     """
 
     members: list[UNet]
@@ -175,6 +178,7 @@ class Ensemble:
     metadata: dict[str, Any] = field(repr=False)
     path: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    object_threshold: float | None = None
 
     @property
     def depth(self) -> int:
@@ -297,4 +301,9 @@ def load_ensemble(
         metadata=meta,
         path=folder,
         device=dev,
+        object_threshold=_optional_float(meta.get("object_threshold")),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

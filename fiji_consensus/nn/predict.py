@@ -294,6 +294,8 @@ class Prediction:
         Mean ``uncertainty`` over the predicted foreground (NaN if there is none).
     measure, threshold, views, n_members :
         What was used.
+    object_threshold : float or None
+        The object threshold used (objects count only where their peak probability exceeds it), if any.
     stack : (M * V, Y, X) float32 or None
         The member × view probabilities (only with ``keep_stack=True``).
     qa_scores : dict or None
@@ -313,6 +315,27 @@ class Prediction:
     n_members: int
     stack: np.ndarray | None = field(default=None, repr=False)
     qa_scores: dict[str, float] | None = None
+    object_threshold: float | None = None
+
+    @property
+    def foreground(self) -> np.ndarray:
+        """The foreground mask the objects come from (before ``min_size``): ``probability > threshold``, and
+        with an object threshold only the components whose peak probability exceeds it."""
+        return _instances.foreground(np.asarray(self.probability), self.threshold, self.object_threshold)
+
+
+def resolve_thresholds(model_threshold: float, model_object_threshold: float | None, threshold: float | None,
+                       object_threshold: float | None) -> tuple[float, float | None]:
+    """The (threshold, object threshold) a prediction uses: the model's, unless given. A threshold given
+    alone is the plain threshold (the model's object threshold was chosen with its own threshold)."""
+    thr = float(model_threshold if threshold is None else threshold)
+    if object_threshold is not None:
+        obj = float(object_threshold)
+    else:
+        obj = model_object_threshold if threshold is None else None
+    if obj is not None and not obj >= thr:
+        raise ValueError(f"object_threshold must be >= the threshold ({thr}); got {obj}")
+    return thr, obj
 
 
 def _is_dataarray(x: Any) -> bool:
@@ -363,6 +386,7 @@ def predict(
     measure: str = "entropy",
     channel: int | None = None,
     keep_stack: bool = False,
+    object_threshold: float | None = None,
     all_maps: bool = True,
     progress: bool = False,
 ) -> Prediction:
@@ -381,6 +405,9 @@ def predict(
         with a neighbour (None: automatic), windows per network call.
     threshold : float, optional
         Foreground is ``probability > threshold``; default the ensemble's (``ensemble.threshold``).
+    object_threshold : float, optional
+        Keep only objects whose peak probability exceeds it (hysteresis); default the ensemble's
+        (``ensemble.object_threshold``, set by ``calibrate``) unless ``threshold`` is given.
     min_size : int, optional
         Smallest object kept (pixels); default the ``min_size`` the ensemble was trained with, else 0.
     split : {"none", "distance", "probability"}
@@ -415,7 +442,7 @@ def predict(
     if measure not in _unc.MEASURES:
         raise ValueError(f"measure must be one of {_unc.MEASURES}; got {measure!r}")
     arr, template = _image_2d(image, channel)
-    thr = float(ens.threshold if threshold is None else threshold)
+    thr, obj = resolve_thresholds(ens.threshold, ens.object_threshold, threshold, object_threshold)
     if min_size is None:
         min_size = int((ens.metadata.get("training") or {}).get("min_size", 0) or 0)
     if keep_stack:
@@ -433,7 +460,7 @@ def predict(
         )
     return _assemble_prediction(
         prob, stats, arr, template, threshold=thr, min_size=int(min_size), split=split, measure=measure,
-        views=resolve_views(tta), n_members=len(ens.members), stack=stack, qa_scores=qa_scores,
+        views=resolve_views(tta), n_members=len(ens.members), stack=stack, qa_scores=qa_scores, object_threshold=obj,
     )
 
 
@@ -476,11 +503,13 @@ def _assemble_prediction(
     n_members: int,
     stack: np.ndarray | None,
     qa_scores: dict[str, float] | None = None,
+    object_threshold: float | None = None,
 ) -> Prediction:
     """Objects, QA score and the :class:`Prediction` from a mean probability and the uncertainty maps
     (shared by ensembles and bioimage.io packages, :func:`fiji_consensus.zoo.predict_packages`)."""
     unc = stats[measure]
-    labels = _instances.label_instances(prob, threshold=threshold, min_size=int(min_size), split=split)
+    labels = _instances.label_instances(prob, threshold=threshold, object_threshold=object_threshold,
+                                        min_size=int(min_size), split=split)
     objects = _instances.object_table(labels, image=arr, probability=prob, uncertainty=unc)
     qa = _unc.qa_score(unc, prob, threshold=threshold)
     if template is not None:
@@ -493,7 +522,7 @@ def _assemble_prediction(
     return Prediction(
         probability=prob_o, uncertainty=unc_o, labels=lab_o, maps=maps, objects=objects, qa_score=qa,
         measure=measure, threshold=threshold, views=tuple(views), n_members=n_members, stack=stack,
-        qa_scores=qa_scores,
+        qa_scores=qa_scores, object_threshold=object_threshold,
     )
 
 

@@ -161,6 +161,7 @@ def _fiji_consensus_config(plan: Any, sample: Any) -> dict[str, Any]:
         "tool": "fiji-consensus",
         "version": __version__,
         "threshold": plan.threshold,
+        **({"object_threshold": plan.object_threshold} if plan.object_threshold is not None else {}),
         "min_size": plan.min_size,
         "uncertainty": {"measure": measure, "definition": UNCERTAINTY_DEFINITIONS[measure],
                         "range": [0.0, float(MEASURE_RANGE[measure])], "samples": "members x views"},

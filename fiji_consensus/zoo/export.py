@@ -76,6 +76,10 @@ class Plan:
         return float(self.ens.threshold)
 
     @property
+    def object_threshold(self) -> float | None:
+        return self.ens.object_threshold
+
+    @property
     def min_size(self) -> int:
         return int((self.meta.get("training") or {}).get("min_size", 0) or 0)
 

@@ -57,7 +57,7 @@ def ensemble_from_package(source: str | os.PathLike, *, device: str = "cpu") -> 
     return Ensemble(
         members=members, indices=[int(m.get("index", k)) for k, m in enumerate(listed)],
         normalization=meta["normalization"], halo=int(meta["architecture"]["halo"]), threshold=meta["threshold"],
-        metadata=meta, path=path, device=torch.device(device),
+        metadata=meta, path=path, device=torch.device(device), object_threshold=meta["object_threshold"],
     )
 
 
@@ -137,6 +137,7 @@ def _metadata(path: Path, rdf: dict[str, Any], fc: dict[str, Any], cfg: dict[str
         "architecture": arch,
         "normalization": dict(fc["normalization"]),
         "threshold": float(fc.get("threshold", 0.5)),
+        "object_threshold": None if fc.get("object_threshold") is None else float(fc["object_threshold"]),
         "min_size": int(fc.get("min_size", 0) or 0),
         "domain": fc.get("domain"),  # the training range of image statistics: kept through a repackaging
         "members": listed,

@@ -32,6 +32,7 @@ def predict_packages(
     packages: Sequence[Package], image: Any, *, tta: str | Sequence[str] | bool | None = "none", tile: int = 1152,
     threshold: float | None = None, min_size: int | None = None, split: str = "none", measure: str = "entropy",
     channel: int | None = None, keep_stack: bool = False, progress: bool = False,
+    object_threshold: float | None = None,
 ) -> Any:
     """Predict one image with one or several bioimage.io packages: the same :class:`Prediction` as
     :func:`fiji_consensus.nn.predict.predict` (probability, uncertainty, objects, QA score).
@@ -42,10 +43,11 @@ def predict_packages(
     ensembles. With a single sample, ``entropy`` and ``deepflash2`` are computed from its probability and a
     fiji-consensus package's own ``uncertainty`` output (over its members x views) gives its measure; the
     spread-based measures that one sample cannot give are NaN maps (asking for one of them is an error).
-    ``threshold``/``min_size`` default to the first package's (0.5 / 0 for foreign packages).
+    ``threshold``/``min_size``/``object_threshold`` default to the first package's (0.5 / 0 / None for
+    foreign packages; a ``threshold`` given alone is the plain threshold).
     """
     from .. import uncertainty as _unc
-    from ..nn.predict import _assemble_prediction, _image_2d, resolve_views
+    from ..nn.predict import _assemble_prediction, _image_2d, resolve_thresholds, resolve_views
 
     if not packages:
         raise ValueError("give at least one package")
@@ -59,11 +61,11 @@ def predict_packages(
     prob = stats.pop("mean")
     if len(samples) == 1:
         _one_sample_statistics(stats, packages[0], unc_own, measure, prob.shape)
-    thr = float(packages[0].threshold if threshold is None else threshold)
+    thr, obj = resolve_thresholds(packages[0].threshold, packages[0].object_threshold, threshold, object_threshold)
     ms = int(packages[0].min_size if min_size is None else min_size)
     return _assemble_prediction(
         prob, stats, arr, template, threshold=thr, min_size=ms, split=split, measure=measure, views=views,
-        n_members=len(packages), stack=stack if keep_stack else None,
+        n_members=len(packages), stack=stack if keep_stack else None, object_threshold=obj,
     )
 
 

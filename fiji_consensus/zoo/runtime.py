@@ -95,6 +95,8 @@ class Package:
         Channel of the probability output used (foreign packages).
     threshold, min_size :
         Defaults from the package (ours), else 0.5 and 0.
+    object_threshold : float or None
+        Our package's object threshold (peak probability an object must exceed; ``calibrate``), else None.
     """
 
     path: Path
@@ -112,6 +114,7 @@ class Package:
     descr: Any = field(repr=False)
     pipeline: Any = field(repr=False)
     _param_axes: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    object_threshold: float | None = None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -235,6 +238,7 @@ class _Outputs:
     threshold: float
     min_size: int
     channel: int
+    object_threshold: float | None = None
 
 
 def load_package(
@@ -284,7 +288,7 @@ def load_package(
         measure=outs.measure, probability_output=outs.probability, uncertainty_output=outs.uncertainty,
         output_channel=outs.channel, threshold=outs.threshold, min_size=outs.min_size,
         sha256=sha256_file(path) if path.is_file() else "", descr=descr,
-        pipeline=_pipeline(descr, wf, device), _param_axes=param_axes,
+        pipeline=_pipeline(descr, wf, device), _param_axes=param_axes, object_threshold=outs.object_threshold,
     )
 
 
@@ -385,7 +389,8 @@ def _outputs(descr: Any, name: str, *, output: str | None, output_channel: int) 
     if isinstance(fc, dict) and "probability" in out_ids and "uncertainty" in out_ids:
         outs = _Outputs(ours=True, probability="probability", uncertainty="uncertainty",
                         measure=(fc.get("uncertainty") or {}).get("measure"), threshold=float(fc.get("threshold", 0.5)),
-                        min_size=int(fc.get("min_size", 0) or 0), channel=0)
+                        min_size=int(fc.get("min_size", 0) or 0), channel=0,
+                        object_threshold=None if fc.get("object_threshold") is None else float(fc["object_threshold"]))
     else:
         prob_id = output or out_ids[0]
         if prob_id not in out_ids:

@@ -9,7 +9,12 @@ on all images, the calibrated score on the other images (mean, lowest and highes
 and lowest expert on the same other images, the paper's rule, and the threshold chosen. ``--predictions
 predictions_adabn`` scores the AdaBN-adapted maps of ``bench_crossval.py --adabn`` the same way.
 
-Run: python tests/benchmarks/bench_calibrate.py --crossval out/crossval [--pairs 60]
+``--hysteresis`` also chooses an object-level threshold on the same images: foreground is then the
+8-connected components of ``prob > t`` whose peak probability is above ``s >= t`` (``s = t``: the plain
+threshold), so which nuclei count (``s``) and how large they are (``t``; ROI-F1 matches at IoU > 0.5) are
+chosen apart; (t, s) with the best mean ROI-F1 on the annotated images (ties: plain first, then t nearest 0.5).
+
+Run: python tests/benchmarks/bench_calibrate.py --crossval out/crossval [--pairs 60] [--hysteresis]
 """
 
 from __future__ import annotations
@@ -27,7 +32,25 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020"))
 
 
-def lab_tables(crossval: Path, lab_name: str, predictions: str, grid):
+def hysteresis_table(probs, refs, ids, min_size: int, grid) -> dict:
+    """ROI-F1 per image of every (t, s), s >= t on ``grid``: components of prob > t with peak prob > s."""
+    from scipy import ndimage
+
+    from fiji_consensus.metrics import roi_f1
+
+    table: dict = {}
+    for t in grid:
+        for iid, p, r in zip(ids, probs, refs):
+            lab, n = ndimage.label(p > t, structure=np.ones((3, 3), bool))
+            peak = np.concatenate([[0.0], ndimage.maximum(p, lab, np.arange(1, n + 1))]) if n else np.zeros(1)
+            for s in (g for g in grid if g >= t):
+                keep = peak > s
+                keep[0] = False
+                table.setdefault((t, s), {})[iid] = float(roi_f1(r, keep[lab], min_size=min_size))
+    return table
+
+
+def lab_tables(crossval: Path, lab_name: str, predictions: str, grid, hysteresis: bool = False):
     """ROI-F1 of the model at every threshold and of every expert, per image, against the consensus."""
     from fiji_consensus.calibration import threshold_scores
     from fiji_consensus.jobs.crossval import load_lab
@@ -42,6 +65,8 @@ def lab_tables(crossval: Path, lab_name: str, predictions: str, grid):
     refs = [c > 0.5 for c in lab.consensus("staple")]
     model = {r["threshold"]: dict(zip(lab.ids, r["per_image_roi_f1"]))
              for r in threshold_scores(probs, refs, min_size=lab.min_size, grid=grid)}
+    if hysteresis:
+        model = {"plain": model, "hysteresis": hysteresis_table(probs, refs, lab.ids, lab.min_size, grid)}
     experts = {e: {i: float(roi_f1(refs[j], ms[j], min_size=lab.min_size))
                    for j, i in enumerate(lab.ids) if ms[j] is not None} for e, ms in lab.experts.items()}
     threshold = json.loads((crossval / f"without_{lab_name}" / "model" / "ensemble.json").read_text())["threshold"]
@@ -57,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotated", type=int, default=2, help="annotated images the threshold is chosen on")
     ap.add_argument("--pairs", type=int, default=60, help="at most this many image sets per lab (random, seed 0)")
     ap.add_argument("--predictions", default="predictions", help="maps folder of each fold (predictions_adabn: AdaBN)")
+    ap.add_argument("--hysteresis", action="store_true",
+                    help="also choose an object-level threshold s >= t (peak probability) on the same images")
     args = ap.parse_args(argv)
     grid = tuple(t for t in DEFAULT_GRID)
     labs = args.labs or sorted(p.name.removeprefix("without_") for p in args.crossval.glob("without_*"))
@@ -67,14 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'lab':<10} {'zero-shot':>9} {'calibrated (min-max)':>22} {'median expert':>13} {'lowest':>7} "
           f"{'rule':>9} {'threshold':>10}")
     for name in labs:
-        lab, model, experts, thr0 = lab_tables(args.crossval, name, args.predictions, grid)
+        lab, model, experts, thr0 = lab_tables(args.crossval, name, args.predictions, grid, args.hysteresis)
+        if args.hysteresis:
+            model, hyst = model["plain"], model["hysteresis"]
         ids = lab.ids
         sets = list(itertools.combinations(range(len(ids)), args.annotated))
         if len(sets) > args.pairs:
             rng = np.random.default_rng(0)
             sets = [sets[k] for k in sorted(rng.choice(len(sets), args.pairs, replace=False))]
         zero = float(np.mean([model[min(grid, key=lambda t: abs(t - thr0))][i] for i in ids]))
-        cal, med, low, rule, chosen = [], [], [], [], []
+        cal, med, low, rule, chosen, hcal, hchosen = [], [], [], [], [], [], []
         for s in sets:
             train = [ids[k] for k in s]
             rest = [i for i in ids if i not in train]
@@ -85,9 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             med.append(np.median(means))
             low.append(min(means))
             rule.append(np.mean([model[best][i] >= min(v[i] for v in experts.values() if i in v) for i in rest]))
+            if args.hysteresis:
+                hb = max(hyst, key=lambda ts: (np.mean([hyst[ts][i] for i in train]), ts[0] == ts[1],
+                                               -abs(ts[0] - 0.5), -ts[1]))
+                hchosen.append(hb)
+                hcal.append(np.mean([hyst[hb][i] for i in rest]))
         print(f"{name:<10} {zero:>9.3f} {np.mean(cal):>8.3f} ({np.min(cal):.3f}-{np.max(cal):.3f}) "
               f"{np.mean(med):>13.3f} {np.mean(low):>7.3f} {100 * np.mean(rule):>8.0f}% "
               f"{np.median(chosen):>5.2f} ({min(chosen):.2f}-{max(chosen):.2f})  [{len(sets)} sets]")
+        if args.hysteresis:
+            print(f"{'':<10} {'hysteresis':>9} {np.mean(hcal):>8.3f} ({np.min(hcal):.3f}-{np.max(hcal):.3f}) "
+                  f"gain {np.mean(hcal) - np.mean(cal):+.3f}; (t, s) chosen: "
+                  f"{sorted(set(hchosen), key=hchosen.count, reverse=True)[:4]} "
+                  f"(plain in {sum(t == s for t, s in hchosen)}/{len(hchosen)} sets)")
     print("rule: share of the other images where the calibrated model's ROI-F1 >= that image's lowest expert")
     return 0
 

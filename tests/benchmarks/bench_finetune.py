@@ -56,6 +56,14 @@ class WithViews:
     def threshold(self, value: float) -> None:
         self.ens.threshold = value
 
+    @property
+    def object_threshold(self) -> float | None:
+        return self.ens.object_threshold
+
+    @object_threshold.setter
+    def object_threshold(self, value: float | None) -> None:
+        self.ens.object_threshold = value
+
     def predict_members(self, image: np.ndarray) -> np.ndarray:
         from fiji_consensus.nn.predict import predict_stack
 
@@ -71,20 +79,25 @@ def table(name: str, ev: dict) -> dict:
     return {"ensemble": means["ensemble"], "median_expert": med, "experts": {e: means[e] for e in experts}}
 
 
-def calibrated(name: str, ens, tune: dict, test: dict, min_size: int) -> dict:
+def calibrated(name: str, ens, tune: dict, test: dict, min_size: int, objects: bool = False) -> dict:
     """The ensemble with its threshold chosen on the tune images (best mean ROI-F1 vs their est_GT, what
-    ``fiji-consensus calibrate`` does), scored on the test images."""
-    from fiji_consensus.calibration import choose_threshold
+    ``fiji-consensus calibrate --threshold-only`` does), scored on the test images; ``objects``: the
+    threshold and the object threshold (what ``fiji-consensus calibrate`` does by default)."""
+    from fiji_consensus.calibration import choose_threshold, choose_thresholds
 
     probs = [ens.predict_members(img).mean(axis=0) for img in tune["images"]]
-    best, _ = choose_threshold(probs, tune["est_gt"], min_size=min_size)
-    old = ens.threshold
-    ens.threshold = best
+    if objects:
+        best, obj, _ = choose_thresholds(probs, tune["est_gt"], min_size=min_size)
+    else:
+        (best, _), obj = choose_threshold(probs, tune["est_gt"], min_size=min_size), None
+    old, old_obj = ens.threshold, getattr(ens, "object_threshold", None)
+    ens.threshold, ens.object_threshold = best, obj
+    label = f"{name} + threshold {best:.2f}" + (f"/{obj:.2f}" if obj is not None else "")
     try:
-        res = table(f"{name} + threshold {best:.2f}", evaluate(ens, test, min_size))
+        res = table(label, evaluate(ens, test, min_size))
     finally:
-        ens.threshold = old
-    return {**res, "threshold": best}
+        ens.threshold, ens.object_threshold = old, old_obj
+    return {**res, "threshold": best, "object_threshold": obj}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                          "what it knew")
     ap.add_argument("--calibrate", action="store_true",
                     help="also score each ensemble with its threshold chosen on the fine-tuning images (calibrate)")
+    ap.add_argument("--objects", action="store_true",
+                    help="with --calibrate: also with the threshold and object threshold chosen on them (calibrate's "
+                         "default since the object threshold; '<name>_objects' in the results)")
     args = ap.parse_args(argv)
 
     import torch
@@ -164,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         zero = table("zero-shot ensemble", evaluate(views(base), test, MIN_PIXEL[lab_name]))
         if args.calibrate:
             cal["zero_shot"] = calibrated("zero-shot", views(base), tune, test, MIN_PIXEL[lab_name])
+            if args.objects:
+                cal["zero_shot_objects"] = calibrated("zero-shot", views(base), tune, test, MIN_PIXEL[lab_name], True)
         if args.adabn and args.model.is_dir():
             from fiji_consensus.nn.adapt import adapt_ensemble
 
@@ -175,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                              MIN_PIXEL[lab_name]))
             if args.calibrate:
                 cal["adabn"] = calibrated("AdaBN", views(load_ensemble(dest)), tune, test, MIN_PIXEL[lab_name])
+                if args.objects:
+                    cal["adabn_objects"] = calibrated("AdaBN", views(load_ensemble(dest)), tune, test,
+                                                      MIN_PIXEL[lab_name], True)
         if not args.skip_finetune:
             t0 = time.perf_counter()
             done = args.out / lab_name / "ensemble.json"
@@ -189,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{seconds / 60:.1f} min)", evaluate(tuned, test, MIN_PIXEL[lab_name]))
             if args.calibrate:
                 cal["fine_tuned"] = calibrated("fine-tuned", tuned, tune, test, MIN_PIXEL[lab_name])
+                if args.objects:
+                    cal["fine_tuned_objects"] = calibrated("fine-tuned", tuned, tune, test, MIN_PIXEL[lab_name], True)
         for e, v in zero["experts"].items():
             print(f"  {e:<22} {v['roi_f1']:>7.3f} {v['dice']:>7.3f}")
         med = zero["median_expert"]

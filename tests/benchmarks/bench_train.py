@@ -162,11 +162,13 @@ def evaluate(ens, lab: dict, min_size: int) -> dict:
         r["roi_f1"].append(roi_f1(gt, pred, min_size=min_size))
         r["dice"].append(dice(gt, pred))
 
+    from fiji_consensus.instances import foreground
+
     t0 = time.perf_counter()
     for j, img in enumerate(lab["images"]):
         gt = lab["est_gt"][j]
         probs = ens.predict_members(img)
-        add("ensemble", gt, probs.mean(axis=0) > ens.threshold)
+        add("ensemble", gt, foreground(probs.mean(axis=0), ens.threshold, getattr(ens, "object_threshold", None)))
         for k, p in zip(ens.indices, probs):
             add(f"member {k}", gt, p > ens.threshold)
         for e, masks in lab["experts"].items():

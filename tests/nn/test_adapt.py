@@ -85,7 +85,8 @@ def test_adapt_cli_writes_a_loadable_ensemble_and_refuses_a_used_folder(tiny, tm
 
 
 def test_calibrated_ensemble_stores_the_best_threshold_of_its_own_predictions(tiny, tmp_path, shared_data):
-    from fiji_consensus.calibration import threshold_scores
+    from fiji_consensus.calibration import hysteresis_scores, threshold_scores
+    from fiji_consensus.instances import foreground
     from fiji_consensus.nn.adapt import calibrate_ensemble
     from fiji_consensus.nn.predict import predict
 
@@ -98,26 +99,51 @@ def test_calibrated_ensemble_stores_the_best_threshold_of_its_own_predictions(ti
                                  tta="none", grid=grid)
     ens = load_ensemble(base)
     probs = [predict(ens, im, tta="none").probability for im in ims]
-    table = threshold_scores(probs, refs, min_size=30, grid=grid)
+    table = hysteresis_scores(probs, refs, min_size=30, grid=grid)
     top = max(r["roi_f1"] for r in table)
     assert rec["roi_f1"] == pytest.approx(top)
-    assert rec["threshold"] in [r["threshold"] for r in table if r["roi_f1"] == top]
+    obj = rec["threshold"] if rec["object_threshold"] is None else rec["object_threshold"]
+    assert (rec["threshold"], obj) in [(r["threshold"], r["object_threshold"]) for r in table if r["roi_f1"] == top]
+    assert rec["roi_f1_one_threshold"] == pytest.approx(max(r["roi_f1"] for r in threshold_scores(
+        probs, refs, min_size=30, grid=grid))) and rec["roi_f1"] >= rec["roi_f1_one_threshold"]
+    assert [r["threshold"] for r in rec["table"]] == list(grid)  # per threshold, its best object threshold
     meta = json.loads(ej.read_text())
-    assert meta["threshold"] == rec["threshold"] and load_ensemble(tmp_path / "cal").threshold == rec["threshold"]
+    cal = load_ensemble(tmp_path / "cal")
+    assert meta["threshold"] == rec["threshold"] and cal.threshold == rec["threshold"]
+    assert meta.get("object_threshold") == rec["object_threshold"] == cal.object_threshold
     assert meta["provenance"]["calibrations"][0]["images"] == ["0006", "0007"]
+    # predict applies both thresholds: its objects are those of the calibrated foreground
+    res = predict(cal, ims[0], tta="none", min_size=0)
+    assert res.object_threshold == cal.object_threshold
+    np.testing.assert_array_equal(res.labels > 0, foreground(res.probability, cal.threshold, cal.object_threshold))
+    # an object threshold that differs from the threshold drops whole objects, never pixels of kept ones
+    t = float(np.quantile(res.probability, 0.8))
+    plain = predict(cal, ims[0], tta="none", min_size=0, threshold=t)  # a threshold alone: the plain one
+    n = int(plain.labels.max())
+    peaks = [float(res.probability[plain.labels == k].max()) for k in range(1, n + 1)]
+    assert plain.object_threshold is None and n >= 2 and max(peaks) > min(peaks)
+    s = float(np.median(peaks))
+    lo = predict(cal, ims[0], tta="none", min_size=0, threshold=t, object_threshold=s)
+    kept = [k for k in range(1, n + 1) if peaks[k - 1] > s]
+    assert lo.object_threshold == s and 0 < len(kept) < n and int(lo.labels.max()) == len(kept)
+    np.testing.assert_array_equal(lo.labels > 0, np.isin(plain.labels, kept))
+    with pytest.raises(ValueError, match="object_threshold must be >= the threshold"):
+        predict(cal, ims[0], tta="none", threshold=0.6, object_threshold=0.4)
     sa, sb = ens.members[0].state_dict(), load_ensemble(tmp_path / "cal").members[0].state_dict()
     assert all(torch.equal(sa[n], sb[n]) for n in sa)  # weights unchanged
     # with the background subtracted first (as predict --subtract-background will): chosen on that input
     from fiji_consensus.background import subtract_background
 
-    _, rec_bg = calibrate_ensemble(base, ims, refs, tmp_path / "cal-bg", min_size=30, tta="none", grid=grid,
-                                   subtract_background=20)
+    ej_bg, rec_bg = calibrate_ensemble(base, ims, refs, tmp_path / "cal-bg", min_size=30, tta="none", grid=grid,
+                                       subtract_background=20, objects=False)  # the one threshold only
+    plain = threshold_scores(probs, refs, min_size=30, grid=grid)
     probs = [predict(ens, subtract_background(im, 20), tta="none").probability for im in ims]
     table = threshold_scores(probs, refs, min_size=30, grid=grid)
     assert rec_bg["roi_f1"] == pytest.approx(max(r["roi_f1"] for r in table))
     np.testing.assert_allclose([r["roi_f1"] for r in rec_bg["table"]], [r["roi_f1"] for r in table])  # nan = nan
-    assert not np.allclose([r["dice"] for r in rec_bg["table"]], [r["dice"] for r in rec["table"]])  # it mattered
+    assert not np.allclose([r["dice"] for r in rec_bg["table"]], [r["dice"] for r in plain])  # it mattered
     assert rec_bg["subtract_background"] == 20 and rec["subtract_background"] is None
+    assert rec_bg["object_threshold"] is None and load_ensemble(ej_bg.parent).object_threshold is None
     with pytest.raises(FileExistsError, match="not empty"):
         calibrate_ensemble(base, ims, refs, tmp_path / "cal")
     with pytest.raises(ValueError, match="one reference per image"):
@@ -180,3 +206,4 @@ def test_calibrate_one_of_our_packages(tmp_path, shared_data, capsys):
     rec = json.loads((tmp_path / "cal" / "ensemble.json").read_text())["provenance"]["calibrations"][-1]
     assert rec["base_ensemble"].endswith("cfos-wue1.zip") and rec["min_size"] == 16 and rec["images"] == ["1107", "1108"]
     assert rec["roi_f1"] >= max(r["roi_f1"] for r in rec["table"]) - 1e-12
+    assert cal.object_threshold == rec["object_threshold"] == res["object_threshold"]
