@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ._validate import as_label_image
 
-__all__ = ["foreground", "label_instances", "object_table", "OBJECT_COLUMNS", "SPLITS"]
+__all__ = ["foreground", "resolve_thresholds", "label_instances", "object_table", "OBJECT_COLUMNS", "SPLITS"]
 
 #: Watershed split modes of :func:`label_instances`.
 SPLITS = ("none", "distance", "probability")
@@ -84,6 +84,20 @@ def foreground(probability: Any, threshold: float = 0.5, object_threshold: float
     keep = np.zeros(n + 1, bool)
     keep[1:] = np.asarray(ndi.maximum(p, labels, np.arange(1, n + 1))) > float(object_threshold)
     return keep[labels]
+
+
+def resolve_thresholds(model_threshold: float, model_object_threshold: float | None, threshold: float | None,
+                       object_threshold: float | None) -> tuple[float, float | None]:
+    """The (threshold, object threshold) a prediction uses: the model's, unless given. A threshold given
+    alone is the plain threshold (the model's object threshold was chosen with its own threshold)."""
+    thr = float(model_threshold if threshold is None else threshold)
+    if object_threshold is not None:
+        obj = float(object_threshold)
+    else:
+        obj = model_object_threshold if threshold is None else None
+    if obj is not None and not obj >= thr:
+        raise ValueError(f"object_threshold must be >= the threshold ({thr}); got {obj}")
+    return thr, obj
 
 
 def label_instances(

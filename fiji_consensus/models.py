@@ -113,6 +113,12 @@ class Predictor:
         """Each member's metadata (training range, normalisation), ``{}`` where it has none."""
         return [getattr(m, "metadata", None) or {} for m in self.members]
 
+    @property
+    def thresholds(self) -> tuple[float, float | None]:
+        """The model's own (threshold, object threshold): an ensemble's, or the first package's."""
+        m = self.model[0] if self.kind == "packages" else self.model
+        return float(m.threshold), getattr(m, "object_threshold", None)
+
     def describe(self) -> dict[str, Any]:
         """What a per-image record says about the model: the packages (name, weights, runs code)."""
         if self.kind != "packages":

@@ -909,3 +909,7 @@ def test_an_object_threshold_travels_from_ensemble_to_package_and_predict(ensemb
     assert code == 0 and rec["object_threshold"] is None and np.array_equal(labels > 0, plain)
     code, err, _ = run(cal, "bad", "--threshold", "0.6", "--object-threshold", "0.4")
     assert code != 0 and len(err.strip().splitlines()) == 1 and "object_threshold" in err and "0.4" in err
+    # below the model's own threshold: refused when the model is loaded, before any image is predicted
+    code, err, _ = run(zip_path, "bad2", "--object-threshold", f"{t / 2:.4f}")
+    assert code != 0 and f"the threshold ({t})" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad2" / "per_image").exists()

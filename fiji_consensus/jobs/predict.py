@@ -474,11 +474,14 @@ def _remove_partial_files(out: Path, image_id: str) -> list[Path]:
 
 def _load_model(config: PredictConfig) -> Predictor:
     """The model of ``config`` (an ensemble folder, packages, Keras files), as the run and every Dask task load it.
-    Says once when its training range lacks statistics that this version checks (trained before they were added)."""
+    Says once when its training range lacks statistics that this version checks (trained before they were added).
+    An object threshold below the threshold it will be used with fails here, before any image is predicted."""
     from ..domain import missing_statistics
+    from ..instances import resolve_thresholds
 
     model = load_model(config.models, device=config.device, trust_code=config.trust_code,
                        keras_normalization=config.keras_normalization)
+    resolve_thresholds(*model.thresholds, config.threshold, config.object_threshold)
     meta = _domain_meta(model)
     missing = missing_statistics(meta["domain"]) if meta is not None else []  # none stored: said per image
     if missing:

@@ -324,20 +324,6 @@ class Prediction:
         return _instances.foreground(np.asarray(self.probability), self.threshold, self.object_threshold)
 
 
-def resolve_thresholds(model_threshold: float, model_object_threshold: float | None, threshold: float | None,
-                       object_threshold: float | None) -> tuple[float, float | None]:
-    """The (threshold, object threshold) a prediction uses: the model's, unless given. A threshold given
-    alone is the plain threshold (the model's object threshold was chosen with its own threshold)."""
-    thr = float(model_threshold if threshold is None else threshold)
-    if object_threshold is not None:
-        obj = float(object_threshold)
-    else:
-        obj = model_object_threshold if threshold is None else None
-    if obj is not None and not obj >= thr:
-        raise ValueError(f"object_threshold must be >= the threshold ({thr}); got {obj}")
-    return thr, obj
-
-
 def _is_dataarray(x: Any) -> bool:
     return type(x).__name__ == "DataArray" and type(x).__module__.split(".")[0] == "xarray"
 
@@ -442,7 +428,7 @@ def predict(
     if measure not in _unc.MEASURES:
         raise ValueError(f"measure must be one of {_unc.MEASURES}; got {measure!r}")
     arr, template = _image_2d(image, channel)
-    thr, obj = resolve_thresholds(ens.threshold, ens.object_threshold, threshold, object_threshold)
+    thr, obj = _instances.resolve_thresholds(ens.threshold, ens.object_threshold, threshold, object_threshold)
     if min_size is None:
         min_size = int((ens.metadata.get("training") or {}).get("min_size", 0) or 0)
     if keep_stack:

@@ -47,7 +47,8 @@ def predict_packages(
     foreign packages; a ``threshold`` given alone is the plain threshold).
     """
     from .. import uncertainty as _unc
-    from ..nn.predict import _assemble_prediction, _image_2d, resolve_thresholds, resolve_views
+    from ..instances import resolve_thresholds
+    from ..nn.predict import _assemble_prediction, _image_2d, resolve_views
 
     if not packages:
         raise ValueError("give at least one package")

@@ -13,6 +13,9 @@ predictions_adabn`` scores the AdaBN-adapted maps of ``bench_crossval.py --adabn
 8-connected components of ``prob > t`` whose peak probability is above ``s >= t`` (``s = t``: the plain
 threshold), so which nuclei count (``s``) and how large they are (``t``; ROI-F1 matches at IoU > 0.5) are
 chosen apart; (t, s) with the best mean ROI-F1 on the annotated images (ties: plain first, then t nearest 0.5).
+It then also asks whether one fixed pair, chosen without any image of the lab, would do as a model's default:
+for each left-out lab, the pair (and, to compare, the one threshold) with the best zero-shot mean ROI-F1 over
+the OTHER left-out labs' images, scored on this lab's images (leave-one-lab-out over the choice itself).
 
 Run: python tests/benchmarks/bench_calibrate.py --crossval out/crossval [--pairs 60] [--hysteresis]
 """
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(ROI-F1 vs consensus; maps: {args.crossval}/without_<lab>/{args.predictions})")
     print(f"{'lab':<10} {'zero-shot':>9} {'calibrated (min-max)':>22} {'median expert':>13} {'lowest':>7} "
           f"{'rule':>9} {'threshold':>10}")
+    zero_tables: dict = {}
     for name in labs:
         lab, model, experts, thr0 = lab_tables(args.crossval, name, args.predictions, grid, args.hysteresis)
         if args.hysteresis:
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng(0)
             sets = [sets[k] for k in sorted(rng.choice(len(sets), args.pairs, replace=False))]
         zero = float(np.mean([model[min(grid, key=lambda t: abs(t - thr0))][i] for i in ids]))
-        cal, med, low, rule, chosen, hcal, hchosen = [], [], [], [], [], [], []
+        if args.hysteresis:
+            zero_tables[name] = {ts: float(np.mean([v[i] for i in ids])) for ts, v in hyst.items()}
+        cal, med, low, rule, chosen, hcal, hchosen, hrule = [], [], [], [], [], [], [], []
         for s in sets:
             train = [ids[k] for k in s]
             rest = [i for i in ids if i not in train]
@@ -119,15 +125,28 @@ def main(argv: list[str] | None = None) -> int:
                                                -abs(ts[0] - 0.5), -ts[1]))
                 hchosen.append(hb)
                 hcal.append(np.mean([hyst[hb][i] for i in rest]))
+                hrule.append(np.mean([hyst[hb][i] >= min(v[i] for v in experts.values() if i in v) for i in rest]))
         print(f"{name:<10} {zero:>9.3f} {np.mean(cal):>8.3f} ({np.min(cal):.3f}-{np.max(cal):.3f}) "
               f"{np.mean(med):>13.3f} {np.mean(low):>7.3f} {100 * np.mean(rule):>8.0f}% "
               f"{np.median(chosen):>5.2f} ({min(chosen):.2f}-{max(chosen):.2f})  [{len(sets)} sets]")
         if args.hysteresis:
             print(f"{'':<10} {'hysteresis':>9} {np.mean(hcal):>8.3f} ({np.min(hcal):.3f}-{np.max(hcal):.3f}) "
-                  f"gain {np.mean(hcal) - np.mean(cal):+.3f}; (t, s) chosen: "
+                  f"rule {100 * np.mean(hrule):.0f}%; gain {np.mean(hcal) - np.mean(cal):+.3f}; (t, s) chosen: "
                   f"{sorted(set(hchosen), key=hchosen.count, reverse=True)[:4]} "
                   f"(plain in {sum(t == s for t, s in hchosen)}/{len(hchosen)} sets)")
     print("rule: share of the other images where the calibrated model's ROI-F1 >= that image's lowest expert")
+    if len(zero_tables) >= 2:
+        print("\na fixed default, chosen on the other left-out labs' zero-shot scores (no image of this lab):")
+        for name, table in zero_tables.items():
+            others = [zero_tables[o] for o in zero_tables if o != name]
+
+            def pick(cands):
+                return max(cands, key=lambda ts: (np.mean([o[ts] for o in others]), ts[0] == ts[1], -abs(ts[0] - 0.5)))
+
+            one = pick([ts for ts in table if ts[0] == ts[1]])
+            pair = pick(list(table))
+            print(f"{name:<10} threshold 0.50: {table[(0.5, 0.5)]:.3f}; one threshold {one[0]:.2f}: {table[one]:.3f}; "
+                  f"pair {pair}: {table[pair]:.3f}")
     return 0
 
 
