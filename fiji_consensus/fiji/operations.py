@@ -132,6 +132,7 @@ def predict(
     measure: str = "entropy",
     subtract_background: float | None = None,
     replace: bool = True,
+    object_threshold: float | None = None,
     roi_manager: bool | None = None,
     return_result: bool = False,
 ) -> Any:
@@ -159,6 +160,9 @@ def predict(
     threshold, min_size
         Foreground threshold on the mean probability and the smallest object (pixels); default the
         ensemble's (0.5 and 0 for a callable).
+    object_threshold
+        Keep only objects whose peak probability exceeds it (``calibrate`` chooses one); default the
+        model's, none when ``threshold`` is given or for a callable.
     split
         Watershed split of touching objects: ``"none"``, ``"distance"`` or ``"probability"``.
     measure
@@ -175,7 +179,7 @@ def predict(
     return_result
         Also return a dict: ``probability`` (mean), ``uncertainty`` (``measure``), ``labels``, ``objects``
         (:data:`fiji_consensus.instances.OBJECT_COLUMNS` rows), ``object_uncertainty`` (mean per object),
-        ``measure``, ``threshold``.
+        ``measure``, ``threshold``, ``object_threshold``.
 
     Returns
     -------
@@ -196,7 +200,7 @@ def predict(
         from ..background import subtract_background as _subtract
 
         image = _subtract(image, subtract_background)
-    pred = _run_model(_loaded(model), image, tta, threshold, min_size, split, measure)
+    pred = _run_model(_loaded(model), image, tta, threshold, min_size, split, measure, object_threshold)
     if not replace:  # an earlier prediction's objects are replaced (predicting twice must not double them)
         _remove_predictions(imp)
     push_rois(imp, _object_rois(pred, measure), name_prefix="prediction:", replace=replace,
@@ -270,24 +274,25 @@ def _is_predictor(model: Any) -> bool:
 
 
 def _run_model(model: Any, image: np.ndarray, tta: str | None, threshold: float | None, min_size: int | None,
-               split: str, measure: str) -> _Prediction:
+               split: str, measure: str, object_threshold: float | None = None) -> _Prediction:
     """Step 3 of :func:`predict`: the loaded model run on the plane: packages and ensembles as the CLI runs
     them (default views: none for packages, flips for an ensemble), a callable's members through the
     package's statistics and object labelling."""
     if _is_predictor(model):  # a Predictor of load_model (the models layer above: duck-typed, never imported)
-        res = model.predict(image, tta=tta, threshold=threshold, min_size=min_size, split=split, measure=measure)
+        res = model.predict(image, tta=tta, threshold=threshold, min_size=min_size, split=split, measure=measure,
+                            object_threshold=object_threshold)
     elif isinstance(model, _Packages):
         from ..zoo import predict_packages
 
         res = predict_packages(list(model), image, tta=tta or "none", threshold=threshold, min_size=min_size,
-                               split=split, measure=measure)
+                               split=split, measure=measure, object_threshold=object_threshold)
     elif hasattr(model, "predict_members") and hasattr(model, "members"):
         from ..nn.predict import predict as nn_predict
 
         res = nn_predict(model, image, tta=tta or "flips", threshold=threshold, min_size=min_size, split=split,
-                         measure=measure)
+                         measure=measure, object_threshold=object_threshold)
     elif callable(model):
-        return _run_callable(model, image, threshold, min_size, split, measure)
+        return _run_callable(model, image, threshold, min_size, split, measure, object_threshold)
     else:
         raise TypeError(
             f"model must be an ensemble folder, a bioimage.io package, an Ensemble, a load_model Predictor or a callable;"
@@ -298,7 +303,7 @@ def _run_model(model: Any, image: np.ndarray, tta: str | None, threshold: float 
 
 
 def _run_callable(model: Any, image: np.ndarray, threshold: float | None, min_size: int | None, split: str,
-                  measure: str) -> _Prediction:
+                  measure: str, object_threshold: float | None = None) -> _Prediction:
     """A callable ``image -> (M, Y, X)`` member probabilities (or ``(Y, X)``): mean, uncertainty, objects."""
     from .. import instances, uncertainty
 
@@ -311,10 +316,11 @@ def _run_callable(model: Any, image: np.ndarray, threshold: float | None, min_si
         )
     stats = uncertainty.ensemble_statistics(stack)
     prob, unc = stats["mean"], stats[measure]
-    thr = 0.5 if threshold is None else float(threshold)
-    labels = instances.label_instances(prob, threshold=thr, min_size=int(min_size or 0), split=split)
+    thr, obj = instances.resolve_thresholds(0.5, None, threshold, object_threshold)
+    labels = instances.label_instances(prob, threshold=thr, object_threshold=obj, min_size=int(min_size or 0),
+                                       split=split)
     objects = instances.object_table(labels, image=image, probability=prob, uncertainty=unc)
-    return _Prediction(prob, unc, labels, objects, thr)
+    return _Prediction(prob, unc, labels, objects, thr, obj)
 
 
 def _object_rois(pred: _Prediction, measure: str) -> list:

@@ -132,6 +132,13 @@ def test_predict_with_a_callable_ensemble(ij, sample_crop):
         assert np.array_equal(fiji.rasterize(pulled, image.shape), expected)
         colours[measure] = {r.stroke_color for r in pulled}
     assert len(colours["entropy"]) > 2  # stroked by uncertainty, not one colour
+    # an object threshold keeps only the objects whose peak probability passes it, outlines unchanged
+    _, hres = fiji.predict(imp, ensemble, threshold=0.3, object_threshold=0.6, min_size=20, return_result=True)
+    kept = [k for k in range(1, expected.max() + 1) if stats["mean"][expected == k].max() > 0.6]
+    assert hres["object_threshold"] == 0.6 and 0 < len(kept) < expected.max()
+    assert np.array_equal(hres["labels"] > 0, np.isin(expected, kept)) and len(fiji.pull_rois(imp)) == len(kept)
+    with pytest.raises(ValueError, match="object_threshold must be >= the threshold"):
+        fiji.predict(imp, ensemble, threshold=0.3, object_threshold=0.2)
     # a channel of a multi-channel image
     two = fiji.to_imageplus(np.stack([np.zeros_like(image), image]))
     with pytest.raises(ValueError, match="2 channels; choose one with channel="):
