@@ -201,4 +201,5 @@ def run_calibrate(a: argparse.Namespace) -> dict[str, Any]:
                   f"{a.subtract_background:g} too")
     return {"ok": True, "command": "calibrate", "out": str(ej.parent.resolve()), "images": ids,
             "threshold": rec["threshold"], "object_threshold": rec["object_threshold"],
-            "previous_threshold": rec["previous_threshold"], "roi_f1": rec["roi_f1"]}
+            "previous_threshold": rec["previous_threshold"], "roi_f1": rec["roi_f1"],
+            "roi_f1_one_threshold": rec["roi_f1_one_threshold"]}

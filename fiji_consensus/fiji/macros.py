@@ -19,6 +19,7 @@ MACROS = (
     "Save_Expert_Annotations.ijm",
     "Compute_Consensus.ijm",
     "Train_Ensemble.ijm",
+    "Calibrate_Model.ijm",
     "Predict_Ensemble.ijm",
     "Show_Results.ijm",
 )

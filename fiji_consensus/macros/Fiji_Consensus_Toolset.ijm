@@ -4,7 +4,7 @@
 // "Fiji Consensus" in the toolbar's >> menu. (By hand: `fiji-consensus fiji write-macros FOLDER` and copy
 // FOLDER's plugins/ and macros/ folders into Fiji.app.)
 
-var fcCommands = newMenu("Fiji Consensus Menu Tool", newArray("Next Planned Image", "Save Expert Annotations", "Compute Consensus", "Show Results", "-", "Train Ensemble", "Predict Ensemble", "-", "Settings...", "About"));
+var fcCommands = newMenu("Fiji Consensus Menu Tool", newArray("Next Planned Image", "Save Expert Annotations", "Compute Consensus", "Show Results", "-", "Train Ensemble", "Calibrate Model", "Predict Ensemble", "-", "Settings...", "About"));
 
 macro "Fiji Consensus Menu Tool - C000F0077Cf90F9077C5beF0977C0a7F9977Cfff" {
 	cmd = getArgument();

@@ -13,15 +13,7 @@
 fcInit();
 py = fcPython();
 project = fcProject(false);
-models = getFileList(project + "/models");
-names = newArray(0);
-for (i = 0; i < models.length; i++) {
-	m = models[i];
-	if (endsWith(m, "/") && File.exists(project + "/models/" + m + "ensemble.json"))
-		names = Array.concat(names, substring(m, 0, lengthOf(m) - 1));
-	else if (endsWith(toLowerCase(m), ".zip"))
-		names = Array.concat(names, m);
-}
+names = fcModelNames(project);
 model = fcArg("model", fcPref("predict_model", ""));
 subtract = fcArg("subtract", "0");
 ifflagged = fcArg("ifflagged", "0");
@@ -55,18 +47,8 @@ if (FC_BATCH) {
 }
 if (subtract == "none" || subtract == "")
 	subtract = "0";
-if (model == "")
-	fcFail("no model given (argument model=<name in " + project + "/models>)");
-modelPath = project + "/models/" + model;
-if (!File.exists(modelPath) && File.exists(model))
-	modelPath = model;  // a path
-if (!File.exists(modelPath))
-	fcFail("the model " + model + " does not exist (looked for " + project + "/models/" + model + ")");
-label = File.getName(modelPath);
-if (endsWith(toLowerCase(label), ".zip"))
-	label = substring(label, 0, lengthOf(label) - 4);
-if (!fcValidName(label))
-	fcFail("the model name '" + label + "' is not valid: use letters, digits, underscore, dot or minus");
+modelPath = fcModelPath(project, model);
+label = fcModelLabel(modelPath);
 if (!File.exists(image))
 	fcFail("the image file " + image + " does not exist");
 out = project + "/predictions/" + label;

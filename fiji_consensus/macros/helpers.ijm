@@ -154,6 +154,42 @@ function fcProject(create) {
 	return p;
 }
 
+// The models of a project: ensemble folders (with ensemble.json) and bioimage.io packages (.zip) in models/.
+function fcModelNames(project) {
+	models = getFileList(project + "/models");
+	names = newArray(0);
+	for (i = 0; i < models.length; i++) {
+		m = models[i];
+		if (endsWith(m, "/") && File.exists(project + "/models/" + m + "ensemble.json"))
+			names = Array.concat(names, substring(m, 0, lengthOf(m) - 1));
+		else if (endsWith(toLowerCase(m), ".zip"))
+			names = Array.concat(names, m);
+	}
+	return names;
+}
+
+// A model given by its name in <project>/models/ or by a path; fails when it does not exist.
+function fcModelPath(project, model) {
+	if (model == "")
+		fcFail("no model given (argument model=<name in " + project + "/models>)");
+	modelPath = project + "/models/" + model;
+	if (!File.exists(modelPath) && File.exists(model))
+		modelPath = model;  // a path
+	if (!File.exists(modelPath))
+		fcFail("the model " + model + " does not exist (looked for " + project + "/models/" + model + ")");
+	return modelPath;
+}
+
+// A model's name without .zip, checked to be a valid folder name.
+function fcModelLabel(modelPath) {
+	label = File.getName(modelPath);
+	if (endsWith(toLowerCase(label), ".zip"))
+		label = substring(label, 0, lengthOf(label) - 4);
+	if (!fcValidName(label))
+		fcFail("the model name '" + label + "' is not valid: use letters, digits, underscore, dot or minus");
+	return label;
+}
+
 function fcMakeDirs(path) {
 	if (File.isDirectory(path))
 		return;
