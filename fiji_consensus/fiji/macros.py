@@ -152,7 +152,8 @@ def model_summary(model: str | os.PathLike) -> dict[str, Any]:
         ``val_roi_f1`` and ``val_dice`` (mean over members; NaN if not validated), ``expert_roi_f1``
         (median over validation images and experts of each expert's ROI-F1 against the consensus; NaN without
         experts), ``useless`` (True when the validation ROI-F1 or Dice is below 0.2, or the ROI-F1 below half
-        the experts'), ``text`` (one sentence, with a warning when useless).
+        the experts'), ``text`` (one sentence, with a warning when useless, and for a calibrated model the
+        thresholds it was given and on how many images).
     """
     path = Path(model).expanduser()
     meta_file = path / "ensemble.json" if path.is_dir() else path
@@ -180,6 +181,16 @@ def model_summary(model: str | os.PathLike) -> dict[str, Any]:
     if useless:
         text += (" WARNING: this model is not useful yet (it misses or invents most objects): train longer "
                  "(more minutes or iterations), on more annotated images, or fine-tune a zoo model.")
+    cals = [c for c in (meta.get("provenance") or {}).get("calibrations") or [] if isinstance(c, dict)]
+    if cals:
+        cal = cals[-1]
+        n = cal.get("images")
+        n = len(n) if isinstance(n, list) else n
+        obj = meta.get("object_threshold")
+        text += (f" Calibrated on {n} annotated image(s): threshold {meta.get('threshold')}"
+                 + (f", object threshold {obj}" if obj is not None else ", no object threshold")
+                 + f" (ROI-F1 on those images {fmt(float(cal.get('roi_f1', float('nan'))))}; the validation above "
+                 f"is at the threshold {cals[0].get('previous_threshold')} it was trained with).")
     return {"val_roi_f1": round(f1, 4) if np.isfinite(f1) else None,
             "val_dice": round(dice, 4) if np.isfinite(dice) else None,
             "expert_roi_f1": round(ef1, 4) if np.isfinite(ef1) else None,

@@ -69,5 +69,15 @@ def test_model_summary_puts_validation_next_to_the_experts_and_warns(tmp_path):
     assert write([0.3], [0.5], experts)["useless"] is True  # below half the experts' ROI-F1
     none = write([None], [None], {})
     assert none["val_roi_f1"] is None and none["useless"] is False and "n/a" in none["text"]
+    assert "Calibrated" not in good["text"]
+    # a calibrated model says which thresholds it was given, and that its validation is at the training one
+    meta = json.loads((tmp_path / "ensemble.json").read_text())
+    meta.update(threshold=0.2, object_threshold=0.95, provenance={**meta["provenance"], "calibrations": [
+        {"images": ["a", "b"], "previous_threshold": 0.5, "roi_f1": 0.81},
+        {"images": ["a", "b", "c"], "previous_threshold": 0.3, "roi_f1": 0.8234}]})
+    (tmp_path / "ensemble.json").write_text(json.dumps(meta))
+    text = fiji.model_summary(tmp_path)["text"]
+    assert ("Calibrated on 3 annotated image(s): threshold 0.2, object threshold 0.95 (ROI-F1 on those images "
+            "0.823; the validation above is at the threshold 0.5 it was trained with)") in text
     with pytest.raises(ValueError, match="ensemble.json"):
         fiji.model_summary(tmp_path / "nope")
