@@ -377,6 +377,15 @@ def _copy_project(project: Path, dest: Path) -> Path:
     return dest
 
 
+def _project_with_zoo_model(project: Path, dest: Path) -> Path:
+    """A copy of the project with the zoo package cfos-wue1 in its models/."""
+    proj = _copy_project(project, dest)
+    (proj / "models").mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip",
+                    proj / "models" / "cfos-wue1.zip")
+    return proj
+
+
 def _done(log: str, kind: str) -> str:
     assert "FIJI_CONSENSUS_ERROR" not in log and "Exception" not in log, log
     lines = [ln for ln in log.splitlines() if ln.startswith(f"FIJI_CONSENSUS_DONE {kind}")]
@@ -457,10 +466,7 @@ def test_train_clicked_passes_whole_numbers_and_reports_validation(project, disp
 def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     """Issue 16, bug 7: the Predict dialog offers a bioimage.io package (.zip) in models/, not only folders."""
     pytest.importorskip("bioimageio.core")
-    proj = _copy_project(project, tmp_path / "predict ü")
-    (proj / "models").mkdir()
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip",
-                    proj / "models" / "cfos-wue1.zip")
+    proj = _project_with_zoo_model(project, tmp_path / "predict ü")
     home = _prefs(tmp_path / "home", python=sys.executable, project=proj, predict_model="cfos-wue1.zip")
     log, dialogs = run_gui(display, ij_jar, home, built("Predict_Ensemble.ijm"), log=tmp_path / "log.txt",
                            steps=[("Predict",)], open_images=[proj / "images" / "0015.tif"], timeout=240)
@@ -720,10 +726,7 @@ def test_calibrate_clicked_then_predict_applies_both_thresholds(project, display
     threshold (chosen on the experts' annotated images) as a new model in models/, which Predict then offers
     first and applies; a used name, an unknown model and the one-threshold option in batch mode."""
     pytest.importorskip("bioimageio.core")
-    proj = _copy_project(project, tmp_path / "calibrate ü")
-    (proj / "models").mkdir()
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "model_zoo" / "cfos-wue1" / "cfos-wue1.zip",
-                    proj / "models" / "cfos-wue1.zip")
+    proj = _project_with_zoo_model(project, tmp_path / "calibrate ü")
     home = _prefs(tmp_path / "home", python=sys.executable, project=proj, predict_model="cfos-wue1.zip")
     driver = ('a = split(getArgument(), "\\n");\n'
               'r = runMacro(a[0], "");\n'

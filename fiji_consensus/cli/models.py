@@ -20,8 +20,8 @@ def add_predict(sub) -> None:
     add_field(p, PredictConfig, "inputs", positional=True, metavar="IMAGE_OR_DIR")
     add_field(p, PredictConfig, "model", metavar="DIR_OR_ZIP", append=True)
     add_field(p, PredictConfig, "out", metavar="DIR")
-    for name in ("tta", "tile", "overlap", "batch_size", "threshold", "object_threshold", "min_size", "split", "uncertainty", "channel",
-                 "device", "threads", "overwrite", "trust_code"):
+    for name in ("tta", "tile", "overlap", "batch_size", "threshold", "object_threshold", "min_size", "split",
+                 "uncertainty", "channel", "device", "threads", "overwrite", "trust_code"):
         add_field(p, PredictConfig, name)
     add_field(p, PredictConfig, "subtract_background", metavar="RADIUS")
     add_field(p, PredictConfig, "subtract_background_if_flagged")

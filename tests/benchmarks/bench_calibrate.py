@@ -37,20 +37,10 @@ DATA = Path(os.environ.get("FIJI_CONSENSUS_DATA", REPO / "data" / "segebarth2020
 
 def hysteresis_table(probs, refs, ids, min_size: int, grid) -> dict:
     """ROI-F1 per image of every (t, s), s >= t on ``grid``: components of prob > t with peak prob > s."""
-    from scipy import ndimage
+    from fiji_consensus.calibration import hysteresis_scores
 
-    from fiji_consensus.metrics import roi_f1
-
-    table: dict = {}
-    for t in grid:
-        for iid, p, r in zip(ids, probs, refs):
-            lab, n = ndimage.label(p > t, structure=np.ones((3, 3), bool))
-            peak = np.concatenate([[0.0], ndimage.maximum(p, lab, np.arange(1, n + 1))]) if n else np.zeros(1)
-            for s in (g for g in grid if g >= t):
-                keep = peak > s
-                keep[0] = False
-                table.setdefault((t, s), {})[iid] = float(roi_f1(r, keep[lab], min_size=min_size))
-    return table
+    rows = hysteresis_scores(probs, refs, min_size=min_size, grid=grid)
+    return {(r["threshold"], r["object_threshold"]): dict(zip(ids, r["per_image_roi_f1"])) for r in rows}
 
 
 def lab_tables(crossval: Path, lab_name: str, predictions: str, grid, hysteresis: bool = False):
