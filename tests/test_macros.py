@@ -462,6 +462,31 @@ def test_train_clicked_passes_whole_numbers_and_reports_validation(project, disp
 
 @pytest.mark.imagej
 @pytest.mark.xvfb
+def test_train_clicked_fine_tunes_a_zoo_package(project, display, ij_jar, tmp_path):
+    """The Train dialog's "Start from" choice (remembered: the zoo package in models/) fine-tunes it on the
+    project's images: every member on all of them, at the fine-tuning rate, on the experts' fraction; the Log
+    says what to do next. Batch mode: init= names it, and a model that is not there is a one-line error."""
+    pytest.importorskip("torch")
+    proj = _project_with_zoo_model(project, tmp_path / "tune ü")
+    home = _prefs(tmp_path / "home", python=sys.executable, project=proj, model_name="tuned", train_members="1",
+                  train_minutes="1", train_iterations="3", train_patch="64", train_init="cfos-wue1.zip")
+    log, dialogs = run_gui(display, ij_jar, home, built("Train_Ensemble.ijm"), log=tmp_path / "log.txt",
+                           steps=[("Train Ensemble",)], timeout=480)
+    line = _done(log, "train")
+    assert "useless=false" in line, line  # three gentle steps from a model trained on this lab: still useful
+    meta = json.loads((proj / "models" / "tuned" / "ensemble.json").read_text("utf-8"))
+    assert meta["provenance"]["split"] == "all" and meta["provenance"]["init"]["weights_sha256"]
+    assert meta["training"]["learning_rate"] == 0.0005 and meta["members"][0]["iterations"] == 3
+    assert len(meta["provenance"]["splits"][0]["train"]) == len(CROPS)  # every annotated image
+    assert f"fine-tuned from {proj / 'models' / 'cfos-wue1.zip'}; next: Calibrate Model" in log
+    args = {"python": sys.executable, "project": str(proj), "name": "t2", "members": "1", "iterations": "2",
+            "patch": "64", "init": "nope.zip"}
+    err = error_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home))
+    assert "the model nope.zip does not exist" in err and not (proj / "models" / "t2").exists()
+
+
+@pytest.mark.imagej
+@pytest.mark.xvfb
 @pytest.mark.slow
 def test_predict_clicked_with_a_zoo_package(project, display, ij_jar, tmp_path):
     """Issue 16, bug 7: the Predict dialog offers a bioimage.io package (.zip) in models/, not only folders."""

@@ -2,10 +2,14 @@
 // Runs `fiji-consensus train --project <project> --out <project>/models/<name> --json` (needs the train
 // extra: pip install 'fiji-consensus[train]'); training can take long: ImageJ waits for it. At the end it
 // shows the model's validation score next to the experts' and warns when the model is not useful.
-// Asks for the model name, the number of members, the time budget (minutes for the whole ensemble) and,
-// optionally, a fixed number of iterations per member.
+// Asks for the model name, the number of members, the time budget (minutes for the whole ensemble),
+// optionally a fixed number of iterations per member, and optionally a model to start from: fine-tuning a
+// model (an ensemble folder in models/ or a fiji-consensus bioimage.io package there, such as a zoo model) on
+// this project's annotated images (train --init MODEL --split all --learning-rate 5e-4 --targets fraction;
+// two annotated images and 300 iterations per member are a start; then Calibrate Model on the result).
 // Non-interactive: argument lines python=, project=, name=, members=, minutes=; for quick runs also
-// iterations= (per member, replaces minutes) and patch= (training patch size, a multiple of 8).
+// iterations= (per member, replaces minutes) and patch= (training patch size, a multiple of 8); init= (a
+// model in models/ or a path to fine-tune from; empty: train from scratch).
 
 fcInit();
 py = fcPython();
@@ -15,7 +19,12 @@ members = fcArg("members", fcPref("train_members", "5"));
 minutes = fcArg("minutes", fcPref("train_minutes", "60"));
 iterations = fcArg("iterations", fcPref("train_iterations", ""));
 patch = fcArg("patch", fcPref("train_patch", "256"));
+init = fcArg("init", "");
+SCRATCH = "(none: train from scratch)";
 if (!FC_BATCH) {
+	names = fcModelNames(project);
+	starts = Array.concat(newArray(SCRATCH), names);
+	init = fcPref("train_init", SCRATCH);
 	its = parseInt(iterations);
 	if (isNaN(its))
 		its = 0;
@@ -26,12 +35,17 @@ if (!FC_BATCH) {
 	Dialog.addNumber("Time budget for the whole ensemble (minutes):", parseFloat(minutes));
 	Dialog.addNumber("Iterations per member (0: use the time budget):", its);
 	Dialog.addNumber("Training patch size (pixels, a multiple of 8):", parseInt(patch));
+	Dialog.addChoice("Start from (fine-tune this model on the project's images):", starts, init);
 	Dialog.show();
 	name = Dialog.getString();
 	members = fcNum(Dialog.getNumber());
 	minutes = fcNum(Dialog.getNumber());
 	iterations = fcNum(Dialog.getNumber());
 	patch = fcNum(Dialog.getNumber());
+	init = Dialog.getChoice();
+	fcSetPref("train_init", init);
+	if (init == SCRATCH)
+		init = "";
 	if (iterations == "0")
 		iterations = "";
 	fcSetPref("model_name", name);
@@ -58,25 +72,38 @@ if (File.isDirectory(out))
 	existing = getFileList(out);
 if (existing.length > 0)
 	fcFail("the model " + out + " exists; choose another name");
+initPath = "";
+if (init != "")
+	initPath = fcModelPath(project, init);
 if (iterations != "")
 	what = "" + nMembers + " member(s) x " + iterations + " iterations";
 else
 	what = "" + nMembers + " member(s), " + minutes + " minutes in all";
+if (initPath != "")
+	what = what + ", fine-tuning " + File.getName(initPath);
 showStatus("fiji-consensus: training " + name + " (" + what + "); ImageJ waits until it is done...");
 showProgress(0.02);
 print("Training " + out + " (" + what + ") ...");
 splitKind = "auto";
 if (nMembers == 1)
 	splitKind = "bootstrap";  // k-fold splits need 2 members or more
-if (iterations != "")
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, "--iterations", iterations, "--patch-size", patch, "--no-progress", "--json");
+budgetFlag = "--max-minutes";
+budgetValue = minutes;
+if (iterations != "") {
+	budgetFlag = "--iterations";
+	budgetValue = iterations;
+}
+if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets, a gentle rate
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
 else
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, "--max-minutes", minutes, "--patch-size", patch, "--no-progress", "--json");
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, budgetFlag, budgetValue, "--patch-size", patch, "--no-progress", "--json");
 json = fcResult(res, "train");
 showProgress(1);
 outDir = fcJsonGet(json, "out");
 fcSetPref("model_name", name);
 print("Trained ensemble: " + outDir);
+if (initPath != "")
+	print("  fine-tuned from " + initPath + "; next: Calibrate Model on it (its own thresholds for this lab)");
 
 // its validation score next to the experts'
 res = exec(py, "-c", FC_CODE, "fiji", "model-summary", outDir, "--json");
