@@ -458,6 +458,7 @@ def test_train_clicked_passes_whole_numbers_and_reports_validation(project, disp
     assert len(meta["members"]) == 1 and meta["members"][0]["iterations"] == 3
     assert "useless=true" in line and re.search(r"val_roi_f1=[\d.]+ ", line), line
     assert "WARNING: this model is not useful yet" in log
+    assert "Validation (images each member did not train on)" in log  # a bootstrap split: out of bag
 
 
 @pytest.mark.imagej
@@ -479,6 +480,7 @@ def test_train_clicked_fine_tunes_a_zoo_package(project, display, ij_jar, tmp_pa
     assert meta["training"]["learning_rate"] == 0.0005 and meta["members"][0]["iterations"] == 3
     assert len(meta["provenance"]["splits"][0]["train"]) == len(CROPS)  # every annotated image
     assert f"fine-tuned from {proj / 'models' / 'cfos-wue1.zip'}; next: Calibrate Model" in log
+    assert "Validation (images it was also trained on (split 'all', as in fine-tuning): optimistic" in log
     args = {"python": sys.executable, "project": str(proj), "name": "t2", "members": "1", "iterations": "2",
             "patch": "64", "init": "nope.zip"}
     err = error_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home))

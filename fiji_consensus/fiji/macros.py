@@ -152,7 +152,8 @@ def model_summary(model: str | os.PathLike) -> dict[str, Any]:
         ``val_roi_f1`` and ``val_dice`` (mean over members; NaN if not validated), ``expert_roi_f1``
         (median over validation images and experts of each expert's ROI-F1 against the consensus; NaN without
         experts), ``useless`` (True when the validation ROI-F1 or Dice is below 0.2, or the ROI-F1 below half
-        the experts'), ``text`` (one sentence, with a warning when useless, and for a calibrated model the
+        the experts'), ``text`` (one sentence that says when the validation images were training images too
+        (split 'all'), with a warning when useless, and for a calibrated model the
         thresholds it was given and on how many images).
     """
     path = Path(model).expanduser()
@@ -176,7 +177,11 @@ def model_summary(model: str | os.PathLike) -> dict[str, Any]:
     useless = bool((np.isfinite(f1) and f1 < 0.2) or (np.isfinite(dice) and dice < 0.2)
                    or (np.isfinite(f1) and np.isfinite(ef1) and f1 < 0.5 * ef1))
     fmt = lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
-    text = (f"Validation (images each member did not train on): ROI-F1 {fmt(f1)}, Dice {fmt(dice)}; "
+    seen = any(set(m.get("val_ids") or []) & set(m.get("train_ids") or []) for m in members) or (
+        (meta.get("provenance") or {}).get("split") == "all")
+    where = ("images it was also trained on (split 'all', as in fine-tuning): optimistic; score it on images "
+             "it has not seen" if seen else "images each member did not train on")
+    text = (f"Validation ({where}): ROI-F1 {fmt(f1)}, Dice {fmt(dice)}; "
             f"experts against the consensus: ROI-F1 {fmt(ef1)} (median).")
     if useless:
         text += (" WARNING: this model is not useful yet (it misses or invents most objects): train longer "
