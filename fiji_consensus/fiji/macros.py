@@ -177,8 +177,7 @@ def model_summary(model: str | os.PathLike) -> dict[str, Any]:
     useless = bool((np.isfinite(f1) and f1 < 0.2) or (np.isfinite(dice) and dice < 0.2)
                    or (np.isfinite(f1) and np.isfinite(ef1) and f1 < 0.5 * ef1))
     fmt = lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}"  # noqa: E731
-    seen = any(set(m.get("val_ids") or []) & set(m.get("train_ids") or []) for m in members) or (
-        (meta.get("provenance") or {}).get("split") == "all")
+    seen = any(set(m.get("val_ids") or []) & set(m.get("train_ids") or []) for m in members)  # split 'all'
     where = ("images it was also trained on (split 'all', as in fine-tuning): optimistic; score it on images "
              "it has not seen" if seen else "images each member did not train on")
     text = (f"Validation ({where}): ROI-F1 {fmt(f1)}, Dice {fmt(dice)}; "
