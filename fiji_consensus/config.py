@@ -294,7 +294,12 @@ class TrainConfig(BaseModel):
         "included); training stops at whichever of iterations/max_minutes comes first. Runs limited by "
         "time are not bit-reproducible.",
     )
-    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of AdamW; default 2e-3 from scratch, 5e-4 when fine-tuning (init), the "
+        "rate every adaptation benchmark used.",
+    )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     train_layers: Literal["all", "decoder", "head"] = Field(
         "all",

@@ -24,6 +24,11 @@ from .selection import _ValImage
 
 log = logging.getLogger("fiji_consensus.nn.train")
 
+#: TrainConfig.learning_rate's default from scratch, and when fine-tuning (init): every adaptation benchmark
+#: (bench_finetune.py) fine-tuned at the latter.
+SCRATCH_LEARNING_RATE = 2e-3
+FINETUNE_LEARNING_RATE = 5e-4
+
 
 @dataclass
 class _Run:
@@ -57,6 +62,12 @@ def _check_run(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
     init_states, init_info = None, None
+    if config.learning_rate is None:  # the default depends on the start: from scratch or fine-tuning
+        config = config.model_copy(update={"learning_rate": FINETUNE_LEARNING_RATE if init is not None
+                                           else SCRATCH_LEARNING_RATE})
+        if init is not None:
+            log.info("fine-tuning at learning rate %g (the default with init; set learning_rate to change it)",
+                     config.learning_rate)
     if init is not None:
         config, init_states, init_info = _init_from(config, init)
     elif config.train_layers != "all":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,23 @@ def test_fine_tuning_starts_from_the_initial_members(sample, tmp_path):
     with pytest.raises(TypeError, match="init must be a loaded Ensemble"):
         train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "x", cfg,
                        image_ids=sample["ids"][:2], init=str(base))
+
+
+def test_learning_rate_default_depends_on_the_start(sample, tmp_path, caplog):
+    base = tmp_path / "base"
+    train_ensemble(sample["images"], sample["targets"], base, tiny(members=1, split="all", iterations=2),
+                   image_ids=sample["ids"])
+    init = load_ensemble(base)
+    assert init.metadata["training"]["learning_rate"] == 2e-3  # from scratch
+    with caplog.at_level(logging.INFO, logger="fiji_consensus.nn.train"):
+        train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "tuned",
+                       tiny(members=1, split="all", iterations=2), image_ids=sample["ids"][:2], init=init)
+    assert load_ensemble(tmp_path / "tuned").metadata["training"]["learning_rate"] == 5e-4  # fine-tuning
+    assert "fine-tuning at learning rate 0.0005" in caplog.text
+    train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "set",
+                   tiny(members=1, split="all", iterations=2, learning_rate=1e-3), image_ids=sample["ids"][:2],
+                   init=init)
+    assert load_ensemble(tmp_path / "set").metadata["training"]["learning_rate"] == 1e-3  # given: kept
 
 
 @pytest.mark.parametrize("layers", ["decoder", "head"])
