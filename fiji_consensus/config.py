@@ -475,9 +475,25 @@ class TrainJobConfig(JobConfig):
         default_factory=dict, description="MIN_PIXEL per lab name (default: 30 for lab-wue1/lab-mue, 16 for lab-inns1, else "
         "train.min_size)."
     )
+    rehearse: list[Path] = Field(
+        default_factory=list,
+        description="Fine-tuning with rehearsal: folders of the labs the init model was trained on (project or "
+        "Segebarth layout; or a folder of labs, of which those named as the model's training labs are taken, "
+        "e.g. data/segebarth2020 for the zoo models), trained on next to the new images (project, or labs), "
+        "which get half the patches (lab weight: the number of rehearsed labs, shared among the new labs, "
+        "unless lab_weights names them), so a few new images cannot pull the model away from what it knew. "
+        "Needs init.",
+    )
 
     @model_validator(mode="after")
     def _inputs(self):
+        if self.rehearse:
+            if self.init is None:
+                raise ValueError("rehearse trains next to the labs a model was trained on: give that model as "
+                                 "init (--init MODEL)")
+            if not self.labs and self.project is None:
+                raise ValueError("rehearse needs the new images as a project folder or lab folders (--project DIR "
+                                 "or --lab DIR); got an images folder")
         if self.labs:
             if self.project is not None or self.images is not None or self.experts or self.labels:
                 raise ValueError("give either labs or a project / images folder, not both")

@@ -200,7 +200,7 @@ def test_out_of_domain_fires_on_a_bright_uneven_background_not_on_training_image
         image_stats(im, fg[:10])
 
 
-def test_crossval_and_multi_lab_train_cli_then_predict_warns_out_of_domain(shared_data, tmp_path):
+def test_crossval_and_multi_lab_train_cli_then_predict_warns_out_of_domain(shared_data, tmp_path, capsys):
     from fiji_consensus.cli import main
 
     a = _crop_lab(shared_data / "lab-mue", tmp_path / "lab-a", n=2, size=96)
@@ -235,6 +235,32 @@ def test_crossval_and_multi_lab_train_cli_then_predict_warns_out_of_domain(share
     assert main(["train", "--lab", str(a), "--lab", str(b), "--lab-weight", "lab-b=3", "--out", str(weighted),
                  *tiny]) == 0
     assert json.loads((weighted / "ensemble.json").read_text())["provenance"]["lab_weights"] == {"lab-b": 3.0}
+    # fine-tuning a new lab (a project folder) with rehearsal of the model's two labs: the new lab gets half
+    # the patches (weight 2 against 1 + 1), every rehearsed image is trained on, the labs are recorded
+    new_lab = _crop_lab(shared_data / "lab-wue1", tmp_path / "new-lab", n=2, size=96)
+    rehearsed = tmp_path / "rehearsed"
+    # (tmp_path: a folder of labs, of which those the model was trained on are rehearsed, not new-lab)
+    assert main(["train", "--project", str(new_lab), "--init", str(model), "--rehearse", str(tmp_path),
+                 "--split", "all", "--targets", "fraction", "--out", str(rehearsed), *tiny]) == 0
+    ej = json.loads((rehearsed / "ensemble.json").read_text())
+    assert ej["provenance"]["lab_weights"] == {"new-lab": 2.0}
+    assert sorted(ej["provenance"]["labs"]) == ["lab-a", "lab-b", "new-lab"]
+    assert len(ej["members"][0]["train_ids"]) == 6 and ej["training"]["learning_rate"] == 5e-4
+    others = _crop_lab(shared_data / "lab-mue", tmp_path / "others" / "lab-c", n=1, size=32).parent
+    for bad, said in ((["--project", str(new_lab)], "give that model as init"),
+                      (["--images", str(new_lab / "images"), "--experts",
+                        *map(str, (new_lab / "annotations").iterdir()), "--init", str(model)], "needs the new images as a project folder or lab folders"),
+                      (["--project", str(a), "--init", str(model)], "names the new lab(s) ['lab-a'] itself"),
+                      (["--project", str(new_lab), "--init", str(model), "--rehearse", str(out)],
+                       "neither a lab folder"),
+                      (["--project", str(new_lab), "--init", str(model), "--rehearse", str(others)],
+                       "holds none of the labs the model was trained on (lab-a, lab-b); it holds lab-c")):
+        capsys.readouterr()
+        rehearse = [] if "--rehearse" in bad else ["--rehearse", str(a), str(b)]
+        code = main(["train", *bad, *rehearse, "--out", str(tmp_path / "bad"), *tiny])
+        err = capsys.readouterr().err
+        assert code == 1 and said in err and len(err.strip().splitlines()) == 1, (bad, err)
+    assert not (tmp_path / "bad").exists()
 
     # predict: the same image with a bright, uneven background is flagged as out of domain
     src = tmp_path / "new"

@@ -465,12 +465,16 @@ def test_train_clicked_passes_whole_numbers_and_reports_validation(project, disp
 @pytest.mark.xvfb
 def test_train_clicked_fine_tunes_a_zoo_package(project, display, ij_jar, tmp_path):
     """The Train dialog's "Start from" choice (remembered: the zoo package in models/) fine-tunes it on the
-    project's images: every member on all of them, at the fine-tuning rate, on the experts' fraction; the Log
-    says what to do next. Batch mode: init= names it, and a model that is not there is a one-line error."""
+    project's images: every member on all of them, at the fine-tuning rate, on the experts' fraction, rehearsing
+    the labs of the dialog's rehearsal folder; the Log says what to do next. Batch mode: init= names it, and a
+    model or a rehearsal folder that is not there is a one-line error."""
     pytest.importorskip("torch")
     proj = _project_with_zoo_model(project, tmp_path / "tune ü")
+    labs = tmp_path / "labs é"  # a folder of labs to rehearse (cfos-wue1 names none: every lab in it)
+    _copy_project(project, labs / "lab x")
     home = _prefs(tmp_path / "home", python=sys.executable, project=proj, model_name="tuned", train_members="1",
-                  train_minutes="1", train_iterations="3", train_patch="64", train_init="cfos-wue1.zip")
+                  train_minutes="1", train_iterations="3", train_patch="64", train_init="cfos-wue1.zip",
+                  train_rehearse=str(labs))
     log, dialogs = run_gui(display, ij_jar, home, built("Train_Ensemble.ijm"), log=tmp_path / "log.txt",
                            steps=[("Train Ensemble",)], timeout=480)
     line = _done(log, "train")
@@ -478,13 +482,20 @@ def test_train_clicked_fine_tunes_a_zoo_package(project, display, ij_jar, tmp_pa
     meta = json.loads((proj / "models" / "tuned" / "ensemble.json").read_text("utf-8"))
     assert meta["provenance"]["split"] == "all" and meta["provenance"]["init"]["weights_sha256"]
     assert meta["training"]["learning_rate"] == 0.0005 and meta["members"][0]["iterations"] == 3
-    assert len(meta["provenance"]["splits"][0]["train"]) == len(CROPS)  # every annotated image
+    # every annotated image, and as many of the rehearsed lab, which gets the other half of the patches
+    assert len(meta["provenance"]["splits"][0]["train"]) == 2 * len(CROPS)
+    assert sorted(meta["provenance"]["labs"]) == ["lab x", "tune ü"]
+    assert meta["provenance"]["lab_weights"] == {"tune ü": 1.0}
     assert f"fine-tuned from {proj / 'models' / 'cfos-wue1.zip'}; next: Calibrate Model" in log
+    assert f"rehearsed the labs of {labs}" in log
     assert "Validation (images it was also trained on (split 'all', as in fine-tuning): optimistic" in log
     args = {"python": sys.executable, "project": str(proj), "name": "t2", "members": "1", "iterations": "2",
             "patch": "64", "init": "nope.zip"}
     err = error_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home))
     assert "the model nope.zip does not exist" in err and not (proj / "models" / "t2").exists()
+    args.update(init="cfos-wue1.zip", rehearse=str(tmp_path / "nolabs"))
+    err = error_line(run_macro("Train_Ensemble.ijm", args, ij_jar=ij_jar, home=home))
+    assert f"the rehearsal folder {tmp_path / 'nolabs'} does not exist" in err and not (proj / "models" / "t2").exists()
 
 
 @pytest.mark.imagej

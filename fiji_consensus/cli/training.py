@@ -25,6 +25,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, init: bool) -> None:
         add_field(t, TrainConfig, name)
     if init:
         add_field(t, TrainJobConfig, "init", metavar="MODEL")
+        add_field(t, TrainJobConfig, "rehearse", metavar="DIR")
     n = p.add_argument_group("network, normalisation and augmentation")
     for name in _NETWORK.split():
         add_field(n, TrainConfig, name)

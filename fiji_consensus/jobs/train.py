@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from .. import io as fio
 from ..config import TrainJobConfig
 from ..io import read_groups
 from ._common import _fit_pooled, _progress, _resolve_dataset
+
+log = logging.getLogger("fiji_consensus.jobs.train")
 
 
 def _train_targets(masks: np.ndarray, kind: str, ignore: np.ndarray | None) -> np.ndarray:
@@ -47,7 +50,7 @@ def run_train(config: TrainJobConfig, *, progress: bool = False) -> dict[str, An
 
     claim_folder(config.out, "train", legacy=_is_ensemble_folder, create=False)  # before the images: fail fast
     init = _load_init(config.init) if config.init is not None else None  # before the images: fail fast
-    if config.labs:
+    if config.labs or config.rehearse:
         return _run_train_labs(config, init, progress=progress)
     ds = _resolve_dataset(config, missing_ok=True)  # experts may have annotated different images
     label_paths = fio.pair_annotations(ds.images, config.labels, expert="labels") if config.labels else {}
@@ -126,7 +129,11 @@ def _run_train_labs(config: TrainJobConfig, init: Any, *, progress: bool) -> dic
     from ..nn.train import train_ensemble
 
     sizes = config.lab_min_sizes or {}
-    labs = [load_lab(p, min_size=sizes.get(Path(p).name)) for p in config.labs]
+    new = list(config.labs) or [config.project]
+    rehearse = _rehearsal_labs(config.rehearse, init) if config.rehearse else []
+    if rehearse:  # before the images: fail fast
+        config = _rehearsal_weights(config, [Path(p).name for p in new], [Path(p).name for p in rehearse])
+    labs = [load_lab(p, min_size=sizes.get(Path(p).name)) for p in new + rehearse]
     if config.train.min_size:
         for lab in labs:  # labs named in neither lab_min_sizes nor the published table: the config's
             if lab.name not in sizes and lab.name not in ("lab-wue1", "lab-mue", "lab-inns1"):
@@ -146,6 +153,51 @@ def _run_train_labs(config: TrainJobConfig, init: Any, *, progress: bool) -> dic
         init=init,
     )
     return {"ok": True, "command": "train", "out": str(Path(config.out).resolve()), **summary}
+
+
+def _is_lab_folder(path: Path) -> bool:
+    return (path / "images").is_dir()
+
+
+def _rehearsal_labs(folders: list[Path], init: Any) -> list[Path]:
+    """The lab folders to rehearse: each given folder is a lab (it holds images/) or a folder of labs, of which
+    those named as the init model's training labs are taken (every lab in it when the model records none)."""
+    trained = sorted((init.metadata.get("provenance") or {}).get("labs") or {})
+    labs: list[Path] = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--rehearse {folder}: no such folder (expected a lab folder or a folder of labs)")
+        if _is_lab_folder(folder):
+            labs.append(folder)
+            continue
+        inside = sorted(p for p in folder.iterdir() if p.is_dir() and _is_lab_folder(p))
+        if not inside:
+            raise ValueError(f"--rehearse {folder}: neither a lab folder (images/ and the experts' annotations) "
+                             "nor a folder of such labs")
+        chosen = [p for p in inside if p.name in trained] if trained else inside
+        if not chosen:
+            raise ValueError(f"--rehearse {folder} holds none of the labs the model was trained on "
+                             f"({', '.join(trained)}); it holds {', '.join(p.name for p in inside)}")
+        log.info("rehearsing %s from %s%s", ", ".join(p.name for p in chosen), folder,
+                 " (the model's training labs)" if trained else "")
+        labs.extend(chosen)
+    missing = sorted(set(trained) - {p.name for p in labs})
+    if missing:
+        log.warning("rehearsal without %s, which the model was also trained on: it may forget them",
+                    ", ".join(missing))
+    return labs
+
+
+def _rehearsal_weights(config: TrainJobConfig, new: list[str], rehearsed: list[str]) -> TrainJobConfig:
+    """Rehearsal: the new labs share half the patches (weight: the number of rehearsed labs, split among
+    them), each rehearsed lab 1; weights given in train.lab_weights are kept."""
+    overlap = sorted(set(new) & set(rehearsed))
+    if overlap:
+        raise ValueError(f"rehearse names the new lab(s) {overlap} itself; give the labs the model was trained on")
+    weights = {name: len(rehearsed) / len(new) for name in new} | dict(config.train.lab_weights)
+    log.info("rehearsal: patches drawn in the ratio %s",
+             " : ".join(f"{n} {weights.get(n, 1.0):g}" for n in new + rehearsed))
+    return config.model_copy(update={"train": config.train.model_copy(update={"lab_weights": weights})})
 
 
 def _load_init(path: Path) -> Any:

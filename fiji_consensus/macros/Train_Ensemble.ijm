@@ -6,10 +6,14 @@
 // optionally a fixed number of iterations per member, and optionally a model to start from: fine-tuning a
 // model (an ensemble folder in models/ or a fiji-consensus bioimage.io package there, such as a zoo model) on
 // this project's annotated images (train --init MODEL --split all --learning-rate 5e-4 --targets fraction;
-// two annotated images and 300 iterations per member are a start; then Calibrate Model on the result).
+// two annotated images and 300 iterations per member are a start; then Calibrate Model on the result),
+// optionally rehearsing the labs that model was trained on (a folder of lab folders, e.g. the repository's
+// data/segebarth2020 for the zoo models: train --rehearse DIR; half the patches come from them, so two
+// images cannot pull the model away from what it knew; the best adaptation measured, with Calibrate Model).
 // Non-interactive: argument lines python=, project=, name=, members=, minutes=; for quick runs also
 // iterations= (per member, replaces minutes) and patch= (training patch size, a multiple of 8); init= (a
-// model in models/ or a path to fine-tune from; empty: train from scratch).
+// model in models/ or a path to fine-tune from; empty: train from scratch), rehearse= (with init=: the
+// folder of the model's training labs; empty: none).
 
 fcInit();
 py = fcPython();
@@ -20,6 +24,7 @@ minutes = fcArg("minutes", fcPref("train_minutes", "60"));
 iterations = fcArg("iterations", fcPref("train_iterations", ""));
 patch = fcArg("patch", fcPref("train_patch", "256"));
 init = fcArg("init", "");
+rehearse = fcArg("rehearse", "");
 SCRATCH = "(none: train from scratch)";
 if (!FC_BATCH) {
 	names = fcModelNames(project);
@@ -36,6 +41,7 @@ if (!FC_BATCH) {
 	Dialog.addNumber("Iterations per member (0: use the time budget):", its);
 	Dialog.addNumber("Training patch size (pixels, a multiple of 8):", parseInt(patch));
 	Dialog.addChoice("Start from (fine-tune this model on the project's images):", starts, init);
+	Dialog.addDirectory("Rehearse its training labs (a folder of labs; empty: none):", fcPref("train_rehearse", ""));
 	Dialog.show();
 	name = Dialog.getString();
 	members = fcNum(Dialog.getNumber());
@@ -43,7 +49,9 @@ if (!FC_BATCH) {
 	iterations = fcNum(Dialog.getNumber());
 	patch = fcNum(Dialog.getNumber());
 	init = Dialog.getChoice();
+	rehearse = Dialog.getString();
 	fcSetPref("train_init", init);
+	fcSetPref("train_rehearse", rehearse);
 	if (init == SCRATCH)
 		init = "";
 	if (iterations == "0")
@@ -79,8 +87,16 @@ if (iterations != "")
 	what = "" + nMembers + " member(s) x " + iterations + " iterations";
 else
 	what = "" + nMembers + " member(s), " + minutes + " minutes in all";
+if (rehearse != "" && initPath == "") {
+	print("(the rehearsal folder " + rehearse + " is for fine-tuning a model: not used when training from scratch)");
+	rehearse = "";
+}
+if (rehearse != "" && !File.isDirectory(rehearse))
+	fcFail("the rehearsal folder " + rehearse + " does not exist; choose the folder of the model's training labs or leave it empty");
 if (initPath != "")
 	what = what + ", fine-tuning " + File.getName(initPath);
+if (rehearse != "")
+	what = what + " rehearsing " + rehearse;
 showStatus("fiji-consensus: training " + name + " (" + what + "); ImageJ waits until it is done...");
 showProgress(0.02);
 print("Training " + out + " (" + what + ") ...");
@@ -93,7 +109,9 @@ if (iterations != "") {
 	budgetFlag = "--iterations";
 	budgetValue = iterations;
 }
-if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets, a gentle rate
+if (initPath != "" && rehearse != "")  // the same, next to the model's own training labs
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--rehearse", rehearse, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
+else if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets, a gentle rate
 	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
 else
 	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, budgetFlag, budgetValue, "--patch-size", patch, "--no-progress", "--json");
@@ -104,6 +122,8 @@ fcSetPref("model_name", name);
 print("Trained ensemble: " + outDir);
 if (initPath != "")
 	print("  fine-tuned from " + initPath + "; next: Calibrate Model on it (its own thresholds for this lab)");
+if (rehearse != "")
+	print("  rehearsed the labs of " + rehearse + " (those the model was trained on, where it names them)");
 
 // its validation score next to the experts'
 res = exec(py, "-c", FC_CODE, "fiji", "model-summary", outDir, "--json");

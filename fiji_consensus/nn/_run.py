@@ -66,7 +66,7 @@ def _check_run(
         config = config.model_copy(update={"learning_rate": FINETUNE_LEARNING_RATE if init is not None
                                            else SCRATCH_LEARNING_RATE})
         if init is not None:
-            log.info("fine-tuning at learning rate %g (the default with init; set learning_rate to change it)",
+            log.info("fine-tuning at learning rate %g (the default with init, unless a learning rate is given)",
                      config.learning_rate)
     if init is not None:
         config, init_states, init_info = _init_from(config, init)

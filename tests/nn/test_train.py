@@ -406,7 +406,7 @@ def test_learning_rate_default_depends_on_the_start(sample, tmp_path, caplog):
         train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "tuned",
                        tiny(members=1, split="all", iterations=2), image_ids=sample["ids"][:2], init=init)
     assert load_ensemble(tmp_path / "tuned").metadata["training"]["learning_rate"] == 5e-4  # fine-tuning
-    assert "fine-tuning at learning rate 0.0005" in caplog.text
+    assert "fine-tuning at learning rate 0.0005 (the default with init" in caplog.text
     train_ensemble(sample["images"][:2], sample["targets"][:2], tmp_path / "set",
                    tiny(members=1, split="all", iterations=2, learning_rate=1e-3), image_ids=sample["ids"][:2],
                    init=init)
