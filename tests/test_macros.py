@@ -485,7 +485,7 @@ def test_train_clicked_fine_tunes_a_zoo_package(project, display, ij_jar, tmp_pa
     # every annotated image, and as many of the rehearsed lab, which gets the other half of the patches
     assert len(meta["provenance"]["splits"][0]["train"]) == 2 * len(CROPS)
     assert sorted(meta["provenance"]["labs"]) == ["lab x", "tune ü"]
-    assert meta["provenance"]["lab_weights"] == {"tune ü": 1.0}
+    assert meta["provenance"]["lab_weights"] == {"tune ü": 1.0} and meta["training"]["validate_every"] == 3
     assert f"fine-tuned from {proj / 'models' / 'cfos-wue1.zip'}; next: Calibrate Model" in log
     assert f"rehearsed the labs of {labs}" in log
     assert "Validation (images it was also trained on (split 'all', as in fine-tuning): optimistic" in log

@@ -109,8 +109,11 @@ if (iterations != "") {
 	budgetFlag = "--iterations";
 	budgetValue = iterations;
 }
+validateEvery = "200";  // rehearsal validates on every rehearsed image too: once, at the end, as measured
+if (iterations != "")
+	validateEvery = iterations;
 if (initPath != "" && rehearse != "")  // the same, next to the model's own training labs
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--rehearse", rehearse, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--rehearse", rehearse, "--validate-every", validateEvery, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
 else if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets, a gentle rate
 	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
 else
