@@ -96,7 +96,7 @@ if (rehearse != "" && !File.isDirectory(rehearse))
 if (initPath != "")
 	what = what + ", fine-tuning " + File.getName(initPath);
 if (rehearse != "")
-	what = what + " rehearsing " + rehearse;
+	what = what + ", rehearsing " + rehearse;
 showStatus("fiji-consensus: training " + name + " (" + what + "); ImageJ waits until it is done...");
 showProgress(0.02);
 print("Training " + out + " (" + what + ") ...");
