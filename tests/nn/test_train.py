@@ -98,7 +98,8 @@ def test_train_ensemble_writes_a_complete_folder(sample, tmp_path):
     assert meta["architecture"]["config"]["depth"] == 2 and meta["architecture"]["halo"] == 24
     assert meta["normalization"]["method"] == "scale_range"
     assert set(meta["normalization"]["training_values"]) == set(sample["ids"])
-    assert meta["training"] == cfg.model_dump(mode="json")
+    assert cfg.learning_rate is None  # the default: recorded as the rate used from scratch
+    assert meta["training"] == cfg.model_dump(mode="json") | {"learning_rate": 2e-3}
     prov = meta["provenance"]
     assert prov["image_ids"] == sample["ids"] and prov["consensus"] == "est_GT" and prov["split"] == "kfold"
     assert len(prov["seeds"]) == 2 and prov["seeds"][0] != prov["seeds"][1]
