@@ -5,7 +5,7 @@
 // Asks for the model name, the number of members, the time budget (minutes for the whole ensemble),
 // optionally a fixed number of iterations per member, and optionally a model to start from: fine-tuning a
 // model (an ensemble folder in models/ or a fiji-consensus bioimage.io package there, such as a zoo model) on
-// this project's annotated images (train --init MODEL --split all --learning-rate 5e-4 --targets fraction;
+// this project's annotated images (train --init MODEL --split all --targets fraction, at its rate 5e-4;
 // two annotated images and 300 iterations per member are a start; then Calibrate Model on the result),
 // optionally rehearsing the labs that model was trained on (a folder of lab folders, e.g. the repository's
 // data/segebarth2020 for the zoo models: train --rehearse DIR; half the patches come from them, so two
@@ -113,9 +113,9 @@ validateEvery = "200";  // rehearsal validates on every rehearsed image too: onc
 if (iterations != "")
 	validateEvery = iterations;
 if (initPath != "" && rehearse != "")  // the same, next to the model's own training labs
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--rehearse", rehearse, "--validate-every", validateEvery, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
-else if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets, a gentle rate
-	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--learning-rate", "0.0005", "--targets", "fraction", "--no-progress", "--json");
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--rehearse", rehearse, "--validate-every", validateEvery, "--targets", "fraction", "--no-progress", "--json");
+else if (initPath != "")  // fine-tuning: every member on all annotated images, the zoo models' targets (init: a gentle rate)
+	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", "all", budgetFlag, budgetValue, "--patch-size", patch, "--init", initPath, "--targets", "fraction", "--no-progress", "--json");
 else
 	res = exec(py, "-c", FC_CODE, "train", "--project", project, "--out", out, "--members", members, "--split", splitKind, budgetFlag, budgetValue, "--patch-size", patch, "--no-progress", "--json");
 json = fcResult(res, "train");
